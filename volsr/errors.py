@@ -1,0 +1,38 @@
+"""Exception types for user-facing errors.
+
+Every error a user can cause (a bad path, a broken file, an impossible geometry, an
+existing output) derives from :class:`VolsrError`, so that the command line turns it into
+a one-line message and exit status 2 instead of a traceback. Each subclass also derives
+from the matching built-in type so that library users can catch ``ValueError`` or
+``FileExistsError`` as usual.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VolsrError",
+    "FormatError",
+    "GeometryError",
+    "InvalidDataError",
+    "OutputExistsError",
+]
+
+
+class VolsrError(Exception):
+    """Base class of every error caused by user input (files, arguments, data)."""
+
+
+class FormatError(VolsrError, ValueError):
+    """A file is missing, unreadable, truncated, or not in the format its name says."""
+
+
+class GeometryError(VolsrError, ValueError):
+    """An affine, shape, scale or spacing is impossible (singular, non-finite, zero-size)."""
+
+
+class InvalidDataError(VolsrError, ValueError):
+    """Voxel values that cannot be processed as they are (NaN/Inf, wrong dimensionality)."""
+
+
+class OutputExistsError(VolsrError, FileExistsError):
+    """The output path exists and overwriting was not requested."""

@@ -1,0 +1,170 @@
+"""Model registry: names to factories, with each model's card (what the engine needs to know)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Literal
+
+from torch import nn
+
+__all__ = ["ModelCard", "register_model", "create_model", "get_card", "list_models"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """Facts about a registered model, in one place.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``arch`` or ``arch.tag`` for a weight variant).
+    kind : {"interpolation", "network"}
+        Interpolation baselines and trained networks share one registry.
+    grid : {"lr", "hr"}
+        ``lr``: the model reads the low-resolution grid; ``hr``: it reads the input
+        interpolated onto the output grid (it does that itself inside ``forward``).
+    halo : int
+        Receptive-field radius in voxels of the grid it reads: a tile with this many extra
+        voxels on each side gives exact outputs.
+    scales : {"integer", "real"}
+        Whether per-axis factors must be integers.
+    scale_range : tuple of float
+        Smallest and largest per-axis factor supported.
+    modality : {"any", "mri", "hsi"}
+        The data the model is meant for.
+    description : str
+        One line for ``volsr models``.
+    weights : str or None
+        File name of shipped weights (safetensors) inside ``volsr/models/weights``.
+    """
+
+    name: str
+    kind: Literal["interpolation", "network"]
+    grid: Literal["lr", "hr"]
+    halo: int
+    scales: Literal["integer", "real"]
+    scale_range: tuple[float, float]
+    modality: Literal["any", "mri", "hsi"]
+    description: str
+    weights: str | None = None
+
+
+_REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}
+
+
+def register_model(card: ModelCard) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Decorator registering a zero-argument factory under ``card.name``.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's facts.
+
+    Returns
+    -------
+    callable
+        The decorator (returns the factory unchanged).
+
+    Raises
+    ------
+    ValueError
+        If the name is already registered.
+
+    Examples
+    --------
+    >>> "cubic" in [c.name for c in list_models()]  # doctest: +SKIP
+    True
+    """
+
+    def decorate(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        if card.name in _REGISTRY:
+            raise ValueError(f"model {card.name!r} is already registered")
+        _REGISTRY[card.name] = (card, factory)
+        return factory
+
+    return decorate
+
+
+def _lookup(name: str) -> tuple[ModelCard, Callable[[], nn.Module]]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def get_card(name: str) -> ModelCard:
+    """The card of a registered model.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+
+    Returns
+    -------
+    ModelCard
+
+    Raises
+    ------
+    KeyError
+        If unknown; the message lists the closest names.
+
+    Examples
+    --------
+    >>> get_card("no-such-model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown model 'no-such-model'..."
+    """
+    return _lookup(name)[0]
+
+
+def create_model(name: str) -> nn.Module:
+    """Build a registered model (with its shipped weights, if any), in eval mode.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model; ``model.card`` holds its :class:`ModelCard`.
+
+    Raises
+    ------
+    KeyError
+        If unknown; the message lists the closest names.
+
+    Examples
+    --------
+    >>> create_model("cubic").card.halo  # doctest: +SKIP
+    14
+    """
+    card, factory = _lookup(name)
+    model = factory()
+    model.card = card
+    return model.eval()
+
+
+def list_models() -> list[ModelCard]:
+    """Cards of every registered model, sorted by name.
+
+    Returns
+    -------
+    list of ModelCard
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> isinstance(list_models(), list)
+    True
+    """
+    return [card for _, (card, _) in sorted(_REGISTRY.items())]
