@@ -31,6 +31,7 @@ __all__ = [
     "INTERPOLATION_METHODS",
     "kernel_matrix",
     "interpolation_matrix",
+    "interpolation_matrix_at",
     "antialiased_cubic_matrix",
     "apply_matrix",
     "keys_cubic",
@@ -42,7 +43,13 @@ __all__ = [
 #: Interpolation methods and the radius (input voxels) beyond which they read nothing.
 #: The cubic B-spline prefilter is infinite in principle; its weights fall below 1e-7
 #: of the peak 12 voxels away, so 14 bounds it to float32 precision.
-INTERPOLATION_METHODS: dict[str, int] = {"nearest": 1, "linear": 1, "cubic": 14, "lanczos": 3}
+INTERPOLATION_METHODS: dict[str, int] = {
+    "nearest": 1,
+    "linear": 1,
+    "bicubic": 2,
+    "cubic": 14,
+    "lanczos": 3,
+}
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 
@@ -239,7 +246,7 @@ def interpolation_matrix(n_in: int, n_out: int, method: str) -> sp.csr_matrix:
     ----------
     n_in, n_out : int
         Grid sizes (voxels).
-    method : {"nearest", "linear", "cubic", "lanczos"}
+    method : {"nearest", "linear", "bicubic", "cubic", "lanczos"}
         ``cubic`` is the interpolating cubic B-spline (SciPy ``order=3``, ``mode="reflect"``).
 
     Returns
@@ -256,15 +263,59 @@ def interpolation_matrix(n_in: int, n_out: int, method: str) -> sp.csr_matrix:
     >>> interpolation_matrix(2, 4, "linear").toarray().round(3).tolist()
     [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]
     """
+    _check_method(method)
+    return interpolation_matrix_at(output_coordinates(n_in, n_out), n_in, method)
+
+
+def _check_method(method: str) -> None:
     if method not in INTERPOLATION_METHODS:
         raise ValueError(f"method must be one of {sorted(INTERPOLATION_METHODS)}, got {method!r}")
-    positions = output_coordinates(n_in, n_out)
+
+
+def interpolation_matrix_at(positions: np.ndarray, n_in: int, method: str) -> sp.csr_matrix:
+    """Interpolation weights at arbitrary sample positions along one axis.
+
+    Parameters
+    ----------
+    positions : (n_out,) float64 array_like
+        Sample positions in input-voxel coordinates (voxel ``j`` is centred at ``j``);
+        positions outside ``[-1/2, n_in - 1/2]`` read the half-sample symmetric extension.
+    n_in : int
+        Input length (voxels).
+    method : {"nearest", "linear", "bicubic", "cubic", "lanczos"}
+        As in :func:`interpolation_matrix`; ``cubic`` prefilters the ``n_in`` given
+        voxels, so a tile needs ``INTERPOLATION_METHODS["cubic"]`` voxels of halo.
+
+    Returns
+    -------
+    (n_out, n_in) scipy.sparse.csr_matrix, float64
+        Rows sum to one (to 1e-8 for ``cubic``, whose weights below 1e-9 are dropped).
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is unknown, ``n_in < 1``, or ``positions`` is not a finite 1-D array.
+
+    Examples
+    --------
+    >>> interpolation_matrix_at([0.5, 2.0], 3, "linear").toarray().tolist()
+    [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+    """
+    _check_method(method)
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 1 or not np.all(np.isfinite(positions)):
+        raise ValueError(f"positions must be a finite 1-D array, got shape {positions.shape}")
+    if int(n_in) < 1:
+        raise ValueError(f"n_in must be >= 1, got {n_in}")
     if method == "nearest":
-        return kernel_matrix(positions, n_in, lambda d: ((d > -0.5) & (d <= 0.5)) * 1.0, 0.5)
+        # Ties (a position halfway between voxels) go to the higher index, as in SciPy.
+        return kernel_matrix(positions, n_in, lambda d: ((d >= -0.5) & (d < 0.5)) * 1.0, 0.5)
     if method == "linear":
         return kernel_matrix(positions, n_in, lambda d: np.maximum(1.0 - np.abs(d), 0.0), 1.0)
     if method == "lanczos":
         return kernel_matrix(positions, n_in, lanczos3, 3.0)
+    if method == "bicubic":
+        return kernel_matrix(positions, n_in, keys_cubic, 2.0)
     basis = kernel_matrix(positions, n_in, _bspline3, 2.0, normalise=False)
     prefilter = ndi.spline_filter1d(np.eye(n_in), order=3, axis=0, mode="reflect")
     matrix = sp.csr_matrix(basis @ prefilter)

@@ -13,7 +13,7 @@ from pathlib import Path
 from volsr.errors import FormatError, OutputExistsError
 from volsr.volume import Volume
 
-__all__ = ["Format", "SaveOptions", "split_key", "atomic_output", "check_readable"]
+__all__ = ["Format", "SaveOptions", "split_key", "atomic_output", "check_readable", "final_path"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +171,38 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
             os.replace(temporary, path)
     finally:
         _remove(temporary)
+
+
+def final_path(path: Path) -> Path:
+    """The path that :func:`atomic_output`'s temporary ``path`` will be renamed to.
+
+    Writers of multi-file formats (ENVI: ``x.hdr`` plus ``x.img``) need the final name to
+    place their companion file; any other path is returned unchanged.
+
+    Parameters
+    ----------
+    path : Path
+        A temporary path yielded by :func:`atomic_output`, or any path.
+
+    Returns
+    -------
+    Path
+        The final path.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> final_path(Path("out/.cube.hdr.tmp-0123abcd"))
+    PosixPath('out/cube.hdr')
+    """
+    path = Path(path)
+    name, sep, tag = path.name.rpartition(".tmp-")
+    if sep and name.startswith(".") and len(tag) == 8 and all(c in "0123456789abcdef" for c in tag):
+        return path.with_name(name[1:])
+    return path
 
 
 def _remove(path: Path) -> None:

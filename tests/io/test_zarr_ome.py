@@ -1,0 +1,179 @@
+"""OME-Zarr (NGFF v0.5) reader/writer: round trips, metadata structure, foreign stores, laziness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.storage import LocalStore
+
+from volsr.errors import FormatError
+from volsr.io import load, save
+from volsr.io.zarr_ome import default_chunks
+from volsr.volume import Volume
+
+OBLIQUE = np.array(
+    [[0.9, 0.2, 0.0, 10.5], [-0.2, 0.9, 0.3, -4.0], [0.0, -0.3, 2.5, 3.25], [0, 0, 0, 1]]
+)
+
+
+def attributes(path: Path) -> dict:
+    return json.loads((path / "zarr.json").read_text())["attributes"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16, np.uint16])
+def test_round_trip_data_affine_and_dtype(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    data = (rng.random((21, 17, 9)) * 200).astype(dtype)
+    volume = Volume(data, OBLIQUE, ("i", "j", "k"))
+    back = load(save(volume, tmp_path / "v.zarr", chunks=(8, 8, 4)))
+    assert back.axes == ("i", "j", "k") and back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back.affine, OBLIQUE)
+    np.testing.assert_array_equal(back.numpy(), data)
+    assert zarr.open_array(tmp_path / "v.zarr" / "0", mode="r").chunks == (8, 8, 4)
+
+
+def test_cube_keeps_band_axis_and_spectra_and_puts_channel_first_on_disk(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.random((12, 10, 5), dtype=np.float32)
+    volume = Volume(data, np.diag([2.0, 3.0, 1.0, 1.0]), ("i", "j", "band"),
+                    wavelengths=[400.5, 500, 600, 700, 800], fwhm=[5, 5, 6, 6, 7])  # fmt: skip
+    path = save(volume, tmp_path / "cube.zarr", chunks=(4, 4, 5))
+    back = load(path)
+    assert back.axes == ("i", "j", "band")
+    np.testing.assert_array_equal(back.numpy(), data)
+    np.testing.assert_array_equal(back.wavelengths, [400.5, 500, 600, 700, 800])
+    np.testing.assert_array_equal(back.fwhm, [5, 5, 6, 6, 7])
+    on_disk = zarr.open_array(path / "0", mode="r")
+    assert on_disk.shape == (5, 12, 10) and on_disk.chunks == (5, 4, 4)
+    np.testing.assert_array_equal(on_disk[:], data.transpose(2, 0, 1))
+    ome = attributes(path)["ome"]
+    assert ome["multiscales"][0]["axes"] == [
+        {"name": "c", "type": "channel"},
+        {"name": "y", "type": "space", "unit": "millimeter"},
+        {"name": "x", "type": "space", "unit": "millimeter"},
+    ]
+    assert on_disk.metadata.dimension_names == ("c", "y", "x")
+
+
+def test_ngff_metadata_matches_an_axis_aligned_affine(tmp_path):
+    affine = np.array([[0.5, 0, 0, -12.0], [0, 0.75, 0, 30.5], [0, 0, 3.3, 7.0], [0, 0, 0, 1]])
+    path = save(
+        Volume(np.zeros((6, 5, 4), np.float32), affine, ("i", "j", "k")), tmp_path / "a.zarr"
+    )
+    ome = attributes(path)["ome"]
+    assert ome["version"] == "0.5"
+    (multiscale,) = ome["multiscales"]
+    assert [a["name"] for a in multiscale["axes"]] == ["z", "y", "x"]
+    assert all(a["type"] == "space" and a["unit"] == "millimeter" for a in multiscale["axes"])
+    (dataset,) = multiscale["datasets"]
+    assert dataset["path"] == "0"
+    scale, translation = dataset["coordinateTransformations"]
+    assert scale == {"type": "scale", "scale": [0.5, 0.75, 3.3]}
+    assert translation == {"type": "translation", "translation": [-12.0, 30.5, 7.0]}
+    array_meta = json.loads((path / "0" / "zarr.json").read_text())
+    assert array_meta["zarr_format"] == 3
+    assert "zstd" in [codec["name"] for codec in array_meta["codecs"]]
+    # Without the volsr record, a reader of NGFF alone recovers the same affine.
+    group = zarr.open_group(LocalStore(path), mode="r+")
+    del group.attrs["volsr"]
+    np.testing.assert_array_equal(load(path).affine, affine)
+
+
+def test_foreign_ngff_with_time_axis_micrometres_and_multiscale_transform(tmp_path):
+    path = tmp_path / "foreign.zarr"
+    group = zarr.open_group(LocalStore(path), mode="w", zarr_format=3)
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(1, 2, 3, 4, 5)
+    group.create_array("s0", data=data, chunks=(1, 1, 3, 2, 5))
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
+    ]
+    dataset = {"path": "s0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1, 1, 2.0, 0.5, 0.5]},
+        {"type": "translation", "translation": [0, 0, 10.0, 20.0, 30.0]}]}  # fmt: skip
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [dataset],
+        "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 2, 2, 2]}]}]}  # fmt: skip
+    volume = load(path)
+    assert volume.axes == ("i", "j", "k", "channel")
+    np.testing.assert_array_equal(volume.numpy(), data[0].transpose(1, 2, 3, 0))
+    # world(um) = 2 * (scale * index + translation); in mm divide by 1000.
+    expected = np.diag([4e-3, 1e-3, 1e-3, 1.0])
+    expected[:3, 3] = [20e-3, 40e-3, 60e-3]
+    np.testing.assert_allclose(volume.affine, expected, rtol=1e-12)
+
+
+def test_ngff_v04_layout_from_zarr_v2(tmp_path):
+    path = tmp_path / "old.zarr"
+    group = zarr.open_group(LocalStore(path), mode="w", zarr_format=2)
+    group.create_array("0", data=np.ones((3, 4), np.float32))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [
+        {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2, 3]}]}]}]  # fmt: skip
+    volume = load(path)
+    assert volume.axes == ("i", "j")
+    np.testing.assert_array_equal(volume.affine, np.diag([2.0, 3.0, 1.0, 1.0]))
+
+
+def test_plain_zarr_array_gets_identity_affine(tmp_path):
+    path = tmp_path / "plain.zarr"
+    zarr.create_array(LocalStore(path), data=np.arange(24, dtype=np.int32).reshape(2, 3, 4))
+    volume = load(path)
+    assert volume.axes == ("i", "j", "k")
+    np.testing.assert_array_equal(volume.affine, np.eye(4))
+    np.testing.assert_array_equal(volume.numpy(), np.arange(24).reshape(2, 3, 4))
+
+
+def test_load_reads_no_chunk_and_a_voxel_reads_one(tmp_path, monkeypatch):
+    data = np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16)
+    path = save(Volume(data, OBLIQUE, ("i", "j", "k")), tmp_path / "lazy.zarr", chunks=(4, 4, 4))
+    keys: list[str] = []
+    original = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        keys.append(key)
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    volume = load(path)
+    assert volume.shape == (16, 16, 16)
+    np.testing.assert_array_equal(volume.affine, OBLIQUE)
+    assert [k for k in keys if "/c/" in k] == []
+    assert float(volume.data[5, 9, 14].compute()) == data[5, 9, 14]
+    assert [k for k in keys if "/c/" in k] == ["0/c/1/2/3"]
+
+
+def test_default_chunks_are_bounded():
+    assert default_chunks((500, 30, 64, 3)) == (64, 30, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [(lambda p: None, "no such file"),
+     (lambda p: p.mkdir(), "not a readable zarr store"),
+     (lambda p: (p.mkdir(), (p / "zarr.json").write_text("{broken")), "not a readable zarr store"),
+     (lambda p: zarr.open_group(LocalStore(p), mode="w"), "without OME-Zarr 'multiscales'"),
+     (lambda p: zarr.create_array(LocalStore(p), data=np.zeros((2, 2, 2, 2, 2))), "2 or 3 dimensions")],
+)  # fmt: skip
+def test_missing_or_broken_stores_raise_format_error(tmp_path, setup, message):
+    path = tmp_path / "bad.zarr"
+    setup(path)
+    with pytest.raises(FormatError, match=message):
+        load(path)
+
+
+def test_unsupported_transform_and_bad_chunks(tmp_path):
+    volume = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4), ("i", "j", "k"))
+    path = save(volume, tmp_path / "t.zarr")
+    group = zarr.open_group(LocalStore(path), mode="r+")
+    del group.attrs["volsr"]
+    ome = group.attrs["ome"]
+    ome["multiscales"][0]["datasets"][0]["coordinateTransformations"] = [{"type": "affine"}]
+    group.attrs["ome"] = ome
+    with pytest.raises(FormatError, match="unsupported NGFF coordinate transformation 'affine'"):
+        load(path)
+    with pytest.raises(ValueError, match="chunks must give one positive size per array axis"):
+        save(volume, tmp_path / "c.zarr", chunks=(4, 4))
+    assert not (tmp_path / "c.zarr").exists()

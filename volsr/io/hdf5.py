@@ -1,0 +1,321 @@
+"""HDF5 (``file.h5:/group/dataset``) through h5py: lazy reads by path, chunked compressed writes.
+
+A volume is one dataset. volsr writes its geometry as attributes of that dataset
+(``affine``: (4, 4) float64; ``axes``: axis names; ``wavelengths`` and ``fwhm`` in nm) and
+reads them back when present; a plain dataset gets axes by dimensionality and an identity
+affine. Readers hand dask a :class:`HDF5Array`, which opens the file by path on each read:
+h5py handles are neither picklable nor safe to share between processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+
+from volsr.errors import FormatError, InvalidDataError
+from volsr.io._common import Format, SaveOptions
+from volsr.volume import SPATIAL_AXES, Volume
+
+__all__ = ["FORMAT", "HDF5Array", "load_hdf5", "save_hdf5", "list_datasets", "dask_chunks"]
+
+#: Target bytes per dask chunk (aligned to the dataset's HDF5 chunks).
+_CHUNK_BYTES = 64 * 2**20
+#: Dataset used when ``save`` gets no key.
+DEFAULT_KEY = "/data"
+_DEFAULT_AXES = {2: ("i", "j"), 3: SPATIAL_AXES, 4: (*SPATIAL_AXES, "channel")}
+_MAX_LISTED = 20
+
+
+class HDF5Array:
+    """A lazily read HDF5 dataset that opens its file by path on every read.
+
+    Parameters
+    ----------
+    path : Path
+        HDF5 file (a MATLAB v7.3 file is one too).
+    name : str
+        Absolute dataset path inside the file (``"/group/dataset"``).
+    shape : tuple of int
+        Dataset shape.
+    dtype : numpy.dtype
+        Dataset dtype.
+
+    Raises
+    ------
+    FormatError
+        From ``__getitem__`` if the file or dataset cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with h5py.File(Path(d) / "a.h5", "w") as f:
+    ...         _ = f.create_dataset("x", data=np.arange(6).reshape(2, 3))
+    ...     HDF5Array(Path(d) / "a.h5", "/x", (2, 3), np.dtype(np.int64))[1, :2].tolist()
+    [3, 4]
+    """
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        stat = os.stat(self.path)
+        return ("volsr-hdf5", str(self.path), self.name, stat.st_mtime_ns, stat.st_size)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        try:
+            with h5py.File(self.path, "r") as handle:
+                return np.asarray(handle[self.name][index])
+        except (OSError, KeyError) as exc:
+            raise FormatError(f"cannot read {self.path}:{self.name}: {exc}") from exc
+
+
+def list_datasets(handle: h5py.Group) -> list[str]:
+    """Absolute names of every dataset under a file or group.
+
+    Parameters
+    ----------
+    handle : h5py.File or h5py.Group
+        Open file or group.
+
+    Returns
+    -------
+    list of str
+        Dataset paths such as ``"/group/dataset"``, in HDF5 visiting order.
+
+    Raises
+    ------
+    OSError
+        If the file structure cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d, h5py.File(Path(d) / "a.h5", "w") as f:
+    ...     _ = f.create_dataset("g/x", data=[1])
+    ...     list_datasets(f)
+    ['/g/x']
+    """
+    names: list[str] = []
+    handle.visititems(
+        lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None
+    )
+    return names
+
+
+def dask_chunks(
+    shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...] | None
+) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks of about 64 MiB, whole multiples of the stored chunks where possible.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape.
+    dtype : numpy.dtype
+        Array dtype.
+    stored : tuple of int or None
+        HDF5 chunk shape (None for a contiguous dataset).
+
+    Returns
+    -------
+    tuple of tuple of int
+        Dask chunk sizes per axis.
+
+    Raises
+    ------
+    ValueError
+        If ``stored`` does not match ``shape``.
+
+    Examples
+    --------
+    >>> dask_chunks((100, 100), np.dtype(np.float32), (10, 10))
+    ((100,), (100,))
+    """
+    return da.core.normalize_chunks(
+        "auto", shape, limit=_CHUNK_BYTES, dtype=dtype, previous_chunks=stored
+    )
+
+
+def load_hdf5(path: Path, key: str | None) -> Volume:
+    """Open one dataset of an HDF5 file lazily.
+
+    Parameters
+    ----------
+    path : Path
+        ``.h5``, ``.hdf5`` or ``.he5`` file.
+    key : str or None
+        Dataset path (``"/group/dataset"`` or ``"group/dataset"``). None picks the file's
+        only dataset.
+
+    Returns
+    -------
+    Volume
+        Axes and affine from the ``axes`` and ``affine`` attributes, else ``("i", "j")``,
+        ``("i", "j", "k")`` or ``("i", "j", "k", "channel")`` by dimensionality and the
+        identity; ``wavelengths``/``fwhm`` (nm) from attributes of those names. Dtype as stored.
+
+    Raises
+    ------
+    FormatError
+        If the file is not HDF5, the dataset is missing (the message lists the datasets),
+        is not numeric, or has malformed volsr attributes.
+    InvalidDataError
+        If a plain dataset is not 2D, 3D or 4D.
+    GeometryError
+        If an axis has zero size or the affine is singular.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with h5py.File(Path(d) / "a.h5", "w") as f:
+    ...         _ = f.create_dataset("scan/t1", data=np.zeros((4, 5, 6), np.int16))
+    ...     v = load_hdf5(Path(d) / "a.h5", "/scan/t1")
+    ...     v.shape, v.axes, v.dtype
+    ((4, 5, 6), ('i', 'j', 'k'), dtype('int16'))
+    """
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"not a readable HDF5 file: {path} ({exc})") from exc
+    with handle:
+        dataset = _find_dataset(handle, path, key)
+        name, shape, dtype = dataset.name, dataset.shape, dataset.dtype
+        stored_chunks = dataset.chunks
+        facts = _volsr_attributes(dataset, path)
+    if dtype.kind not in "biufc":
+        raise FormatError(f"dataset {name} in {path} is not numeric (dtype {dtype})")
+    axes = facts.pop("axes", None) or _DEFAULT_AXES.get(len(shape))
+    if axes is None:
+        raise InvalidDataError(f"dataset {name} in {path} has shape {shape}: need 2D, 3D or 4D")
+    source = HDF5Array(path, name, shape, dtype)
+    data = da.from_array(
+        source,
+        chunks=dask_chunks(shape, dtype, stored_chunks) if all(shape) else shape,
+        meta=np.empty((0,) * len(shape), dtype),
+    )
+    affine = facts.pop("affine", np.eye(4))
+    return Volume(data=data, affine=affine, axes=axes, **facts)
+
+
+def save_hdf5(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
+    """Write a volume as one chunked, gzip-compressed dataset with its geometry attributes.
+
+    Streams chunk by chunk (``dask.array.store``): the volume is never whole in memory.
+
+    Parameters
+    ----------
+    volume : Volume
+        What to write; dtype kept.
+    path : Path
+        New HDF5 file.
+    key : str or None
+        Dataset path; None writes ``"/data"``.
+    options : SaveOptions
+        ``chunks``: HDF5 chunk shape (one value per axis, clipped to the shape); None lets
+        h5py choose.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        If ``options.chunks`` has the wrong length or a value < 1.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> v = Volume(np.ones((4, 5, 6), np.float32), np.diag([1, 1, 2, 1]), ("i", "j", "k"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_hdf5(v, Path(d) / "a.h5", "/g/v", SaveOptions(chunks=(2, 5, 6)))
+    ...     load_hdf5(Path(d) / "a.h5", "g/v").spacing.tolist()
+    [1.0, 1.0, 2.0]
+    """
+    name = "/" + (key or DEFAULT_KEY).strip("/")
+    chunks = _stored_chunks(options.chunks, volume.shape)
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset(
+            name,
+            shape=volume.shape,
+            dtype=volume.dtype,
+            chunks=chunks,
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        dataset.attrs["affine"] = volume.affine
+        dataset.attrs["axes"] = list(volume.axes)
+        for field in ("wavelengths", "fwhm"):
+            if getattr(volume, field) is not None:
+                dataset.attrs[field] = getattr(volume, field)
+        # h5py is not thread-safe for writes: the lock serialises them, reads stay parallel.
+        da.store(volume.data, dataset, lock=True)
+
+
+def _find_dataset(handle: h5py.File, path: Path, key: str | None) -> h5py.Dataset:
+    names = list_datasets(handle)
+    if key is None:
+        if len(names) == 1:
+            return handle[names[0]]
+        raise FormatError(
+            f"{path} holds {len(names)} datasets; name one as {path}:/dataset "
+            f"(available: {_listing(names)})"
+        )
+    obj = handle.get("/" + key.strip("/"))
+    if not isinstance(obj, h5py.Dataset):
+        raise FormatError(f"no dataset {key!r} in {path} (available: {_listing(names)})")
+    return obj
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED]) or "none"
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+def _volsr_attributes(dataset: h5py.Dataset, path: Path) -> dict[str, Any]:
+    attrs, facts = dataset.attrs, {}
+    where = f"attribute of {dataset.name} in {path}"
+    if "affine" in attrs:
+        affine = np.asarray(attrs["affine"], dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise FormatError(f"'affine' {where} has shape {affine.shape}, expected (4, 4)")
+        facts["affine"] = affine
+    if "axes" in attrs:
+        raw = np.atleast_1d(np.asarray(attrs["axes"]))
+        axes = tuple(a.decode() if isinstance(a, bytes) else str(a) for a in raw.tolist())
+        if len(axes) != dataset.ndim:
+            raise FormatError(f"'axes' {where} names {axes} for {dataset.ndim} dimensions")
+        facts["axes"] = axes
+    for field in ("wavelengths", "fwhm"):
+        if field in attrs:
+            facts[field] = np.asarray(attrs[field], dtype=np.float64).reshape(-1)
+    return facts
+
+
+def _stored_chunks(chunks: tuple[int, ...] | None, shape: tuple[int, ...]) -> Any:
+    if chunks is None:
+        return True
+    if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
+        raise ValueError(f"chunks must be {len(shape)} positive integers, got {chunks}")
+    return tuple(min(int(c), int(n)) for c, n in zip(chunks, shape, strict=True))
+
+
+FORMAT = Format(
+    name="hdf5",
+    suffixes=(".hdf5", ".h5", ".he5"),
+    load=load_hdf5,
+    save=save_hdf5,
+    takes_key=True,
+)

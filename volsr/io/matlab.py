@@ -1,0 +1,422 @@
+"""MATLAB ``.mat`` files (``file.mat:key``): v5 through SciPy, v7.3 through h5py.
+
+Arrays keep MATLAB's order: a 3D array is a hyperspectral cube, rows x cols x bands, axes
+``("i", "j", "band")``; a 2D array is an image, axes ``("i", "j")``. The affine is the identity
+(unit pixel spacing) unless the file holds a (4, 4) ``affine`` variable. Band centres come
+from a ``wavelengths`` (or ``wavelength``, ``wl``) variable with one value per band, and
+band widths from ``fwhm``; the unit rule: if every wavelength is below 100 the values are
+micrometres and are multiplied by 1000 (no sensor band centre lies below 100 nm, none above
+100 um), otherwise they are nanometres. ``fwhm`` takes the same factor.
+
+v7.3 files are HDF5 with MATLAB's 512-byte user block; HDF5 lists dimensions in reverse
+(C order) relative to MATLAB (Fortran order), so datasets are transposed lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+import scipy.io
+
+from volsr.errors import FormatError, InvalidDataError
+from volsr.io._common import Format, SaveOptions
+from volsr.io.hdf5 import HDF5Array, dask_chunks
+from volsr.volume import NONSPATIAL_AXES, Volume
+
+__all__ = ["FORMAT", "MatV5Array", "load_matlab", "save_matlab", "V73_MIN_BYTES"]
+
+#: Arrays of at least this many bytes are written as v7.3 (v5 variables are limited to 2 GiB).
+V73_MIN_BYTES = 2**31
+#: Variable written when ``save`` gets no key.
+DEFAULT_KEY = "data"
+_WAVELENGTH_NAMES = ("wavelengths", "wavelength", "wl")
+_META_NAMES = frozenset({"affine", "fwhm", *_WAVELENGTH_NAMES})
+_CLASSES = {
+    "double": "float64", "single": "float32", "logical": "bool",
+    "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
+    "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
+}  # fmt: skip
+_CLASS_OF_DTYPE = {np.dtype(v): k for k, v in _CLASSES.items()}
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, NotImplementedError, TypeError)
+
+
+class MatV5Array:
+    """One variable of a MATLAB v5 file, read on first access.
+
+    SciPy cannot read part of a v5 variable (each is one, usually zlib-compressed,
+    record), so a read loads only this variable (``variable_names=[name]``) and slices it;
+    the dask array over it has a single chunk.
+
+    Parameters
+    ----------
+    path : Path
+        ``.mat`` file (v4 or v5).
+    name : str
+        Variable name.
+    shape : tuple of int
+        MATLAB shape (rows, cols, ...).
+    dtype : numpy.dtype
+        Dtype from the MATLAB class (``logical`` -> bool).
+
+    Raises
+    ------
+    FormatError
+        From ``__getitem__`` if the file is truncated or the variable is complex.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     scipy.io.savemat(Path(d) / "a.mat", {"x": np.arange(6.0).reshape(2, 3)})
+    ...     MatV5Array(Path(d) / "a.mat", "x", (2, 3), np.dtype(np.float64))[1, :].tolist()
+    [3.0, 4.0, 5.0]
+    """
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        stat = os.stat(self.path)
+        return ("volsr-matv5", str(self.path), self.name, stat.st_mtime_ns, stat.st_size)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        array = _read_v5(self.path, self.name)
+        if array.dtype.kind == "c":
+            raise FormatError(f"variable {self.name!r} in {self.path} is complex: not supported")
+        if array.shape != self.shape:
+            raise FormatError(f"variable {self.name!r} in {self.path} changed shape on reading")
+        return array.astype(self.dtype, copy=False)[index]
+
+
+def load_matlab(path: Path, key: str | None) -> Volume:
+    """Open one array variable of a ``.mat`` file (v5 or v7.3) lazily.
+
+    Parameters
+    ----------
+    path : Path
+        ``.mat`` file.
+    key : str or None
+        Variable name; None picks the only numeric array (ignoring names starting with
+        ``_`` and the metadata variables ``affine``, ``fwhm``, ``wavelengths``, ``wavelength``,
+        ``wl``).
+
+    Returns
+    -------
+    Volume
+        ``(rows, cols, bands)`` with axes ``("i", "j", "band")`` or ``(rows, cols)`` with
+        ``("i", "j")``; dtype from the MATLAB class (``logical`` -> bool); wavelengths and
+        fwhm in nm (see the module notes for the unit rule).
+
+    Raises
+    ------
+    FormatError
+        If the file is not a MAT-file, is truncated, or the key is missing or not a numeric
+        array (the message lists the variables).
+    InvalidDataError
+        If the array is not 2D or 3D.
+    GeometryError
+        If an axis has zero size.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cube = np.zeros((4, 5, 3), np.uint16)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     scipy.io.savemat(Path(d) / "a.mat", {"cube": cube, "wl": [[0.4, 0.5, 0.6]]})
+    ...     v = load_matlab(Path(d) / "a.mat", None)
+    ...     v.axes, v.wavelengths.tolist()
+    (('i', 'j', 'band'), [400.0, 500.0, 600.0])
+    """
+    v73 = h5py.is_hdf5(path)
+    variables = _v73_variables(path) if v73 else _v5_variables(path)
+    name = _pick(variables, key, path)
+    shape, dtype = variables[name]
+    if not isinstance(dtype, np.dtype):
+        raise FormatError(f"variable {name!r} in {path} is a {dtype}, not a numeric array")
+    if len(shape) not in (2, 3):
+        raise InvalidDataError(
+            f"variable {name!r} in {path} has shape {shape}: need rows x cols (x bands)"
+        )
+    if v73:
+        data = _v73_data(path, name, shape, dtype)
+    else:
+        source = MatV5Array(path, name, shape, dtype)
+        data = da.from_array(source, chunks=shape, meta=np.empty((0,) * len(shape), dtype))
+    small = _read_small(path, variables, v73)
+    bands = shape[2] if len(shape) == 3 else 0
+    wavelengths, fwhm = _spectral(small, bands, path)
+    affine = small.get("affine")
+    affine = affine if affine is not None and affine.shape == (4, 4) else np.eye(4)
+    axes = ("i", "j", "band") if bands else ("i", "j")
+    return Volume(data=data, affine=affine, axes=axes, wavelengths=wavelengths, fwhm=fwhm)
+
+
+def save_matlab(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
+    """Write a volume as one MATLAB variable, rows x cols (x bands).
+
+    Arrays under 2 GiB are written as v5 (``scipy.io.savemat``, compressed; SciPy needs the
+    whole array in memory, so it is computed once); larger ones as v7.3 (HDF5 with MATLAB's
+    header, streamed chunk by chunk). Wavelengths and fwhm (nm) go in ``wavelengths`` and
+    ``fwhm`` column vectors, a non-identity affine in ``affine``.
+
+    Parameters
+    ----------
+    volume : Volume
+        2D, or 3D with the non-spatial axis moved last. Complex and float16 are refused /
+        widened: float16 is written as single.
+    path : Path
+        New ``.mat`` file.
+    key : str or None
+        Variable name (a MATLAB identifier); None writes ``data``.
+    options : SaveOptions
+        ``chunks`` (v7.3 only): HDF5 chunk shape in MATLAB order; None lets h5py choose.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    FormatError
+        If the key is not a MATLAB identifier or is a metadata name, the volume is not 2D or
+        3D, or its dtype has no MATLAB class.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> v = Volume(np.ones((4, 5, 2), np.float32), np.eye(4), ("i", "j", "band"),
+    ...            wavelengths=[450.0, 550.0])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_matlab(v, Path(d) / "a.mat", "cube", SaveOptions())
+    ...     sorted(scipy.io.whosmat(Path(d) / "a.mat"))
+    [('cube', (4, 5, 2), 'single'), ('wavelengths', (2, 1), 'double')]
+    """
+    name = DEFAULT_KEY if key is None else key
+    if not _IDENTIFIER.fullmatch(name) or name.lower() in _META_NAMES:
+        raise FormatError(
+            f"MATLAB variable name must be an identifier other than {sorted(_META_NAMES)}, "
+            f"got {name!r}"
+        )
+    data = _matlab_order(volume)
+    if data.dtype == np.float16:
+        data = data.astype(np.float32)
+    if data.dtype not in _CLASS_OF_DTYPE:
+        raise FormatError(f"MATLAB files cannot hold dtype {data.dtype} (volume {name!r})")
+    extras = {}
+    if not np.allclose(volume.affine, np.eye(4)):
+        extras["affine"] = volume.affine
+    for field in ("wavelengths", "fwhm"):
+        if getattr(volume, field) is not None:
+            extras[field] = getattr(volume, field).reshape(-1, 1)
+    if data.nbytes < V73_MIN_BYTES:
+        # scipy.io.savemat writes from memory only: compute the dask array once.
+        variables = {name: np.asarray(data.compute()), **extras}
+        with open(path, "wb") as handle:
+            scipy.io.savemat(handle, variables, do_compression=True, oned_as="column")
+    else:
+        _save_v73(path, name, data, extras, options.chunks)
+
+
+def _matlab_order(volume: Volume) -> da.Array:
+    if volume.ndim not in (2, 3):
+        raise FormatError(f"MATLAB files hold rows x cols (x bands) arrays; got axes {volume.axes}")
+    spatial = list(volume.spatial_axes)
+    other = [n for n, axis in enumerate(volume.axes) if axis in NONSPATIAL_AXES]
+    return volume.data.transpose(spatial + other)
+
+
+def _save_v73(
+    path: Path, name: str, data: da.Array, extras: dict[str, np.ndarray], chunks: Any
+) -> None:
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        stored_chunks = (
+            True
+            if chunks is None
+            else tuple(
+                min(int(c), int(n))
+                for c, n in zip(reversed(chunks), reversed(data.shape), strict=True)
+            )
+        )
+        cls = _CLASS_OF_DTYPE[np.dtype(data.dtype)]
+        target = handle.create_dataset(
+            name,
+            shape=tuple(reversed(data.shape)),
+            dtype=np.uint8 if cls == "logical" else data.dtype,
+            chunks=stored_chunks,
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        _mark(target, cls)
+        for extra, values in extras.items():
+            _mark(handle.create_dataset(extra, data=np.asarray(values, np.float64).T), "double")
+        # h5py is not thread-safe for writes: the lock serialises them, reads stay parallel.
+        da.store(data.transpose().astype(target.dtype), target, lock=True)
+    with open(path, "r+b") as raw:
+        raw.write(_v73_header())
+
+
+def _mark(dataset: h5py.Dataset, cls: str) -> None:
+    dataset.attrs.create("MATLAB_class", np.bytes_(cls))
+    if cls == "logical":
+        dataset.attrs.create("MATLAB_int_decode", np.int32(1))
+
+
+def _v73_header() -> bytes:
+    # MAT-file header: 116 bytes of text, 8-byte subsystem offset, version 0x0200, "IM".
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
+    text = f"MATLAB 7.3 MAT-file, Platform: volsr, Created on: {stamp} HDF5 schema 1.00 ."
+    return text.encode("ascii").ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM"
+
+
+def _v73_data(path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> da.Array:
+    stored = tuple(reversed(shape))
+    logical = dtype.kind == "b"  # MATLAB stores logical as uint8
+    source = HDF5Array(path, "/" + name, stored, np.dtype(np.uint8) if logical else dtype)
+    data = da.from_array(
+        source,
+        chunks=dask_chunks(stored, source.dtype, None) if all(shape) else stored,
+        meta=np.empty((0,) * len(shape), source.dtype),
+    ).transpose()
+    return data.astype(bool) if logical else data
+
+
+def _v5_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
+    try:
+        version = scipy.io.matlab.matfile_version(path)
+        entries = scipy.io.whosmat(path)
+    except (*_READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
+        raise FormatError(f"not a readable MAT-file: {path} ({_one_line(exc)})") from exc
+    if version[0] == 1:
+        _check_v5_complete(path)
+    return {
+        name: (tuple(int(n) for n in shape), np.dtype(_CLASSES[cls]) if cls in _CLASSES else cls)
+        for name, shape, cls in entries
+    }
+
+
+def _check_v5_complete(path: Path) -> None:
+    """Walk the top-level element tags (8 bytes each): every element must end in the file."""
+    with open(path, "rb") as handle:
+        header = handle.read(128)
+        size = handle.seek(0, os.SEEK_END)
+        order = "<" if header[126:128] == b"IM" else ">"
+        position = 128
+        while position + 8 <= size:
+            handle.seek(position)
+            _, count = struct.unpack(order + "II", handle.read(8))
+            position += 8 + count
+    if position > size:
+        raise FormatError(f"truncated MAT-file: {path} ends {position - size} bytes early")
+
+
+def _v73_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
+    try:
+        with h5py.File(path, "r") as handle:
+            found = {}
+            for name, obj in handle.items():
+                cls = obj.attrs.get("MATLAB_class", b"")
+                cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+                if name.startswith("#") or not isinstance(obj, h5py.Dataset):
+                    found[name] = ((), cls or "group")
+                elif "MATLAB_empty" in obj.attrs or cls not in _CLASSES:
+                    found[name] = (tuple(reversed(obj.shape)), cls or str(obj.dtype))
+                else:
+                    found[name] = (tuple(reversed(obj.shape)), np.dtype(_CLASSES[cls]))
+    except OSError as exc:
+        raise FormatError(f"not a readable MAT-file (v7.3): {path} ({exc})") from exc
+    return found
+
+
+def _pick(variables: dict[str, tuple[tuple[int, ...], Any]], key: str | None, path: Path) -> str:
+    listing = ", ".join(
+        f"{n} {'x'.join(map(str, s))} {_class(t)}" for n, (s, t) in variables.items()
+    )
+    if key is not None:
+        if key not in variables:
+            raise FormatError(f"no variable {key!r} in {path} (variables: {listing or 'none'})")
+        return key
+    arrays = [
+        n for n, (_, t) in variables.items()
+        if isinstance(t, np.dtype) and not n.startswith("_") and n.lower() not in _META_NAMES
+    ]  # fmt: skip
+    if len(arrays) != 1:
+        raise FormatError(
+            f"{path} holds {len(arrays)} candidate arrays; name one as {path}:name "
+            f"(variables: {listing or 'none'})"
+        )
+    return arrays[0]
+
+
+def _class(kind: Any) -> str:
+    return _CLASS_OF_DTYPE.get(kind, str(kind)) if isinstance(kind, np.dtype) else str(kind)
+
+
+def _read_small(
+    path: Path, variables: dict[str, tuple[tuple[int, ...], Any]], v73: bool
+) -> dict[str, np.ndarray]:
+    """Read the metadata variables (a few hundred numbers) eagerly, keyed by lower-case name."""
+    wanted = [
+        n for n, (_, t) in variables.items() if n.lower() in _META_NAMES and isinstance(t, np.dtype)
+    ]
+    if not wanted:
+        return {}
+    try:
+        if v73:
+            with h5py.File(path, "r") as handle:
+                found = {n: np.asarray(handle[n]).T for n in wanted}
+        else:
+            found = scipy.io.loadmat(path, variable_names=wanted)
+    except _READ_ERRORS as exc:
+        raise FormatError(f"cannot read metadata variables of {path}: {_one_line(exc)}") from exc
+    return {n.lower(): np.asarray(found[n], dtype=np.float64) for n in wanted}
+
+
+def _spectral(
+    small: dict[str, np.ndarray], bands: int, path: Path
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    names = [n for n in _WAVELENGTH_NAMES if n in small]
+    if not bands or not names:
+        return None, None
+    wavelengths = small[names[0]].reshape(-1)
+    if wavelengths.size != bands:
+        warnings.warn(
+            f"ignoring {names[0]!r} in {path}: {wavelengths.size} values for {bands} bands",
+            stacklevel=3,
+        )
+        return None, None
+    factor = 1000.0 if np.all(wavelengths < 100) else 1.0  # micrometres -> nm
+    fwhm = small.get("fwhm")
+    fwhm = None if fwhm is None or fwhm.size != bands else fwhm.reshape(-1) * factor
+    return wavelengths * factor, fwhm
+
+
+def _read_v5(path: Path, name: str) -> np.ndarray:
+    try:
+        return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
+    except (*_READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
+        raise FormatError(f"cannot read variable {name!r} of {path}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+FORMAT = Format(
+    name="matlab", suffixes=(".mat",), load=load_matlab, save=save_matlab, takes_key=True
+)

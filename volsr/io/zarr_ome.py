@@ -1,0 +1,316 @@
+"""Zarr v3 directory stores with OME-Zarr (NGFF v0.5) metadata: lazy read, chunked write.
+
+Layout written (``volume.zarr/``)::
+
+    zarr.json        group; attributes {"ome": {NGFF v0.5 multiscales}, "volsr": {...}}
+    0/               the image, one resolution level, zstd-compressed chunks
+
+Axis order. NGFF requires the ``channel`` axis to come before the ``space`` axes and the
+space axes to be last. Spatial axes keep our array order and are named ``z, y, x`` for
+``i, j, k`` (``y, x`` for ``i, j``): array order is what napari and ome-zarr-py display (the
+last two axes on screen), and the NGFF names are only labels of array axes, so naming
+``i`` "z" moves no data. A ``band``/``channel`` axis is stored *first* on disk (named
+``c``, type ``channel``) so that napari opens a cube as a channel stack of images; the
+reader moves it back to where the volume had it. NGFF can express only per-axis scale and
+translation, so the full voxel-to-world affine (oblique or flipped) is kept under the
+``"volsr"`` attribute and preferred on read; ``scale`` holds the voxel spacing (column
+norms, mm) and ``translation`` the world position of voxel 0's centre, which is exact for
+an axis-aligned affine with positive spacing. Foreign stores without ``"volsr"`` get the
+affine ``diag(scale) | translation`` (converted to mm). ``Volume.meta`` is not stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+import zarr.codecs
+import zarr.errors
+from zarr.storage import LocalStore
+
+from volsr.errors import FormatError, VolsrError
+from volsr.geometry import check_affine, voxel_spacing
+from volsr.io._common import Format, SaveOptions
+from volsr.volume import SPATIAL_AXES, Volume
+
+__all__ = ["FORMAT", "load_zarr", "save_zarr", "default_chunks"]
+
+_NGFF_VERSION = "0.5"
+_IMAGE_PATH = "0"
+_SPACE_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
+#: Length units NGFF allows (UDUNITS-2 names) that we convert to mm.
+_MM_PER_UNIT = {
+    "meter": 1e3, "decimeter": 1e2, "centimeter": 10.0, "millimeter": 1.0,
+    "micrometer": 1e-3, "nanometer": 1e-6, "angstrom": 1e-7, "picometer": 1e-9,
+    "kilometer": 1e6, "inch": 25.4, "foot": 304.8,
+}  # fmt: skip
+_OPEN_ERRORS = (zarr.errors.BaseZarrError, OSError, ValueError, KeyError, TypeError)
+
+
+def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Default chunk shape: at most 64 voxels per axis (64^3 float32 voxels = 1 MiB).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape, any axis order.
+
+    Returns
+    -------
+    tuple of int
+        ``min(n, 64)`` per axis.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> default_chunks((300, 20, 64))
+    (64, 20, 64)
+    """
+    return tuple(min(int(n), 64) for n in shape)
+
+
+def _disk_order(axes: tuple[str, ...]) -> list[int]:
+    """Volume-axis positions in on-disk order: the non-spatial axis first (NGFF)."""
+    other = [n for n, name in enumerate(axes) if name not in SPATIAL_AXES]
+    return other + [n for n, name in enumerate(axes) if name in SPATIAL_AXES]
+
+
+def _ngff_metadata(volume: Volume, order: list[int]) -> dict[str, Any]:
+    spacing = voxel_spacing(volume.affine)
+    origin = volume.affine[:3, 3]
+    n_space = len(volume.spatial_axes)
+    axes, scale, translation = [], [], []
+    for position in order:
+        label = volume.axes[position]
+        if label in SPATIAL_AXES:
+            index = SPATIAL_AXES.index(label)
+            axes.append({"name": _SPACE_NAMES[n_space][index], "type": "space",
+                         "unit": "millimeter"})  # fmt: skip
+            scale.append(float(spacing[index]))
+            translation.append(float(origin[index]))
+        else:
+            axes.append({"name": "c", "type": "channel"})
+            scale.append(1.0)
+            translation.append(0.0)
+    transforms = [{"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]
+    multiscale = {"axes": axes,
+                  "datasets": [{"path": _IMAGE_PATH, "coordinateTransformations": transforms}]}  # fmt: skip
+    return {"version": _NGFF_VERSION, "multiscales": [multiscale]}
+
+
+def _volsr_metadata(volume: Volume) -> dict[str, Any]:
+    record: dict[str, Any] = {"affine": volume.affine.tolist(), "axes": list(volume.axes)}
+    for key in ("wavelengths", "fwhm"):
+        values = getattr(volume, key)
+        if values is not None:
+            record[key] = values.tolist()
+    return record
+
+
+def _check_chunks(chunks: tuple[int, ...] | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if chunks is None:
+        return default_chunks(shape)
+    if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
+        raise ValueError(f"chunks must give one positive size per array axis of shape {shape}, got {chunks}")
+    return tuple(min(int(c), n) for c, n in zip(chunks, shape, strict=True))
+
+
+def save_zarr(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
+    """Write a volume as an OME-Zarr (NGFF v0.5) image in a new zarr v3 directory store.
+
+    Chunks are computed and written one dask block at a time (the data is rechunked to
+    the zarr chunk grid first, so every chunk is written exactly once).
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume; its axes, affine, wavelengths and fwhm are stored.
+    path : Path
+        New directory (must not exist).
+    key : None
+        Zarr stores take no ``:key``.
+    options : SaveOptions
+        ``chunks``: chunk shape in the volume's axis order; default :func:`default_chunks`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    FormatError
+        If a key is given, or the store cannot be created.
+    ValueError
+        If ``options.chunks`` does not match the volume's dimensionality.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> v = Volume(np.ones((4, 5, 6), np.float32), np.diag([2.0, 2, 3, 1]), ("i", "j", "k"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_zarr(v, Path(d) / "v.zarr", None, SaveOptions())
+    ...     load_zarr(Path(d) / "v.zarr", None).spacing.tolist()
+    [2.0, 2.0, 3.0]
+    """
+    if key is not None:
+        raise FormatError(f"zarr stores take no ':key', got {key!r} for {path}")
+    order = _disk_order(volume.axes)
+    chunks = _check_chunks(options.chunks, volume.shape)
+    disk_chunks = tuple(chunks[n] for n in order)
+    data = volume.data.transpose(order)
+    try:
+        group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
+        group.attrs.update({"ome": _ngff_metadata(volume, order),
+                            "volsr": _volsr_metadata(volume)})  # fmt: skip
+        names = [axis["name"] for axis in group.attrs["ome"]["multiscales"][0]["axes"]]
+        array = group.create_array(
+            _IMAGE_PATH, shape=data.shape, chunks=disk_chunks, dtype=data.dtype,
+            compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=names,
+        )  # fmt: skip
+    except _OPEN_ERRORS as error:
+        raise FormatError(f"cannot create zarr store {path}: {error}") from error
+    # Whole zarr chunks per dask block: no two tasks touch one chunk, so no lock is needed.
+    da.store(data.rechunk(disk_chunks), array, lock=False)
+
+
+def _open(path: Path) -> Any:
+    if not Path(path).exists():
+        raise FormatError(f"no such file: {path}")
+    try:
+        return zarr.open(store=LocalStore(path, read_only=True), mode="r")
+    except _OPEN_ERRORS as error:
+        raise FormatError(f"{path} is not a readable zarr store: {error}") from error
+
+
+def load_zarr(path: Path, key: str | None) -> Volume:
+    """Open an OME-Zarr image, or a plain zarr array, lazily.
+
+    Parameters
+    ----------
+    path : Path
+        A zarr directory store: an OME-Zarr group (image at its first ``datasets`` path),
+        or a bare 2-D or 3-D array (axes ``i, j[, k]``, identity affine).
+    key : None
+        Zarr stores take no ``:key``.
+
+    Returns
+    -------
+    Volume
+        Dask array over the zarr chunks (nothing read but metadata). The affine is the
+        stored ``"volsr"`` affine if present, else ``diag(scale) | translation`` in mm.
+        Foreign channel axes become a trailing ``channel`` axis; size-1 time axes are dropped.
+
+    Raises
+    ------
+    FormatError
+        If the store is missing or broken, or its metadata cannot describe a volume.
+
+    Examples
+    --------
+    >>> load_zarr(Path("missing.zarr"), None)
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: no such file: missing.zarr
+    """
+    if key is not None:
+        raise FormatError(f"zarr stores take no ':key', got {key!r} for {path}")
+    node = _open(path)
+    try:
+        if isinstance(node, zarr.Array):
+            return _plain_array(node)
+        return _ome_image(node, path)
+    except (VolsrError, *_OPEN_ERRORS) as error:
+        if isinstance(error, FormatError):
+            raise
+        raise FormatError(f"{path}: cannot read the image metadata: {error}") from error
+
+
+def _plain_array(array: Any) -> Volume:
+    if array.ndim not in (2, 3):
+        raise FormatError(f"a plain zarr array needs 2 or 3 dimensions, got shape {array.shape}")
+    return Volume(da.from_zarr(array), np.eye(4), SPATIAL_AXES[: array.ndim])
+
+
+def _ome_image(group: Any, path: Path) -> Volume:
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)  # NGFF v0.4 (zarr v2) keeps multiscales at the top level
+    if "multiscales" not in ome:
+        raise FormatError(f"{path} is a zarr group without OME-Zarr 'multiscales' metadata")
+    multiscale = ome["multiscales"][0]
+    dataset = multiscale["datasets"][0]
+    array = group[dataset["path"]]
+    axes = multiscale.get("axes") or [{"name": n, "type": "space"} for n in "zyx"[-array.ndim :]]
+    if len(axes) != array.ndim:
+        raise FormatError(f"{path}: {len(axes)} NGFF axes for an array of shape {array.shape}")
+    data = da.from_zarr(array)
+    record = attrs.get("volsr")
+    if record is not None:
+        return _volsr_image(data, record, path)
+    return _foreign_image(data, axes, multiscale, dataset, path)
+
+
+def _volsr_image(data: da.Array, record: dict[str, Any], path: Path) -> Volume:
+    axes = tuple(record["axes"])
+    order = _disk_order(axes)
+    if len(order) != data.ndim:
+        raise FormatError(f"{path}: 'volsr' axes {axes} do not match the array shape {data.shape}")
+    volume_order = [order.index(n) for n in range(len(axes))]
+    return Volume(
+        data.transpose(volume_order), check_affine(np.asarray(record["affine"], dtype=np.float64)),
+        axes, wavelengths=record.get("wavelengths"), fwhm=record.get("fwhm"),
+    )  # fmt: skip
+
+
+def _foreign_image(data: da.Array, axes: list, multiscale: dict, dataset: dict, path: Path) -> Volume:
+    scale, translation = _compose_transforms(
+        dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", []),
+        data.ndim,
+    )  # fmt: skip
+    kinds = [axis.get("type", "space" if axis["name"] in "zyx" else "channel") for axis in axes]
+    space = [n for n, kind in enumerate(kinds) if kind == "space"]
+    other = [n for n, kind in enumerate(kinds) if kind != "space"]
+    drop = [n for n in other if kinds[n] == "time" and data.shape[n] == 1]
+    other = [n for n in other if n not in drop]
+    if len(space) not in (2, 3) or len(other) > 1:
+        raise FormatError(f"{path}: cannot map NGFF axes {[a['name'] for a in axes]} to a volume")
+    data = data[tuple(0 if n in drop else slice(None) for n in range(data.ndim))]
+    kept = [n for n in range(len(axes)) if n not in drop]
+    data = data.transpose([kept.index(n) for n in space + other])
+    affine = np.eye(4)
+    for column, n in enumerate(space):
+        factor = _MM_PER_UNIT.get(str(axes[n].get("unit", "millimeter")).lower(), 1.0)
+        affine[column, column] = scale[n] * factor
+        affine[column, 3] = translation[n] * factor
+    names = SPATIAL_AXES[: len(space)] + ("channel",) * len(other)
+    return Volume(data, check_affine(affine), names)
+
+
+def _compose_transforms(inner: list, outer: list, ndim: int) -> tuple[list[float], list[float]]:
+    """Scale and translation of ``outer o inner`` (NGFF applies dataset transforms first)."""
+    scale, translation = np.ones(ndim), np.zeros(ndim)
+    for transform in list(inner) + list(outer):
+        kind = transform.get("type")
+        if kind == "identity":
+            continue
+        if kind not in ("scale", "translation"):
+            raise FormatError(f"unsupported NGFF coordinate transformation {kind!r}")
+        values = np.asarray(transform[kind], dtype=np.float64)
+        if values.shape != (ndim,) or not np.all(np.isfinite(values)):
+            raise FormatError(f"NGFF {kind} {values.tolist()} does not fit an array of {ndim} dimensions")
+        if kind == "scale":
+            scale, translation = scale * values, translation * values
+        else:
+            translation = translation + values
+    if np.any(scale == 0):
+        raise FormatError(f"NGFF scale {scale.tolist()} has a zero entry")
+    return scale.tolist(), translation.tolist()
+
+
+#: The OME-Zarr format record (suffix ``.zarr``, a directory).
+FORMAT = Format(name="zarr", suffixes=(".zarr",), load=load_zarr, save=save_zarr)
