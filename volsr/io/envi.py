@@ -488,8 +488,15 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         raise OutputExistsError(f"ENVI data file {data_file} exists without header {header}")
     cube = _rows_cols_bands(volume)
     fields = _header_fields(volume, cube.shape, _CODES[dtype], template, (interleave, order))
-    _write_binary(cube, data_file, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
-    Path(path).write_text("ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
+    # The binary goes under a temporary name too, renamed only once it is complete, so a
+    # failed write leaves neither a partial data file nor a damaged earlier one.
+    partial = data_file.with_name(f".{data_file.name}.partial")
+    try:
+        _write_binary(cube, partial, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
+        Path(path).write_text("ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
+        os.replace(partial, data_file)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 #: The ENVI format record (suffix ``.hdr``; the data file is found beside it).
