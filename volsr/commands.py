@@ -1,0 +1,352 @@
+"""What each ``volsr`` sub-command does, on parsed arguments (the CLI layer, above the library).
+
+Each ``run_NAME(args)`` returns the text to print (or None) and raises a
+:class:`volsr.errors.VolsrError` / ``ValueError`` for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from volsr import io
+from volsr.errors import GeometryError, InvalidDataError
+from volsr.volume import Volume, count_nonfinite
+
+__all__ = [
+    "run_info",
+    "run_convert",
+    "run_degrade",
+    "run_upsample",
+    "run_evaluate",
+    "run_models",
+    "run_demo",
+    "degrade_volume",
+    "describe",
+    "checked_finite",
+]
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def describe(volume: Volume, spec: str) -> dict[str, Any]:
+    """Header facts of a volume as a JSON-able dict (reads no voxels).
+
+    Parameters
+    ----------
+    volume : Volume
+        The opened volume.
+    spec : str
+        The path (and key) it was opened from.
+
+    Returns
+    -------
+    dict
+        ``path, format, shape, axes, dtype, spacing_mm, affine, orientation`` and, for
+        spectral cubes, ``bands`` and ``wavelength_range_nm``.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((2, 3, 4), np.uint8), np.eye(4), ("i", "j", "k"))
+    >>> describe(v, "x.nii.gz")["orientation"]
+    'RAS'
+    """
+    import nibabel.orientations as orientations
+
+    fmt = io.format_for(spec)[0].name if _known(spec) else "in-memory"
+    facts: dict[str, Any] = {
+        "path": spec,
+        "format": fmt,
+        "shape": list(volume.shape),
+        "axes": list(volume.axes),
+        "dtype": str(volume.dtype),
+        "spacing_mm": [round(float(s), 6) for s in volume.spacing],
+        "affine": np.round(volume.affine, 6).tolist(),
+        "orientation": "".join(orientations.aff2axcodes(volume.affine))[: len(volume.spatial_axes)],
+        "size_mb": round(volume.data.nbytes / 1e6, 3),
+    }
+    if volume.band_axis is not None:
+        facts["bands"] = volume.shape[volume.band_axis]
+    if volume.wavelengths is not None:
+        facts["wavelength_range_nm"] = [float(volume.wavelengths[0]), float(volume.wavelengths[-1])]
+    return facts
+
+
+def _known(spec: str) -> bool:
+    try:
+        io.format_for(spec)
+    except ValueError:
+        return False
+    return True
+
+
+def run_info(args: argparse.Namespace) -> str:
+    """``volsr info PATH [--json]``."""
+    facts = describe(io.load(args.path), args.path)
+    if args.json:
+        return json.dumps(facts, indent=2)
+    lines = [f"{key:>20}: {value}" for key, value in facts.items() if key != "affine"]
+    lines.append(f"{'affine':>20}:")
+    lines += [" " * 22 + "  ".join(f"{v:10.4f}" for v in row) for row in facts["affine"]]
+    return "\n".join(lines)
+
+
+def checked_finite(volume: Volume, fill: float | None) -> Volume:
+    """Refuse NaN/Inf voxels, or replace them by ``fill``.
+
+    Parameters
+    ----------
+    volume : Volume
+        Input volume (streamed over once for the count).
+    fill : float or None
+        Replacement value; None refuses non-finite voxels.
+
+    Returns
+    -------
+    Volume
+        ``volume`` itself, or a lazy copy with non-finite voxels replaced.
+
+    Raises
+    ------
+    InvalidDataError
+        If non-finite voxels exist and ``fill`` is None; the message gives their count.
+
+    Examples
+    --------
+    >>> v = Volume(np.array([[[np.nan, 1.0]]]), np.eye(4), ("i", "j", "k"))
+    >>> checked_finite(v, 0.0).numpy().tolist()
+    [[[0.0, 1.0]]]
+    """
+    bad = count_nonfinite(volume)
+    if bad == 0:
+        return volume
+    if fill is None:
+        raise InvalidDataError(
+            f"{bad} NaN/Inf voxels in the input; pass --fill-nonfinite VALUE to replace them"
+        )
+    _note(f"replaced {bad} NaN/Inf voxels by {fill}")
+    return volume.replace(data=da.where(da.isfinite(volume.data), volume.data, fill))
+
+
+def run_convert(args: argparse.Namespace) -> str:
+    """``volsr convert IN OUT [--chunks ...]``."""
+    volume = io.load(args.input)
+    if args.fill_nonfinite is not None:
+        volume = checked_finite(volume, args.fill_nonfinite)
+    path = io.save(volume, args.output, overwrite=args.overwrite, chunks=args.chunks)
+    return f"wrote {path} {volume.shape} {volume.dtype}"
+
+
+def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> tuple[float, ...]:
+    count = len(volume.spatial_axes)
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise GeometryError(
+            f"{option} needs 1 or {count} values for a volume with {count} spatial axes "
+            f"(shape {volume.shape}, axes {volume.axes}), got {','.join(map(str, values))}"
+        )
+    return values
+
+
+def run_degrade(args: argparse.Namespace) -> str:
+    """``volsr degrade IN OUT --factor ... [--method ...]``."""
+    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
+    factors = _spatial_factors(volume, args.factor, "--factor")
+    result = degrade_volume(
+        volume,
+        factors=factors,
+        method=args.method,
+        thickness_mm=args.thickness,
+        gap_mm=args.gap,
+        profile=args.profile,
+        snr_db=args.snr,
+        seed=args.seed,
+    )
+    path = io.save(result, args.output, overwrite=args.overwrite)
+    spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
+    return f"wrote {path}: {result.shape}, spacing {spacing} mm"
+
+
+def degrade_volume(
+    volume: Volume,
+    *,
+    factors: tuple[float, ...],
+    method: str,
+    thickness_mm: float | None,
+    gap_mm: float,
+    profile: str,
+    snr_db: float | None,
+    seed: int,
+) -> Volume:
+    """Apply the degradation the ``degrade`` options describe.
+
+    Parameters
+    ----------
+    volume : Volume
+        HR input.
+    factors : tuple of float
+        One factor per spatial axis (slice spacing / HR spacing for ``slice``).
+    method : {"slice", "kspace", "gaussian", "bicubic"}
+        Degradation model (see :mod:`volsr.degrade`).
+    thickness_mm, gap_mm : float
+        Slice thickness and gap in mm (``slice`` only); the thickness defaults to the slice
+        spacing minus the gap. Given both, thickness + gap must equal the slice spacing.
+    profile : {"gaussian", "box"}
+        Slice profile (``slice`` only).
+    snr_db : float or None
+        Add Rician noise at this SNR after the degradation.
+    seed : int
+        Seed of the noise field.
+
+    Returns
+    -------
+    Volume
+        The LR volume with its affine.
+
+    Raises
+    ------
+    ValueError
+        If the options contradict each other (for example two slice axes).
+
+    Examples
+    --------
+    >>> v = Volume(np.ones((4, 4, 8), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> degrade_volume(v, factors=(1, 1, 2), method="slice", thickness_mm=None, gap_mm=0,
+    ...                profile="box", snr_db=None, seed=0).shape
+    (4, 4, 4)
+    """
+    from volsr import degrade
+
+    moved = [axis for axis, f in enumerate(factors) if f != 1]
+    if method == "slice":
+        if len(moved) != 1:
+            raise ValueError(
+                f"--method slice thickens exactly one axis; --factor {factors} has {len(moved)} "
+                "factors != 1 (use --method gaussian or kspace for several axes)"
+            )
+        axis = moved[0]
+        spacing = float(volume.spacing[axis])
+        spacing_mm = factors[axis] * spacing
+        thickness = spacing_mm - gap_mm if thickness_mm is None else thickness_mm
+        factor, width = degrade.slice_factor_from_mm(spacing, thickness_mm=thickness, gap_mm=gap_mm)
+        if not math.isclose(factor, factors[axis], rel_tol=1e-6):
+            raise ValueError(
+                f"--thickness {thickness} mm + --gap {gap_mm} mm = {thickness + gap_mm} mm, but "
+                f"--factor {factors[axis]} x spacing {spacing:.4g} mm = {spacing_mm:.4g} mm"
+            )
+        result = degrade.thick_slice(volume, axis=axis, factor=factor, thickness=width, profile=profile)
+    elif thickness_mm is not None or gap_mm:
+        raise ValueError("--thickness and --gap apply to --method slice only")
+    elif method == "kspace":
+        result = degrade.kspace_truncate(volume, factors=factors)
+    elif method == "gaussian":
+        result = degrade.gaussian_decimate(volume, factors=factors)
+    else:
+        result = degrade.bicubic_downsample(volume, factors=factors)
+    if snr_db is None:
+        return result
+    values = result.numpy()
+    sigma = degrade.sigma_for_snr(values, snr_db)
+    noisy = degrade.rician_noise(values, degrade.NoiseParams(snr_db=snr_db, sigma=sigma, seed=seed))
+    return result.replace(data=da.from_array(noisy.astype(values.dtype, copy=False)))
+
+
+def run_upsample(args: argparse.Namespace) -> str:
+    """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [--model NAME]``."""
+    from volsr.engine import upsample
+    from volsr.models import default_model_name
+
+    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
+    model = args.model or default_model_name(spectral=volume.band_axis is not None)
+    if args.scale is not None:
+        scale = _spatial_factors(volume, args.scale, "--scale")
+        result = upsample(volume, scale=scale, model=model)
+    else:
+        target = _spatial_factors(volume, args.target_spacing, "--target-spacing")
+        result = upsample(volume, target_spacing=target, model=model)
+    _note(f"model: {model}")
+    path = io.save(result, args.output, overwrite=args.overwrite, chunks=args.chunks)
+    spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
+    return f"wrote {path}: {result.shape}, spacing {spacing} mm"
+
+
+def _aligned(reference: Volume, prediction: Volume) -> Volume:
+    """Crop the reference to the prediction's grid when it is a leading sub-grid of it."""
+    if reference.shape == prediction.shape:
+        return reference
+    same_origin = np.allclose(reference.affine, prediction.affine, atol=1e-4)
+    fits = len(reference.shape) == len(prediction.shape) and all(
+        p <= r for p, r in zip(prediction.shape, reference.shape)
+    )
+    if not (same_origin and fits):
+        raise GeometryError(
+            f"prediction grid {prediction.shape} does not match reference grid {reference.shape}"
+            " (and is not a leading sub-grid with the same affine)"
+        )
+    _note(f"evaluating on the prediction's grid {prediction.shape} (reference cropped)")
+    return reference.crop(tuple(slice(0, n) for n in prediction.shape))
+
+
+def run_evaluate(args: argparse.Namespace) -> str:
+    """``volsr evaluate --reference REF --prediction PRED [--mask M] [--scale S] [--json F]``."""
+    from volsr.metrics import evaluate
+
+    prediction = checked_finite(io.load(args.prediction), None)
+    reference = _aligned(checked_finite(io.load(args.reference), None), prediction)
+    ref = reference.numpy().astype(np.float64)
+    est = prediction.numpy().astype(np.float64)
+    mask = None
+    if args.mask:
+        mask_volume = _aligned(io.load(args.mask), prediction)
+        mask = mask_volume.numpy() != 0
+    data_range = args.data_range
+    if data_range is None:
+        data_range = float(ref.max() - ref.min())
+        _note(f"data range: {data_range:.6g} (max - min of the reference)")
+    spectral = reference.band_axis is not None
+    metrics = evaluate(
+        ref, est, data_range=data_range, mask=mask, spectral=spectral, scale=args.scale
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    width = max(len(name) for name in metrics)
+    return "\n".join(f"{name:<{width}}  {value:.6g}" for name, value in metrics.items())
+
+
+def run_models(args: argparse.Namespace) -> str:
+    """``volsr models``: every registered model with its factor range."""
+    from volsr.models import list_models
+
+    rows = [("name", "kind", "modality", "scales", "range", "halo", "description")]
+    for card in list_models():
+        low, high = card.scale_range
+        rows.append(
+            (card.name, card.kind, card.modality, card.scales, f"{low:g}-{high:g}",
+             str(card.halo), card.description)
+        )
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def run_demo(args: argparse.Namespace) -> str:
+    """``volsr demo [OUTDIR]``: the ICBM152 thick-slice demo."""
+    from volsr.demo import run_demo as demo
+
+    return demo(Path(args.outdir), factor=args.factor, overwrite=args.overwrite)
