@@ -143,6 +143,7 @@ def checked_finite(volume: Volume, fill: float | None) -> Volume:
 
 def run_convert(args: argparse.Namespace) -> str:
     """``volsr convert IN OUT [--chunks ...]``."""
+    io.check_output(args.output, overwrite=args.overwrite)
     volume = io.load(args.input)
     if args.fill_nonfinite is not None:
         volume = checked_finite(volume, args.fill_nonfinite)
@@ -164,6 +165,7 @@ def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> 
 
 def run_degrade(args: argparse.Namespace) -> str:
     """``volsr degrade IN OUT --factor ... [--method ...]``."""
+    io.check_output(args.output, overwrite=args.overwrite)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     factors = _spatial_factors(volume, args.factor, "--factor")
     result = degrade_volume(
@@ -270,6 +272,7 @@ def run_upsample(args: argparse.Namespace) -> str:
     from volsr.engine import upsample
     from volsr.models import default_model_name
 
+    io.check_output(args.output, overwrite=args.overwrite)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     model = args.model or default_model_name(spectral=volume.band_axis is not None)
     if args.scale is not None:

@@ -12,7 +12,14 @@ import os
 from pathlib import Path
 
 from volsr.errors import FormatError
-from volsr.io._common import Format, SaveOptions, atomic_output, check_readable, split_key
+from volsr.io._common import (
+    Format,
+    SaveOptions,
+    atomic_output,
+    check_readable,
+    check_writable,
+    split_key,
+)
 from volsr.io.envi import FORMAT as ENVI
 from volsr.io.hdf5 import FORMAT as HDF5
 from volsr.io.matlab import FORMAT as MATLAB
@@ -20,7 +27,7 @@ from volsr.io.nifti import FORMAT as NIFTI
 from volsr.io.zarr_ome import FORMAT as ZARR
 from volsr.volume import Volume
 
-__all__ = ["load", "save", "format_for", "FORMATS", "Format", "SaveOptions"]
+__all__ = ["load", "save", "check_output", "format_for", "FORMATS", "Format", "SaveOptions"]
 
 #: Every registered format, in lookup order.
 FORMATS: tuple[Format, ...] = (NIFTI, HDF5, MATLAB, ZARR, ENVI)
@@ -88,6 +95,40 @@ def load(spec: str | os.PathLike[str]) -> Volume:
     fmt, path, key = format_for(spec)
     check_readable(path)
     return fmt.load(path, key)
+
+
+def check_output(spec: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check, before any work, that ``save`` could write ``spec``.
+
+    Parameters
+    ----------
+    spec : str or path
+        Output ``path`` or ``path:key``.
+    overwrite : bool
+        Whether an existing output may be replaced.
+
+    Returns
+    -------
+    Path
+        The output path (without key).
+
+    Raises
+    ------
+    OutputExistsError
+        If the output exists and ``overwrite`` is False.
+    FormatError
+        If the suffix is unknown or the folder is missing or not writable.
+
+    Examples
+    --------
+    >>> check_output("/no/such/folder/sr.nii.gz")
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: output folder does not exist: /no/such/folder
+    """
+    _, path, _ = format_for(spec)
+    check_writable(path, overwrite=overwrite)
+    return path
 
 
 def save(

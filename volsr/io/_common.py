@@ -13,7 +13,15 @@ from pathlib import Path
 from volsr.errors import FormatError, OutputExistsError
 from volsr.volume import Volume
 
-__all__ = ["Format", "SaveOptions", "split_key", "atomic_output", "check_readable", "final_path"]
+__all__ = [
+    "Format",
+    "SaveOptions",
+    "split_key",
+    "atomic_output",
+    "check_readable",
+    "check_writable",
+    "final_path",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +123,43 @@ def check_readable(path: Path) -> None:
         raise FormatError(f"cannot read {path}: permission denied")
 
 
+def check_writable(path: Path, *, overwrite: bool) -> None:
+    """Refuse an output that exists (unless ``overwrite``) or whose folder is not writable.
+
+    Parameters
+    ----------
+    path : Path
+        Final output path (file or directory).
+    overwrite : bool
+        Whether an existing ``path`` may be replaced.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FormatError
+        If the output folder does not exist or is not writable.
+
+    Examples
+    --------
+    >>> check_writable(Path("/no/such/folder/x.nii"), overwrite=False)
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: output folder does not exist: /no/such/folder
+    """
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FormatError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FormatError(f"output folder is not writable: {folder}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
@@ -151,13 +196,8 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     'x'
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FormatError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FormatError(f"output folder is not writable: {folder}")
+    check_writable(path, overwrite=overwrite)
+    folder = path.parent
     tag = uuid.uuid4().hex[:8]
     temporary = folder / f".{path.name}.tmp-{tag}"
     try:
