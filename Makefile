@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# napari-hippo only for the real ENVI cube in its wheel (its GUI dependencies are not needed)
+	$(BIN)/python -m pip install --quiet --no-deps napari-hippo==0.2.0
 	touch $(STAMP)
 
 install: $(STAMP)
