@@ -148,15 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from volsr import commands  # after parsing: --help stays fast
     from volsr.errors import VolsrError
 
+    commands.take_notes()  # start from an empty buffer
     try:
         result = getattr(commands, f"run_{args.command}")(args)
     except (VolsrError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+        commands.take_notes()  # the error stays the only line on stderr
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"volsr {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as error:
+        commands.take_notes()
         print(f"volsr {args.command}: system error: {error}", file=sys.stderr)
         return 1
+    for note in commands.take_notes():
+        print(note, file=sys.stderr)
     if result is not None:
         print(result if isinstance(result, str) else json.dumps(result, indent=2))
     return 0

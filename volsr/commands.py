@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,43 @@ __all__ = [
     "degrade_volume",
     "describe",
     "checked_finite",
+    "take_notes",
 ]
 
 
+#: Notes for stderr, held back until the command succeeds: a user error prints one line only.
+_NOTES: list[str] = []
+
+
 def _note(message: str) -> None:
-    print(message, file=sys.stderr)
+    _NOTES.append(message)
+
+
+def take_notes() -> list[str]:
+    """Notes the last command gathered for stderr, removed from the buffer.
+
+    The CLI prints them after a successful command and drops them after a user error,
+    whose message must stay the only line on stderr.
+
+    Returns
+    -------
+    list of str
+        One line each, in the order they were noted.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> _ = take_notes()
+    >>> _note("model: cubic")
+    >>> take_notes(), take_notes()
+    (['model: cubic'], [])
+    """
+    notes = list(_NOTES)
+    _NOTES.clear()
+    return notes
 
 
 def describe(volume: Volume, spec: str) -> dict[str, Any]:
@@ -144,9 +175,7 @@ def checked_finite(volume: Volume, fill: float | None) -> Volume:
 def run_convert(args: argparse.Namespace) -> str:
     """``volsr convert IN OUT [--chunks ...]``."""
     io.check_output(args.output, overwrite=args.overwrite)
-    volume = io.load(args.input)
-    if args.fill_nonfinite is not None:
-        volume = checked_finite(volume, args.fill_nonfinite)
+    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     path = io.save(volume, args.output, overwrite=args.overwrite, chunks=args.chunks)
     return f"wrote {path} {volume.shape} {volume.dtype}"
 
