@@ -4,7 +4,7 @@ Importing this package registers the built-in models (``nearest``, ``linear``, `
 ``cubic``, ``lanczos``).
 """
 
-from volsr.models import interpolation
+from volsr.models import interpolation, mdcsrn
 from volsr.models.registry import ModelCard, create_model, get_card, list_models, register_model
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "default_model_name",
     "get_card",
     "interpolation",
+    "mdcsrn",
     "list_models",
     "register_model",
 ]

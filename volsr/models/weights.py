@@ -1,0 +1,353 @@
+"""Weights on disk: safetensors tensors plus a JSON sidecar with the constructor config.
+
+Nothing here executes code read from a file: tensors come from safetensors (no pickle), and
+the sidecar is plain JSON whose ``config`` keys must be keyword parameters of the factory
+that receives them, with scalar or list values. The sidecar of ``NAME.safetensors`` is
+``NAME.json``::
+
+    {"config": {"blocks": 4, "units": 4, ...},            # constructor arguments
+     "card": {"name": "mdcsrn.t1", "description": "...",  # only for shipped weights
+              "scale_range": [1.0, 5.0]},
+     "metadata": {...}}                                    # free-form facts, never executed
+
+This is the only module of :mod:`volsr.models` that touches files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import safetensors.torch
+from torch import nn
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "ShippedWeights",
+    "save_weights",
+    "read_config",
+    "load_weights",
+    "load_module",
+    "shipped_path",
+    "shipped_weights",
+]
+
+#: Folder of the weights shipped inside the package.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+_SECTIONS = ("config", "card", "metadata")
+_SCALARS = (bool, int, float, str, type(None))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedWeights:
+    """A shipped weights file and the facts its sidecar gives for the model card.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    file : str
+        File name inside :data:`WEIGHTS_DIR`.
+    config : dict
+        Constructor arguments.
+    description : str
+        One line for ``volsr models``.
+    scale_range : tuple of float
+        Trained per-axis factor range.
+    """
+
+    name: str
+    file: str
+    config: dict
+    description: str
+    scale_range: tuple[float, float]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_weights(
+    module: nn.Module,
+    path: str | Path,
+    *,
+    config: Mapping[str, object],
+    card: Mapping[str, object] | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Write ``module``'s state as safetensors and its config as the JSON sidecar.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module (its ``state_dict``: parameters and buffers).
+    path : str or Path
+        Destination ending in ``.safetensors``; the sidecar goes beside it as ``.json``.
+    config : mapping
+        Constructor arguments rebuilding ``module`` (JSON scalars or lists).
+    card, metadata : mapping, optional
+        Model-card facts (``name``, ``description``, ``scale_range``) and free-form facts.
+
+    Returns
+    -------
+    Path
+        The safetensors path.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.safetensors`` or ``config`` holds a value that is not a
+        JSON scalar or list.
+    TypeError
+        If ``card`` or ``metadata`` is not JSON-serialisable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> save_weights(nn.Linear(2, 1), folder + "/lin.safetensors", config={}).name
+    'lin.safetensors'
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"path must end in .safetensors, got {str(path)!r}")
+    _check_values(dict(config), str(path))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    document = {"config": dict(config), "card": dict(card or {}), "metadata": dict(metadata or {})}
+    text = json.dumps(document, indent=2, sort_keys=True)
+    safetensors.torch.save_file(tensors, str(path))
+    _sidecar(path).write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def _check_values(config: dict, where: str) -> None:
+    for key, value in config.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, _SCALARS) for item in items):
+            raise ValueError(
+                f"config[{key!r}] in {where} must be a JSON scalar or a list of them, "
+                f"got {value!r}"
+            )
+
+
+def _read_sidecar(path: Path) -> dict:
+    sidecar = _sidecar(path)
+    try:
+        document = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{sidecar} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ValueError(f"{sidecar} must be a JSON object with a 'config' object")
+    unknown = sorted(set(document) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"{sidecar} has unknown sections {unknown} (allowed: {list(_SECTIONS)})")
+    return document
+
+
+def read_config(path: str | Path, *, factory: Callable[..., nn.Module]) -> dict:
+    """Constructor config from the JSON sidecar of a weights file, checked against ``factory``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file (its sidecar ``.json`` is read).
+    factory : callable
+        Class or function the config is for; every key must be one of its keyword parameters.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``factory``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sidecar does not exist.
+    ValueError
+        If the sidecar is not a JSON object with a ``config`` object, has unknown sections,
+        names parameters ``factory`` does not take, or holds non-scalar values.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_weights(nn.Linear(2, 1), tempfile.mkdtemp() + "/lin.safetensors",
+    ...                     config={"in_features": 2, "out_features": 1})
+    >>> read_config(path, factory=nn.Linear)
+    {'in_features': 2, 'out_features': 1}
+    """
+    path = Path(path)
+    config = _read_sidecar(path)["config"]
+    accepted = {
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ValueError(
+            f"config keys {unknown} in {_sidecar(path)} are not parameters of "
+            f"{getattr(factory, '__name__', factory)} (allowed: {sorted(accepted)})"
+        )
+    _check_values(config, str(_sidecar(path)))
+    return config
+
+
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights into ``module`` (every key must match: strict).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Module built with the config the weights were saved with.
+    path : str or Path
+        The ``.safetensors`` file.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` itself, with its parameters and buffers replaced.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the tensors' names or shapes do not fit ``module``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_weights(nn.Linear(2, 1), tempfile.mkdtemp() + "/lin.safetensors", config={})
+    >>> load_weights(nn.Linear(2, 1), path).weight.shape
+    torch.Size([1, 2])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    tensors = safetensors.torch.load_file(str(path), device="cpu")
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"weights in {path} do not fit {type(module).__name__}: {error}"
+        ) from None
+    return module
+
+
+def load_module(factory: Callable[..., nn.Module], path: str | Path) -> nn.Module:
+    """Build ``factory(**config)`` from the sidecar and load the weights into it.
+
+    Parameters
+    ----------
+    factory : callable
+        Class or function taking the sidecar's config as keyword arguments.
+    path : str or Path
+        The ``.safetensors`` file.
+
+    Returns
+    -------
+    torch.nn.Module
+        The module with its weights (in whatever train/eval mode ``factory`` leaves it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the weights or the sidecar do not exist.
+    ValueError
+        As :func:`read_config` and :func:`load_weights`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_weights(nn.Linear(3, 2), tempfile.mkdtemp() + "/lin.safetensors",
+    ...                     config={"in_features": 3, "out_features": 2})
+    >>> load_module(nn.Linear, path).weight.shape
+    torch.Size([2, 3])
+    """
+    return load_weights(factory(**read_config(path, factory=factory)), path)
+
+
+def shipped_path(file_name: str) -> Path:
+    """Path of a weights file shipped in :data:`WEIGHTS_DIR`.
+
+    Parameters
+    ----------
+    file_name : str
+        Bare file name, e.g. ``"mdcsrn_t1.safetensors"``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        If ``file_name`` is not a bare ``.safetensors`` file name.
+    FileNotFoundError
+        If no such file is shipped.
+
+    Examples
+    --------
+    >>> shipped_path("no_such.safetensors")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no shipped weights 'no_such.safetensors' in ...
+    """
+    if Path(file_name).name != file_name or not file_name.endswith(".safetensors"):
+        raise ValueError(f"file_name must be a bare .safetensors file name, got {file_name!r}")
+    path = WEIGHTS_DIR / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped weights {file_name!r} in {WEIGHTS_DIR}")
+    return path
+
+
+def shipped_weights(*, prefix: str, factory: Callable[..., nn.Module]) -> list[ShippedWeights]:
+    """Shipped weights files named ``PREFIX*.safetensors`` that have a sidecar, sorted.
+
+    Parameters
+    ----------
+    prefix : str
+        File-name prefix, e.g. ``"mdcsrn"``.
+    factory : callable
+        Constructor the configs are checked against (see :func:`read_config`).
+
+    Returns
+    -------
+    list of ShippedWeights
+        Empty when nothing is shipped.
+
+    Raises
+    ------
+    ValueError
+        If a sidecar is invalid or its ``card`` lacks ``name``, ``description`` or a
+        two-number ``scale_range`` (a packaging error).
+
+    Examples
+    --------
+    >>> shipped_weights(prefix="no-such-arch", factory=nn.Linear)
+    []
+    """
+    found = []
+    for path in sorted(WEIGHTS_DIR.glob(f"{prefix}*.safetensors")):
+        if not _sidecar(path).is_file():
+            continue
+        config = read_config(path, factory=factory)
+        card = _read_sidecar(path).get("card", {})
+        try:
+            low, high = (float(v) for v in card["scale_range"])
+            found.append(
+                ShippedWeights(
+                    name=str(card["name"]), file=path.name, config=config,
+                    description=str(card["description"]), scale_range=(low, high),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{_sidecar(path)}: 'card' needs name, description and scale_range [low, high], "
+                f"got {card!r}"
+            ) from None
+    return found
