@@ -97,7 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--scale", type=_floats, help="per-axis factor (1,1,4) or one for all spatial axes")
     grid.add_argument("--target-spacing", type=_floats, help="output voxel size in mm, e.g. 1,1,1")
     upsample.add_argument("--model", help="registry name (see `volsr models`); default: best shipped")
-    upsample.add_argument("--chunks", type=_ints, help="output chunk shape for chunked formats")
+    upsample.add_argument(
+        "--chunks", type=_ints, help="output chunk shape, one per spatial axis (default 64)"
+    )
+    upsample.add_argument("--tile", type=_ints, help="output tile shape (default: fit --max-memory)")
+    upsample.add_argument("--blend", choices=("exact", "gaussian"), default="exact",
+                          help="exact: crop halos (default); gaussian: blend overlapping tiles")
+    upsample.add_argument("--overlap", type=float, default=0.25, help="tile overlap for --blend gaussian")
+    where = upsample.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N workers")
+    where.add_argument("--scheduler", metavar="ADDR", help="run on the Dask scheduler at ADDR")
+    upsample.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    upsample.add_argument("--max-memory", metavar="SIZE", help="memory per worker, e.g. 2G (default 2G)")
+    upsample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    upsample.add_argument("--quiet", action="store_true", help="no plan, budget or progress bar")
+    upsample.add_argument("--check-halo", action="store_true",
+                          help="first check the model's declared halo against its receptive field")
     _add_output_options(upsample)
 
     evaluate = commands.add_parser("evaluate", help="compare a prediction with a reference")
@@ -118,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("outdir", nargs="?", default="volsr_demo")
     demo.add_argument("--factor", type=float, default=4.0, help="slice factor (default 4)")
     demo.add_argument("--overwrite", action="store_true")
+
+    train = commands.add_parser("train", help="train a network from a YAML config (configs/*.yaml)")
+    train.add_argument("config", help="experiment YAML file")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    train.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (resume later)")
+    train.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     return parser
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "run_evaluate",
     "run_models",
     "run_demo",
+    "run_train",
     "degrade_volume",
     "describe",
     "checked_finite",
@@ -297,21 +298,32 @@ def degrade_volume(
 
 
 def run_upsample(args: argparse.Namespace) -> str:
-    """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [--model NAME]``."""
-    from volsr.engine import upsample
+    """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
+    from volsr.engine import check_halo, upsample_to_store
+    from volsr.engine.resolve import resolve_factors
     from volsr.models import default_model_name
 
-    io.check_output(args.output, overwrite=args.overwrite)
+    io.check_output(args.output, overwrite=args.overwrite or args.resume)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     model = args.model or default_model_name(spectral=volume.band_axis is not None)
     if args.scale is not None:
-        scale = _spatial_factors(volume, args.scale, "--scale")
-        result = upsample(volume, scale=scale, model=model)
+        grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
     else:
-        target = _spatial_factors(volume, args.target_spacing, "--target-spacing")
-        result = upsample(volume, target_spacing=target, model=model)
-    _note(f"model: {model}")
-    path = io.save(result, args.output, overwrite=args.overwrite, chunks=args.chunks)
+        grid = {"target_spacing": _spatial_factors(volume, args.target_spacing, "--target-spacing")}
+    if not args.quiet:
+        _note(f"model: {model}")
+    if args.check_halo:
+        factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
+        difference = check_halo(model, scale=factors, device=args.device)
+        _note(f"halo check passed (max difference {difference:.2g})")
+    source = args.input if args.fill_nonfinite is None else volume
+    path = upsample_to_store(
+        source, args.output, **grid, model=model, chunks=args.chunks, tile=args.tile,
+        blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
+        resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
+        device=args.device, quiet=args.quiet,
+    )  # fmt: skip
+    result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
     return f"wrote {path}: {result.shape}, spacing {spacing} mm"
 
@@ -382,3 +394,14 @@ def run_demo(args: argparse.Namespace) -> str:
     from volsr.demo import run_demo as demo
 
     return demo(Path(args.outdir), factor=args.factor, overwrite=args.overwrite)
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """``volsr train CONFIG [--resume] [--max-steps N] [--device cpu|cuda]``."""
+    from volsr.train.build import run_training
+    from volsr.train.config import load_config
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+    config = load_config(args.config)
+    return run_training(config, resume=args.resume, max_steps=args.max_steps, device=args.device)

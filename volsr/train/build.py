@@ -1,0 +1,424 @@
+"""Turn a validated :class:`~volsr.train.config.TrainConfig` into objects, and run it.
+
+The only place where configuration meets construction: the trainer receives a model, a
+batch source and settings; the networks know nothing of YAML. ``volsr train`` calls
+:func:`run_training`. Under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the
+process group (gloo on CPU, nccl on CUDA), takes ``batch_size / WORLD_SIZE`` patches per
+step from its own seeded stream, and only rank 0 validates, logs and writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from volsr.datasets import icbm152_t1_path, shared_data_root
+from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D
+from volsr.models.registry import ModelCard
+from volsr.models.weights import save_weights
+from volsr.train.config import DataConfig, ModelConfig, TrainConfig
+from volsr.train.trainer import BatchSource, Trainer
+from volsr.train.validation import VolumeValidator
+
+__all__ = [
+    "resolve_data_paths",
+    "build_model",
+    "build_critic",
+    "build_batches",
+    "setup_distributed",
+    "export_weights",
+    "run_training",
+]
+
+
+def resolve_data_paths(pattern: str) -> list[Path]:
+    """Files matching a glob pattern; ``"icbm152"`` names the template inside nilearn.
+
+    Parameters
+    ----------
+    pattern : str
+        Absolute pattern, or relative to :func:`volsr.datasets.shared_data_root`.
+
+    Returns
+    -------
+    list of Path
+        Sorted matches.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing matches.
+
+    Examples
+    --------
+    >>> resolve_data_paths("no/such/*.nii.gz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no file matches 'no/such/*.nii.gz' (looked in ...)
+    """
+    if pattern == "icbm152":
+        return [icbm152_t1_path()]
+    full = pattern if os.path.isabs(pattern) else str(shared_data_root() / pattern)
+    found = sorted(Path(p) for p in glob.glob(full))
+    if not found:
+        raise FileNotFoundError(f"no file matches {pattern!r} (looked in {full})")
+    return found
+
+
+def _card(config: ModelConfig, halo: int, name: str) -> ModelCard:
+    return ModelCard(name=name, kind="network", grid="hr", halo=halo, scales="real",
+                     scale_range=config.scale_range, modality="mri",
+                     description="mDCSRN (training run)", input_scaling="p99.9")
+
+
+def _network_options(config: ModelConfig) -> dict[str, Any]:
+    return {"blocks": config.blocks, "units": config.units, "growth": config.growth,
+            "base": config.base, "norm": config.norm}
+
+
+def build_model(config: ModelConfig, *, seed: int, name: str = "mdcsrn.run") -> MDCSRNUpsampler:
+    """The generator with its card, initialised reproducibly from ``seed``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture settings.
+    seed : int
+        Initialisation seed (the global RNG is forked, seeded, and restored).
+    name : str
+        Card name.
+
+    Returns
+    -------
+    MDCSRNUpsampler
+        With ``card`` set (grid ``"hr"``, halo = receptive radius).
+
+    Raises
+    ------
+    ValueError
+        If the architecture settings are invalid.
+
+    Examples
+    --------
+    >>> model = build_model(ModelConfig(blocks=1, units=1), seed=0)
+    >>> model.card.halo, model.card.grid
+    (2, 'hr')
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # inside fork_rng: the caller's global state is restored
+        network = MDCSRN(**_network_options(config))
+    model = MDCSRNUpsampler(network)
+    model.card = _card(config, model.halo, name)
+    return model
+
+
+def build_critic(config: ModelConfig, *, seed: int) -> PatchDiscriminator3D:
+    """The WGAN-GP critic, initialised reproducibly from ``seed``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        ``critic_base`` and ``critic_levels``.
+    seed : int
+        Initialisation seed.
+
+    Returns
+    -------
+    PatchDiscriminator3D
+
+    Raises
+    ------
+    ValueError
+        If the settings are invalid.
+
+    Examples
+    --------
+    >>> build_critic(ModelConfig(critic_base=2, critic_levels=1), seed=0)(
+    ...     torch.zeros(2, 1, 4, 4, 4)).shape
+    torch.Size([2])
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        return PatchDiscriminator3D(base=config.critic_base, levels=config.critic_levels)
+
+
+class _IndexedBatches(IterableDataset):
+    """Batches ``start, start + 1, ...``; batch ``i`` is drawn from ``rng([seed, rank, i])``.
+
+    Indexing each batch's random generator by its position makes the stream independent of
+    how it is split over DataLoader workers (worker ``w`` of ``W`` makes ``start + w``,
+    ``start + w + W``, ... and the DataLoader returns them round-robin, i.e. in order) and
+    lets a resumed run continue it exactly.
+    """
+
+    def __init__(self, sampler: Any, *, batch_size: int, seed: int, rank: int, start: int):
+        super().__init__()
+        self.sampler, self.batch_size = sampler, batch_size
+        self.seed, self.rank, self.start = seed, rank, start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        index = self.start + worker
+        while True:
+            rng = np.random.default_rng([self.seed, self.rank, index])
+            yield self.sampler.sample_batch(rng, batch_size=self.batch_size)
+            index += workers
+
+
+def build_batches(
+    config: DataConfig, *, seed: int, rank: int = 0, world: int = 1
+) -> tuple[BatchSource, list[str]]:
+    """The batch source of one process and the training file names.
+
+    Parameters
+    ----------
+    config : DataConfig
+        Sampler settings; ``batch_size`` is split evenly over the ``world`` processes.
+    seed : int
+        Stream seed (each rank draws its own stream).
+    rank, world : int
+        This process's rank and the number of processes.
+
+    Returns
+    -------
+    batches : BatchSource
+        ``batches(start)`` iterates batches ``start, start + 1, ...`` (through a
+        DataLoader with ``config.workers`` workers).
+    datasets : list of str
+        The training volumes' paths relative to the shared data folder (or absolute).
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not divisible by ``world``.
+    FileNotFoundError
+        If a volume pattern matches nothing.
+
+    Examples
+    --------
+    >>> build_batches(DataConfig(volumes=("x",), batch_size=3), seed=0, world=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: data.batch_size = 3 must be divisible by the number of processes (2)
+    """
+    from volsr.data.sampler import PatchSampler
+
+    if config.batch_size % world:
+        raise ValueError(f"data.batch_size = {config.batch_size} must be divisible by the "
+                         f"number of processes ({world})")
+    paths = [p for pattern in config.volumes for p in resolve_data_paths(pattern)]
+    sampler = PatchSampler(
+        [str(p) for p in paths], patch_shape=config.patch, factor_range=config.factor_range,
+        integer_factors=config.integer_factors, axes=config.slice_axes,
+        thickness_ratio_range=config.thickness_ratio_range, profiles=config.profiles,
+        snr_db_range=config.snr_db_range, lr_halo=config.lr_halo,
+        p_foreground=config.p_foreground, zoom_range=config.zoom_range,
+        permute_axes=config.permute_axes, flip_axes=config.flip_axes,
+        scale_range=config.scale_range, shift_range=config.shift_range,
+        bias_field_range=config.bias_field_range, cache_bytes=config.cache_mb * 2**20,
+    )
+    per_rank = config.batch_size // world
+
+    def batches(start: int) -> Iterator[Mapping[str, Any]]:
+        dataset = _IndexedBatches(sampler, batch_size=per_rank, seed=seed, rank=rank,
+                                  start=start)
+        loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
+                            persistent_workers=False, pin_memory=torch.cuda.is_available())
+        return iter(loader)
+
+    root = shared_data_root()
+    names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    return batches, names
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        gloo on CPU, nccl on CUDA (one GPU per process: ``cuda:LOCAL_RANK``).
+
+    Returns
+    -------
+    rank, world_size : int
+    device : torch.device
+        This process's device.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not ``"cpu"`` or ``"cuda"``, or CUDA is requested but missing.
+
+    Examples
+    --------
+    >>> setup_distributed("cpu")  # without torchrun
+    (0, 1, device(type='cpu'))
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    where = torch.device(f"cuda:{local}") if device == "cuda" else torch.device("cpu")
+    if world <= 1:
+        return 0, 1, where
+    if device == "cuda":
+        torch.cuda.set_device(where)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), where
+
+
+def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
+    """Write the trained (EMA) network as ``<output_dir>/export/<name>.safetensors`` + JSON.
+
+    The format is :func:`volsr.models.weights.save_weights`'s, so copying both files into
+    ``volsr/models/weights`` ships the model (registered as ``mdcsrn.<tag>`` for a run
+    named ``mdcsrn_<tag>``).
+
+    Parameters
+    ----------
+    trainer : Trainer
+        A trainer whose model is an :class:`~volsr.models.mdcsrn.MDCSRNUpsampler`.
+    config : TrainConfig
+        The run's configuration (recorded in the sidecar's metadata).
+
+    Returns
+    -------
+    Path
+        The safetensors file.
+
+    Raises
+    ------
+    TypeError
+        If the trainer's model is not an MDCSRNUpsampler.
+
+    Examples
+    --------
+    >>> export_weights.__name__  # see tests/train/test_build.py
+    'export_weights'
+    """
+    model = trainer.inference_model()
+    if not isinstance(model, MDCSRNUpsampler):
+        raise TypeError(f"can export an MDCSRNUpsampler only, got {type(model).__name__}")
+    name = config.run.name
+    tag = name.split("_", 1)[1] if name.startswith("mdcsrn_") else name
+    folder = Path(config.run.output_dir) / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    card = {"name": f"mdcsrn.{tag}", "scale_range": list(config.model.scale_range),
+            "description": f"mDCSRN{'-GAN' if config.gan else ''} trained by volsr "
+                           f"(thick-slice factors {config.data.factor_range[0]:g}-"
+                           f"{config.data.factor_range[1]:g})"}
+    metadata = {"step": trainer.step, "ema": trainer.ema is not None,
+                "datasets": trainer.record.get("datasets", []),
+                "validation": trainer.history[-1] if trainer.history else None,
+                "training_config": _jsonable(config)}
+    return save_weights(model.network.cpu(), folder / f"{name}.safetensors",
+                        config=_network_options(config.model), card=card, metadata=metadata)
+
+
+def _jsonable(config: TrainConfig) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def _build_validator(config: TrainConfig, device: torch.device) -> VolumeValidator | None:
+    if config.validation is None:
+        return None
+    specs = [(spec, p) for spec in config.validation.volumes for p in resolve_data_paths(spec)]
+    return VolumeValidator.from_paths(
+        [p for _, p in specs], factor=config.validation.factor, axis=config.validation.axis,
+        crop=config.validation.crop, device=str(device),
+        names=[spec if spec == "icbm152" else p.name.split(".")[0] for spec, p in specs],
+    )
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Build everything from ``config``, train, and export the weights (``volsr train``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The experiment.
+    resume : bool
+        Continue from the newest checkpoint in ``<output_dir>/checkpoints`` (starts afresh
+        when there is none). Without it, a run folder that already has checkpoints is
+        refused.
+    max_steps : int, optional
+        Stop at this step (the schedule still spans ``optim.steps``; resume later).
+    device : {"cpu", "cuda"}, optional
+        Default: CUDA when available.
+
+    Returns
+    -------
+    dict
+        ``status``, ``step``, ``run_dir``, ``export`` (path or None on ranks > 0),
+        ``validation`` (the last metrics or None).
+
+    Raises
+    ------
+    OutputExistsError
+        If the run folder has checkpoints and ``resume`` is false.
+    FileNotFoundError
+        If a training or validation volume is missing.
+
+    Examples
+    --------
+    >>> run_training.__name__  # see tests/train/test_build.py
+    'run_training'
+    """
+    from volsr.errors import OutputExistsError
+
+    checkpoints = Path(config.run.output_dir) / "checkpoints"
+    if not resume and any(checkpoints.glob("step_*.json")):
+        raise OutputExistsError(
+            f"{checkpoints} already holds checkpoints: pass --resume to continue the run, "
+            f"or choose another run.output_dir")
+    rank, world, where = setup_distributed(
+        device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model = build_model(config.model, seed=config.run.seed)
+        critic = build_critic(config.model, seed=config.run.seed) if config.gan else None
+        batches, datasets = build_batches(config.data, seed=config.run.seed, rank=rank,
+                                          world=world)
+        trainer = Trainer(
+            model, batches, run=config.run, optim=config.optim, critic=critic, gan=config.gan,
+            validator=_build_validator(config, where) if rank == 0 else None,
+            validate_every=(config.validation.every if config.validation
+                            else config.run.checkpoint_every),
+            device=where, record={"config": _jsonable(config), "datasets": datasets},
+        )
+        if resume:
+            trainer.resume()
+        status = trainer.fit(max_steps=max_steps)
+        exported = export_weights(trainer, config) if rank == 0 else None
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return {"status": status, "step": trainer.step, "run_dir": config.run.output_dir,
+            "export": None if exported is None else str(exported),
+            "validation": trainer.history[-1] if trainer.history else None}

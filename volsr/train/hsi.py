@@ -1,0 +1,455 @@
+"""Training the 1D-2D attention network on hyperspectral cubes (reuses the generic trainer).
+
+One YAML file per experiment (``configs/hsi_attn1d2d_x4.yaml``) with sections ``run`` and
+``optim`` (the generic :class:`~volsr.train.config.RunConfig` and
+:class:`~volsr.train.config.OptimConfig`: AdamW, warmup + cosine, EMA, clipping), ``model``
+(:class:`~volsr.models.attn1d2d.Attn1D2D` arguments), ``data``
+(:class:`~volsr.data.hsi.HSIPatchDataset` arguments), ``loss``
+(:func:`~volsr.train.hsi_losses.hsi_loss` arguments) and ``validation`` (held-out cubes).
+:class:`HSITrainer` is the generic :class:`~volsr.train.trainer.Trainer` with the HSI loss, so
+checkpoints (safetensors + JSON, no pickle), exact resume and signal handling are the
+generic ones. Run::
+
+    python -m volsr.train.hsi configs/hsi_attn1d2d_x4.yaml [--resume] [--max-steps N] [--threads T]
+
+The exported weights go to ``<output_dir>/export/<run name>.safetensors`` (+ ``.json``), in
+the format :func:`volsr.models.weights.save_weights` writes; copying both into
+``volsr/models/weights`` ships them as ``card.name`` (``attn1d2d.x4`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from volsr.data.hsi import HSIPair, HSIPatchDataset, load_cube, make_pair
+from volsr.datasets import shared_data_root
+from volsr.errors import OutputExistsError
+from volsr.geometry import output_coordinates
+from volsr.metrics import mpsnr, sam
+from volsr.models.attn1d2d import Attn1D2D
+from volsr.models.interpolation import SeparableInterpolation
+from volsr.models.registry import ModelCard
+from volsr.models.weights import save_weights
+from volsr.train.config import OptimConfig, RunConfig, _section
+from volsr.train.hsi_losses import hsi_loss
+from volsr.train.trainer import Trainer
+
+__all__ = [
+    "HSIModelConfig",
+    "HSIDataConfig",
+    "HSILossConfig",
+    "HSIValidationConfig",
+    "HSITrainConfig",
+    "load_hsi_config",
+    "resolve_cubes",
+    "HSIValidator",
+    "HSITrainer",
+    "run_hsi_training",
+    "main",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class HSIModelConfig:
+    """:class:`~volsr.models.attn1d2d.Attn1D2D` arguments (see there)."""
+
+    scale: int = 4
+    features: int = 16
+    stages: int = 3
+    attention_kernel: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class HSIDataConfig:
+    """:class:`~volsr.data.hsi.HSIPatchDataset` arguments; ``cubes`` are specs relative to
+    the shared data folder (``$VOLSR_DATA``, else ``../shared/data``) unless absolute."""
+
+    cubes: tuple[str, ...]
+    lr_patch: int = 16
+    batch_size: int = 4
+    degradation: Literal["bicubic", "gaussian"] = "bicubic"
+    augment: bool = True
+    band_window_probability: float = 0.5
+    min_bands: int = 24
+    reverse_probability: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class HSILossConfig:
+    """:func:`~volsr.train.hsi_losses.hsi_loss` weights."""
+
+    pixel: Literal["l1", "mse", "charbonnier"] = "l1"
+    sam_weight: float = 0.1
+    gradient_weight: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HSIValidationConfig:
+    """Held-out cubes (specs as in :class:`HSIDataConfig`) and the validation cadence."""
+
+    cubes: tuple[str, ...]
+    every: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class HSITrainConfig:
+    """A whole HSI experiment (one YAML file)."""
+
+    run: RunConfig
+    data: HSIDataConfig
+    optim: OptimConfig
+    model: HSIModelConfig = HSIModelConfig()
+    loss: HSILossConfig = HSILossConfig()
+    validation: HSIValidationConfig | None = None
+
+
+def load_hsi_config(source: str | Path | Mapping[str, Any]) -> HSITrainConfig:
+    """Validate a YAML file (or a parsed mapping) into an :class:`HSITrainConfig`.
+
+    Parameters
+    ----------
+    source : str, Path or mapping
+        Path of the YAML file, or its parsed content.
+
+    Returns
+    -------
+    HSITrainConfig
+
+    Raises
+    ------
+    ValueError
+        On an unknown or missing key or a value of the wrong type (named in the message).
+    FileNotFoundError
+        If the file does not exist.
+
+    Examples
+    --------
+    >>> cfg = load_hsi_config({"run": {"name": "t", "output_dir": "runs/t"},
+    ...                        "data": {"cubes": ["hsi/abu/abu-urban-1.mat:data"]},
+    ...                        "optim": {"steps": 10}})
+    >>> cfg.model.scale, cfg.loss.sam_weight
+    (4, 0.1)
+    """
+    mapping = source
+    if not isinstance(source, Mapping):
+        mapping = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    return _section(HSITrainConfig, mapping, "")
+
+
+def resolve_cubes(specs: Sequence[str]) -> list[str]:
+    """Specs with relative paths taken from the shared data folder.
+
+    Parameters
+    ----------
+    specs : sequence of str
+        ``path[:key]`` specs.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> resolve_cubes(["/abs/cube.mat:data"])
+    ['/abs/cube.mat:data']
+    """
+    root = shared_data_root()
+    return [spec if Path(spec).is_absolute() else str(root / spec) for spec in specs]
+
+
+def _hsi_card(model: Attn1D2D, name: str) -> ModelCard:
+    return ModelCard(name=name, kind="network", grid="lr", halo=model.halo, scales="integer",
+                     scale_range=(float(model.scale),) * 2, modality="hsi",
+                     description="1D-2D attention network (training run)")
+
+
+class HSIValidator:
+    """MPSNR and SAM of a model against bicubic on held-out cubes (whole-cube inference).
+
+    Parameters
+    ----------
+    pairs : sequence of HSIPair
+        Held-out cubes and their LR versions (:func:`~volsr.data.hsi.make_pair`).
+
+    Raises
+    ------
+    ValueError
+        If ``pairs`` is empty.
+
+    Notes
+    -----
+    Returns ``"<cube>/mpsnr"``, ``"<cube>/sam"`` (degrees), ``"<cube>/mpsnr_gain"`` and
+    ``"score"`` = mean MPSNR gain over bicubic (dB); outputs are clipped to [0, 1] first.
+
+    Examples
+    --------
+    >>> HSIValidator([])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: pairs must hold at least one held-out cube
+    """
+
+    def __init__(self, pairs: Sequence[HSIPair]) -> None:
+        if not pairs:
+            raise ValueError("pairs must hold at least one held-out cube")
+        self.pairs = list(pairs)
+        bicubic = SeparableInterpolation(method="bicubic")
+        self.baseline = {p.name: self._scores(p, bicubic) for p in self.pairs}
+
+    @staticmethod
+    @torch.no_grad()
+    def _scores(pair: HSIPair, model: torch.nn.Module) -> dict[str, float]:
+        h, w, _ = pair.lr.shape
+        grid = (output_coordinates(h, h * pair.scale), output_coordinates(w, w * pair.scale))
+        x = torch.from_numpy(pair.lr.transpose(2, 0, 1).copy())[None]
+        y = model(x, grid)[0].numpy().transpose(1, 2, 0).clip(0, 1)
+        return {"mpsnr": mpsnr(pair.hr, y, data_range=1.0), "sam": sam(pair.hr, y)}
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        """Scores of ``model`` (see the class Notes).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            ``model(x, positions)`` as :class:`~volsr.models.attn1d2d.Attn1D2D`.
+
+        Returns
+        -------
+        dict of str to float
+
+        Raises
+        ------
+        ValueError
+            If the model does not upsample by the cubes' factor.
+
+        Examples
+        --------
+        >>> HSIValidator.__call__.__name__
+        '__call__'
+        """
+        was_training = model.training
+        model.eval()
+        metrics, gains = {}, []
+        for pair in self.pairs:
+            scores = self._scores(pair, model)
+            name = Path(pair.name.split(":")[0]).stem
+            gains.append(scores["mpsnr"] - self.baseline[pair.name]["mpsnr"])
+            metrics.update({f"{name}/mpsnr": scores["mpsnr"], f"{name}/sam": scores["sam"],
+                            f"{name}/mpsnr_gain": gains[-1]})
+        model.train(was_training)
+        metrics["score"] = float(np.mean(gains))
+        return metrics
+
+
+class HSITrainer(Trainer):
+    """The generic :class:`~volsr.train.trainer.Trainer` with :func:`hsi_loss` as the loss.
+
+    Parameters
+    ----------
+    model : Attn1D2D
+        The network (with a ``card``).
+    batches : BatchSource
+        E.g. :meth:`HSIPatchDataset.batches <volsr.data.hsi.HSIPatchDataset.batches>`.
+    loss : HSILossConfig
+        Loss weights.
+    run, optim, validator, validate_every, device, record
+        As for :class:`~volsr.train.trainer.Trainer` (no GAN).
+
+    Raises
+    ------
+    ValueError
+        As :class:`~volsr.train.trainer.Trainer`.
+
+    Examples
+    --------
+    >>> HSITrainer.generator_loss.__name__  # see tests/train/test_hsi.py
+    'generator_loss'
+    """
+
+    def __init__(self, model: Attn1D2D, batches: Any, *, loss: HSILossConfig, run: RunConfig,
+                 optim: OptimConfig, validator: Any = None, validate_every: int = 1000,
+                 device: str | torch.device = "cpu",
+                 record: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model, batches, run=run, optim=optim, validator=validator,
+                         validate_every=validate_every, device=device, record=record)
+        self.loss = loss
+
+    def generator_loss(self, batch: Mapping[str, Any], *, adversarial: bool
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward one batch and return ``hsi_loss`` and its parts (``adversarial`` unused).
+
+        Parameters
+        ----------
+        batch : mapping
+            ``"lr"``, ``"positions"``, ``"hr"``.
+        adversarial : bool
+            Must be False (no GAN for HSI).
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Scalar.
+        parts : dict of str to float
+            ``"l1"`` (the pixel term, whatever its kind), ``"sam"`` (radians), ``"gradient"``.
+
+        Raises
+        ------
+        ValueError
+            If the output shape differs from ``hr``'s.
+
+        Examples
+        --------
+        >>> HSITrainer.generator_loss.__name__
+        'generator_loss'
+        """
+        lr, positions, hr = self._to_device(batch)
+        with self._autocast():
+            sr = self.net(lr, positions).float()
+        if sr.shape != hr.shape:
+            raise ValueError(f"model output {tuple(sr.shape)} differs from hr {tuple(hr.shape)}")
+        terms = hsi_loss(hr, sr, pixel=self.loss.pixel, sam_weight=self.loss.sam_weight,
+                         gradient_weight=self.loss.gradient_weight)
+        parts = {"l1": float(terms.pixel.detach()), "sam": float(terms.sam.detach()),
+                 "gradient": float(terms.gradient.detach())}
+        return terms.total, parts
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _export(trainer: HSITrainer, config: HSITrainConfig) -> Path:
+    model = trainer.inference_model().cpu()
+    folder = Path(config.run.output_dir) / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = config.model.scale
+    card = {"name": f"attn1d2d.x{scale}", "scale_range": [float(scale), float(scale)],
+            "description": f"1D-2D attention network x{scale}, any band count (volsr re-impl.)"}
+    metadata = {"step": trainer.step, "validation": trainer.history[-1] if trainer.history
+                else None, "training_config": _jsonable(config)}
+    return save_weights(model, folder / f"{config.run.name}.safetensors",
+                        config=_jsonable(config.model), card=card, metadata=metadata)
+
+
+def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
+                     max_steps: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Build the model, data, validator and trainer from ``config``; train; export.
+
+    Parameters
+    ----------
+    config : HSITrainConfig
+        The experiment.
+    resume : bool
+        Continue from the newest checkpoint (refused without it if checkpoints exist).
+    max_steps : int, optional
+        Stop at this step; the schedule still spans ``optim.steps``.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    dict
+        ``status``, ``step``, ``export`` (path), ``validation`` (last metrics or None),
+        ``seconds``.
+
+    Raises
+    ------
+    OutputExistsError
+        If the run folder has checkpoints and ``resume`` is false.
+
+    Examples
+    --------
+    >>> run_hsi_training.__name__  # see tests/train/test_hsi.py
+    'run_hsi_training'
+    """
+    started = time.perf_counter()
+    checkpoints = Path(config.run.output_dir) / "checkpoints"
+    if not resume and any(checkpoints.glob("step_*.json")):
+        raise OutputExistsError(f"{checkpoints} already holds checkpoints: pass --resume")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.run.seed)  # restored on exit: nothing global changes
+        model = Attn1D2D(**dataclasses.asdict(config.model))
+    model.card = _hsi_card(model, f"attn1d2d.{config.run.name}")
+    data = dataclasses.asdict(config.data)
+    data_specs = resolve_cubes(data.pop("cubes"))
+    dataset = HSIPatchDataset(data_specs, scale=config.model.scale, seed=config.run.seed, **data)
+    validator = None
+    if config.validation is not None:
+        pairs = [make_pair(load_cube(spec)[0], scale=config.model.scale, name=spec,
+                           degradation=config.data.degradation)
+                 for spec in resolve_cubes(config.validation.cubes)]
+        validator = HSIValidator(pairs)
+    trainer = HSITrainer(
+        model, dataset.batches, loss=config.loss, run=config.run, optim=config.optim,
+        validator=validator, device=device,
+        validate_every=config.validation.every if config.validation else 1,
+        record={"config": _jsonable(config), "datasets": [p.name for p in dataset.pairs]},
+    )
+    if resume:
+        trainer.resume()
+    status = trainer.fit(max_steps=max_steps)
+    exported = _export(trainer, config)
+    return {"status": status, "step": trainer.step, "export": str(exported),
+            "validation": trainer.history[-1] if trainer.history else None,
+            "seconds": time.perf_counter() - started}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m volsr.train.hsi CONFIG [--resume] [--max-steps N] [--threads T]``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status (0).
+
+    Raises
+    ------
+    SystemExit
+        On bad arguments (argparse).
+
+    Examples
+    --------
+    >>> main.__name__
+    'main'
+    """
+    parser = argparse.ArgumentParser(prog="python -m volsr.train.hsi", description=__doc__)
+    parser.add_argument("config")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_hsi_training(load_hsi_config(args.config), resume=args.resume,
+                              max_steps=args.max_steps, device=args.device)
+    print(yaml.safe_dump(_jsonable(result), sort_keys=False))  # noqa: T201 (CLI report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
