@@ -1,7 +1,11 @@
-"""Training data: HR->LR pair making and MONAI transform chains."""
+"""Training data: HR->LR pair making, MONAI transform chains and a lazy patch sampler."""
 
 from __future__ import annotations
 
+from volsr.data.blocks import BlockCache, VolumeStats, read_box, volume_stats
+from volsr.data.dataset import PatchDataset
+from volsr.data.pairs import PatchParams
+from volsr.data.sampler import PatchSampler
 from volsr.data.transforms import (
     DEGRADE_PARAMS_KEY,
     RandThickSliceD,
@@ -20,4 +24,11 @@ __all__ = [
     "RandThickSliced",
     "ThickSliceD",
     "RandThickSliceD",
+    "PatchParams",
+    "PatchSampler",
+    "PatchDataset",
+    "BlockCache",
+    "VolumeStats",
+    "read_box",
+    "volume_stats",
 ]
