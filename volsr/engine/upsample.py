@@ -1,37 +1,36 @@
-"""Whole-volume upsampling: the public entry point, stable while its internals change.
+"""Whole-volume upsampling as a lazy Volume: the engine's tasks as a dask graph.
 
-For now the volume is read once into memory (float32) and the model runs slab by slab
-along the first spatial axis, each slab reading its input window plus the model's halo,
-so that peak memory is about input + output plus one slab. The tiled out-of-core engine
-(output-driven tiles, disk-backed output) replaces this path behind the same signature.
+Each output block (a slab of :data:`_SLAB_BYTES` along the first spatial axis) is one
+engine task: it depends on the input box its tiles need (plus the model's halo) and runs
+them through the same code as :func:`volsr.engine.upsample_to_store`. Nothing is computed
+until the result is; for volumes larger than memory write with ``upsample_to_store``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-import numbers
+import threading
 from collections.abc import Sequence
 
+import dask
 import dask.array as da
 import numpy as np
 import torch
 from torch import nn
 
-from volsr.geometry import (
-    input_window,
-    output_coordinates,
-    resampled_affine,
-    resampled_shape,
-    scale_for_target_spacing,
-)
-from volsr.models import create_model
-from volsr.models.registry import ModelCard
-from volsr.resample import INTERPOLATION_METHODS
+from volsr.engine.execute import channel_first, run_task
+from volsr.engine.normalise import streamed_percentile
+from volsr.engine.plan import make_plan
+from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
+from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
 __all__ = ["upsample"]
 
-#: Output bytes per slab: bounds the working memory beyond input + output.
+_FORWARD_LOCK = threading.Lock()
+
+#: Output bytes per block of the lazy result.
 _SLAB_BYTES = 64 * 2**20
 
 
@@ -43,7 +42,7 @@ def upsample(
     model: str | nn.Module = "cubic",
     device: str | torch.device = "cpu",
 ) -> Volume:
-    """Upsample the spatial axes of a volume, keeping its field of view.
+    """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
     Parameters
     ----------
@@ -56,15 +55,18 @@ def upsample(
         ``target_spacing`` is given).
     model : str or torch.nn.Module
         Registry name, or a module with a ``card`` attribute (a :class:`ModelCard`); a
-        module is switched to eval mode for the call and moved to ``device``.
+        module is copied, and the copy runs in eval mode on ``device`` (the caller's module
+        is left as it is).
     device : str or torch.device
         Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
 
     Returns
     -------
     Volume
-        float32 data (a dask array) of spatial shape ``geometry.resampled_shape``; affine
-        ``geometry.resampled_affine``; axes, wavelengths, fwhm and meta kept.
+        float32 data (a lazy dask array) of spatial shape ``geometry.resampled_shape``;
+        affine ``geometry.resampled_affine``; axes, wavelengths, fwhm and meta kept. For a
+        model with ``input_scaling == "p99.9"`` the input's 99.9th percentile is computed
+        here, once, by streaming over its blocks.
 
     Raises
     ------
@@ -85,129 +87,45 @@ def upsample(
     >>> out.shape, out.dtype, out.spacing.round(3).tolist()
     ((4, 4, 10), dtype('float32'), [1.0, 1.0, 0.99])
     """
-    net = _resolve_model(model)
-    factors = _factors(volume, scale, target_spacing)
-    _check_supported(net.card, factors)
-    where = _resolve_device(device)
+    net = resolve_model(model)
+    factors = resolve_factors(volume, scale, target_spacing)
+    check_supported(net.card, factors)
+    where = resolve_device(device)
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(net)
+    net = net.eval().to(where)
     shape_out = resampled_shape(volume.spatial_shape, factors)
-    was_training = net.training
-    net.eval().to(where)
-    try:
-        with torch.inference_mode():
-            result = _run_slabs(net, volume, shape_out, where)
-    finally:
-        net.train(was_training)
-    return volume.replace(
-        data=da.from_array(result, chunks="auto"),
-        affine=resampled_affine(volume.affine, volume.spatial_shape, shape_out),
-    )
+    source = channel_first(volume)
+    channels = source.shape[0]
+    rows = max(1, _SLAB_BYTES // (4 * channels * math.prod(shape_out[1:])))
+    chunks = (rows, *shape_out[1:])
+    plan = make_plan(net.card, volume.spatial_shape, shape_out, chunks=chunks, tile=chunks)
+    input_scale = 1.0
+    if net.card.input_scaling == "p99.9":
+        input_scale = streamed_percentile(volume.data, 99.9) or 1.0
 
+    def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
+        values = np.asarray(block, dtype=np.float32)
+        if input_scale != 1.0:
+            values = values / np.float32(input_scale)
+        # Dask runs tasks on several threads; torch already uses every core inside one
+        # forward, so concurrent forwards only oversubscribe the cores (measured: most of
+        # the time went to spinning threads). Reads and copies still overlap.
+        with _FORWARD_LOCK:
+            return run_task(net, plan, region, values, box, device=where, multiply_by=input_scale)
 
-def _resolve_model(model: str | nn.Module) -> nn.Module:
-    if isinstance(model, str):
-        return create_model(model)
-    if isinstance(model, nn.Module) and isinstance(getattr(model, "card", None), ModelCard):
-        return model
-    raise TypeError(
-        f"model must be a registry name or an nn.Module with a ModelCard `card`, got {model!r}"
-    )
-
-
-def _per_axis(values: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
-    if isinstance(values, numbers.Real) and not isinstance(values, bool):
-        values = (float(values),) * ndim
-    try:
-        if isinstance(values, (str, bytes)):
-            raise TypeError
-        result = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a number or a sequence of numbers, got {values!r}"
-        ) from None
-    if len(result) != ndim:
-        raise ValueError(f"{name} needs {ndim} values (one per spatial axis), got {result}")
-    if not all(math.isfinite(v) and v > 0 for v in result):
-        raise ValueError(f"{name} must be finite and > 0, got {result}")
-    return result
-
-
-def _factors(
-    volume: Volume,
-    scale: float | Sequence[float] | None,
-    target_spacing: float | Sequence[float] | None,
-) -> tuple[float, ...]:
-    if (scale is None) == (target_spacing is None):
-        raise ValueError(
-            f"give exactly one of scale and target_spacing, got scale={scale!r}, "
-            f"target_spacing={target_spacing!r}"
-        )
-    ndim = len(volume.spatial_axes)
-    if scale is not None:
-        return _per_axis(scale, ndim, "scale")
-    target = _per_axis(target_spacing, ndim, "target_spacing")
-    return scale_for_target_spacing(volume.spacing.tolist(), target)
-
-
-def _check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
-    low, high = card.scale_range
-    shown = tuple(round(f, 6) for f in factors)
-    if not all(low - 1e-9 <= f <= high + 1e-9 for f in factors):
-        raise ValueError(
-            f"model {card.name!r} supports per-axis scales in [{low}, {high}], got scale {shown}"
-        )
-    if card.scales == "integer" and not all(abs(f - round(f)) < 1e-9 for f in factors):
-        raise ValueError(
-            f"model {card.name!r} supports integer per-axis scales in [{low}, {high}] only, "
-            f"got scale {shown}"
-        )
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        where = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}"
-        ) from None
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return where
-
-
-def _input_halo(card: ModelCard, n_in: int, n_out: int) -> int:
-    if card.grid == "lr":
-        return card.halo
-    # An "hr" model interpolates inside forward, then reads `halo` output voxels: convert
-    # them to input voxels and add the widest interpolation support.
-    return math.ceil(card.halo * n_in / n_out) + max(INTERPOLATION_METHODS.values())
-
-
-def _run_slabs(
-    net: nn.Module, volume: Volume, shape_out: tuple[int, ...], where: torch.device
-) -> np.ndarray:
-    spatial = volume.spatial_axes
+    blocks = []
+    for index in range(plan.n_tasks):
+        region = plan.task_region(index)
+        box = plan.source_box(plan.tiles(region))
+        block = source[(slice(None), *(slice(a, b) for a, b in box))]
+        task = dask.delayed(compute, pure=False)(block, region, box)
+        shape = (channels, *(b - a for a, b in region))
+        blocks.append(da.from_delayed(task, shape=shape, dtype=np.float32))
+    result = da.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    spatial = list(volume.spatial_axes)
     other = [n for n in range(volume.ndim) if n not in spatial]
-    shape = list(volume.shape)
-    for axis, size in zip(spatial, shape_out, strict=True):
-        shape[axis] = size
-    result = np.empty(shape, dtype=np.float32)
-    source = np.asarray(volume.data.astype(np.float32).compute())
-    # (C, *spatial) views; writes into `target` land in `result`.
-    order = other + list(spatial)
-    source = source.transpose(order) if other else source[None]
-    target = result.transpose(order) if other else result[None]
-    n_in, n_out = volume.spatial_shape[0], shape_out[0]
-    first = output_coordinates(n_in, n_out)
-    rest = [
-        output_coordinates(i, o)
-        for i, o in zip(volume.spatial_shape[1:], shape_out[1:], strict=True)
-    ]
-    halo = _input_halo(net.card, n_in, n_out)
-    rows = max(1, _SLAB_BYTES // (4 * target[:, 0].size))
-    for start in range(0, n_out, rows):
-        stop = min(start + rows, n_out)
-        lo, hi = input_window(start, stop, n_in, n_out, halo=halo)
-        slab = torch.from_numpy(np.ascontiguousarray(source[:, lo:hi]))[None].to(where)
-        output = net(slab, (first[start:stop] - lo, *rest))
-        target[:, start:stop] = output[0].to("cpu", torch.float32).numpy()
-    return result
+    data = result.transpose(np.argsort(other + spatial).tolist()) if other else result[0]
+    return volume.replace(
+        data=data, affine=resampled_affine(volume.affine, volume.spatial_shape, shape_out)
+    )

@@ -36,7 +36,7 @@ from volsr.geometry import check_affine, voxel_spacing
 from volsr.io._common import Format, SaveOptions
 from volsr.volume import SPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "load_zarr", "save_zarr", "default_chunks"]
+__all__ = ["FORMAT", "load_zarr", "save_zarr", "default_chunks", "disk_order", "ome_attributes"]
 
 _NGFF_VERSION = "0.5"
 _IMAGE_PATH = "0"
@@ -79,6 +79,60 @@ def _disk_order(axes: tuple[str, ...]) -> list[int]:
     """Volume-axis positions in on-disk order: the non-spatial axis first (NGFF)."""
     other = [n for n, name in enumerate(axes) if name not in SPATIAL_AXES]
     return other + [n for n, name in enumerate(axes) if name in SPATIAL_AXES]
+
+
+def disk_order(axes: tuple[str, ...]) -> list[int]:
+    """Volume-axis positions in on-disk order (a band/channel axis first, as NGFF wants).
+
+    Parameters
+    ----------
+    axes : tuple of str
+        The volume's axis names.
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> disk_order(("i", "j", "band"))
+    [2, 0, 1]
+    """
+    return _disk_order(axes)
+
+
+def ome_attributes(volume: Volume) -> dict[str, Any]:
+    """The group attributes :func:`save_zarr` writes (``"ome"`` NGFF v0.5 and ``"volsr"``).
+
+    For writers that fill the image array themselves (the out-of-core engine) and write
+    these attributes last, so that a store without them is visibly incomplete.
+
+    Parameters
+    ----------
+    volume : Volume
+        Supplies axes, affine, wavelengths and fwhm (the data is not read).
+
+    Returns
+    -------
+    dict
+        ``{"ome": ..., "volsr": ...}``, JSON-able.
+
+    Raises
+    ------
+    GeometryError
+        If the affine is invalid.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((2, 3, 4), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> ome_attributes(v)["ome"]["multiscales"][0]["datasets"][0]["path"]
+    '0'
+    """
+    return {"ome": _ngff_metadata(volume, _disk_order(volume.axes)), "volsr": _volsr_metadata(volume)}
 
 
 def _ngff_metadata(volume: Volume, order: list[int]) -> dict[str, Any]:

@@ -4,10 +4,11 @@ Importing this package registers the built-in models (``nearest``, ``linear``, `
 ``cubic``, ``lanczos``).
 """
 
-from volsr.models import interpolation, mdcsrn
+from volsr.models import attn1d2d, interpolation, mdcsrn
 from volsr.models.registry import ModelCard, create_model, get_card, list_models, register_model
 
 __all__ = [
+    "attn1d2d",
     "ModelCard",
     "create_model",
     "default_model_name",

@@ -66,6 +66,7 @@ class HSIModelConfig:
     features: int = 16
     stages: int = 3
     attention_kernel: int = 5
+    init_residual_scale: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +276,7 @@ class HSITrainer(Trainer):
 
     Examples
     --------
-    >>> HSITrainer.generator_loss.__name__  # see tests/train/test_hsi.py
+    >>> HSITrainer.generator_loss.__name__  # see tests/train/test_hsi_training.py
     'generator_loss'
     """
 
@@ -378,7 +379,7 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
 
     Examples
     --------
-    >>> run_hsi_training.__name__  # see tests/train/test_hsi.py
+    >>> run_hsi_training.__name__  # see tests/train/test_hsi_training.py
     'run_hsi_training'
     """
     started = time.perf_counter()

@@ -1,0 +1,25 @@
+"""Subprocess body for the SIGKILL test: a slow linear model into a Zarr store."""
+
+import sys
+import time
+
+import numpy as np
+
+from volsr.engine import upsample_to_store
+from volsr.models import get_card
+from volsr.models.interpolation import SeparableInterpolation
+from volsr.volume import Volume
+
+
+class Slow(SeparableInterpolation):
+    def forward(self, x, positions):
+        time.sleep(float(sys.argv[3]))
+        return super().forward(x, positions)
+
+
+if __name__ == "__main__":
+    net = Slow(method="linear")
+    net.card = get_card("linear")
+    data = np.random.default_rng(5).random((16, 16, 8), dtype=np.float32)
+    upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), sys.argv[1], scale=(1, 1, 2), model=net,
+                      chunks=(4, 4, 4), tile=(4, 4, 4), resume=sys.argv[2] == "resume", quiet=True)

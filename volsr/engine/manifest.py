@@ -1,0 +1,223 @@
+"""The completion manifest: what a run is (input, model, options) and which tasks are done.
+
+Stored as ``volsr_manifest.json`` inside the output Zarr store (the store's own record:
+it travels with the data). Every update writes a temporary file and renames it over the
+old one (``os.replace``), so a run killed at any moment leaves either the previous or the
+next manifest, never a torn one; a task is marked done only after its chunks are written.
+A resumed run compares its header with the stored one and refuses on any difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.base
+import numpy as np
+from torch import nn
+
+from volsr.errors import VolsrError
+from volsr.volume import Volume
+
+__all__ = ["MANIFEST_NAME", "Manifest", "input_fingerprint", "model_identity"]
+
+MANIFEST_NAME = "volsr_manifest.json"
+_VERSION = 1
+
+
+def _tree_stat(path: Path) -> tuple[int, int]:
+    """Total size and newest mtime (ns) of a file or a directory tree (a Zarr store)."""
+    if path.is_file():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime_ns
+    size, newest = 0, path.stat().st_mtime_ns
+    for folder, _, names in os.walk(path):
+        for name in names:
+            stat = (Path(folder) / name).stat()
+            size, newest = size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return size, newest
+
+
+def input_fingerprint(volume: Volume, spec: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Identify an input: path, size and mtime (or a content token), shape, dtype, affine.
+
+    Parameters
+    ----------
+    volume : Volume
+        The opened input.
+    spec : str, path or None
+        Where it was opened from (``path`` or ``path:key``); None for an in-memory volume,
+        which is identified by a hash of its dask graph (its data, for NumPy-backed arrays).
+
+    Returns
+    -------
+    dict
+        JSON-able.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be stat'ed.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((2, 2, 2), np.uint8), np.eye(4), ("i", "j", "k"))
+    >>> sorted(input_fingerprint(v, None))
+    ['affine', 'axes', 'dtype', 'path', 'shape', 'token']
+    """
+    record: dict[str, Any] = {
+        "shape": list(volume.shape),
+        "axes": list(volume.axes),
+        "dtype": str(volume.dtype),
+        "affine": volume.affine.tolist(),
+    }
+    if spec is None:
+        record.update(path=None, token=dask.base.tokenize(volume.data))
+        return record
+    from volsr.io import format_for
+
+    _, path, key = format_for(spec)
+    size, mtime = _tree_stat(Path(path))
+    record.update(path=str(Path(path).resolve()), key=key, size=size, mtime_ns=mtime)
+    return record
+
+
+def model_identity(net: nn.Module) -> dict[str, Any]:
+    """Name, card and a SHA-256 of the weights (state dict) of a model.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        With a ``card`` attribute.
+
+    Returns
+    -------
+    dict
+        ``{"name", "class", "card", "weights_sha256"}``, JSON-able.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> from volsr.models import create_model
+    >>> model_identity(create_model("cubic"))["weights_sha256"][:8]
+    'e3b0c442'
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        values = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{values.dtype}:{tuple(values.shape)}".encode())
+        digest.update(values.numpy().tobytes() if values.numel() else b"")
+    card = dataclasses.asdict(net.card)
+    return {
+        "name": net.card.name,
+        "class": f"{type(net).__module__}.{type(net).__qualname__}",
+        "card": card,
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix or "value": value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _json_normal(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@dataclasses.dataclass
+class Manifest:
+    """A run's header and per-task completion, saved atomically on every change.
+
+    Parameters
+    ----------
+    path : Path
+        The JSON file.
+    header : dict
+        ``{"input", "model", "options"}``: what must match for a resume.
+    done : list of bool
+        One flag per task.
+    state : dict
+        Facts computed during the run that a resume reuses (e.g. the intensity scale).
+    complete : bool
+        True once the final metadata is written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     m = Manifest.create(Path(d) / MANIFEST_NAME, {"options": {"a": 1}}, 3)
+    ...     m.mark(1)
+    ...     Manifest.load(Path(d) / MANIFEST_NAME).done
+    [False, True, False]
+    """
+
+    path: Path
+    header: dict[str, Any]
+    done: list[bool]
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    complete: bool = False
+
+    @classmethod
+    def create(cls, path: Path, header: dict[str, Any], n_tasks: int) -> Manifest:
+        """A new manifest with no task done, saved at ``path``."""
+        manifest = cls(Path(path), _json_normal(header), [False] * int(n_tasks))
+        manifest.save()
+        return manifest
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read a saved manifest; raise VolsrError if it is not one."""
+        try:
+            record = json.loads(Path(path).read_text())
+            done = bytes.fromhex(record["done"])
+            flags = [bool(done[n // 8] >> (n % 8) & 1) for n in range(int(record["tasks"]))]
+            return cls(Path(path), record["header"], flags, record.get("state", {}),
+                       bool(record.get("complete", False)))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            raise VolsrError(f"cannot resume: {path} is not a readable volsr manifest ({error})") from None
+
+    def check(self, header: dict[str, Any]) -> None:
+        """Refuse (VolsrError) if ``header`` differs from the stored one; say what differs."""
+        wanted = _json_normal(header)
+        for section in sorted(set(wanted) | set(self.header)):
+            old, new = _flatten(self.header.get(section)), _flatten(wanted.get(section))
+            changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if not changed:
+                continue
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
+            raise VolsrError(
+                f"cannot resume {self.path.parent}: the {section} differs from the original run"
+                f" ({detail}); rerun without --resume (and with --overwrite) to start again"
+            )
+
+    def mark(self, index: int) -> None:
+        """Record task ``index`` as done (after its chunks are written) and save."""
+        self.done[index] = True
+        self.save()
+
+    def save(self) -> None:
+        """Write atomically: a temporary file in the same folder, renamed over the old one."""
+        bits = np.packbits(np.asarray(self.done, dtype=bool), bitorder="little")
+        record = {
+            "volsr_manifest": _VERSION,
+            "header": self.header,
+            "tasks": len(self.done),
+            "done": bits.tobytes().hex(),
+            "state": self.state,
+            "complete": self.complete,
+        }
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=1))
+        os.replace(temporary, self.path)

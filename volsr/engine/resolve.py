@@ -1,0 +1,207 @@
+"""Argument checks shared by the engine's entry points: model, scale, device."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from volsr.geometry import scale_for_target_spacing
+from volsr.models import create_model
+from volsr.models.registry import ModelCard
+from volsr.volume import Volume
+
+__all__ = ["resolve_model", "resolve_factors", "check_supported", "resolve_device"]
+
+
+def resolve_model(model: str | nn.Module) -> nn.Module:
+    """A registry name or a module with a :class:`ModelCard` ``card``, as a module.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module
+        Registry name, or any module with a ``card`` attribute ("bring your own network").
+
+    Returns
+    -------
+    torch.nn.Module
+        The module (a new one for a name; the same object otherwise).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is neither.
+    KeyError
+        If no registered model has that name.
+
+    Examples
+    --------
+    >>> resolve_model("linear").card.halo
+    1
+    """
+    return _resolve_model(model)
+
+
+def resolve_factors(
+    volume: Volume,
+    scale: float | Sequence[float] | None,
+    target_spacing: float | Sequence[float] | None,
+) -> tuple[float, ...]:
+    """Per-spatial-axis factors from exactly one of ``scale`` and ``target_spacing``.
+
+    Parameters
+    ----------
+    volume : Volume
+        Supplies the number of spatial axes and the spacing (mm).
+    scale : float or (D,) sequence of float, optional
+        Factor per axis (one number for all).
+    target_spacing : float or (D,) sequence of float, optional
+        Wanted voxel size per axis (mm).
+
+    Returns
+    -------
+    tuple of float
+
+    Raises
+    ------
+    ValueError
+        If both or neither are given, or a value is not finite and positive.
+    TypeError
+        If a value is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((2, 2, 2)), np.diag([1, 1, 3, 1]), ("i", "j", "k"))
+    >>> resolve_factors(v, None, 1.0)
+    (1.0, 1.0, 3.0)
+    """
+    return _factors(volume, scale, target_spacing)
+
+
+def check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
+    """Refuse factors outside the card's ``scale_range`` or non-integer for integer models.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's facts.
+    factors : tuple of float
+        Per-axis factors.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        If a factor is not supported; the message gives the range.
+
+    Examples
+    --------
+    >>> from volsr.models import get_card
+    >>> check_supported(get_card("cubic"), (1.0, 1.0, 3.3))
+    """
+    _check_supported(card, factors)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device from its name, checking that CUDA exists when asked for.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device or CUDA is unavailable.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    return _resolve_device(device)
+
+
+def _resolve_model(model: str | nn.Module) -> nn.Module:
+    if isinstance(model, str):
+        return create_model(model)
+    if isinstance(model, nn.Module) and isinstance(getattr(model, "card", None), ModelCard):
+        return model
+    raise TypeError(
+        f"model must be a registry name or an nn.Module with a ModelCard `card`, got {model!r}"
+    )
+
+
+def _per_axis(values: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = (float(values),) * ndim
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        result = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a number or a sequence of numbers, got {values!r}"
+        ) from None
+    if len(result) != ndim:
+        raise ValueError(f"{name} needs {ndim} values (one per spatial axis), got {result}")
+    if not all(math.isfinite(v) and v > 0 for v in result):
+        raise ValueError(f"{name} must be finite and > 0, got {result}")
+    return result
+
+
+def _factors(
+    volume: Volume,
+    scale: float | Sequence[float] | None,
+    target_spacing: float | Sequence[float] | None,
+) -> tuple[float, ...]:
+    if (scale is None) == (target_spacing is None):
+        raise ValueError(
+            f"give exactly one of scale and target_spacing, got scale={scale!r}, "
+            f"target_spacing={target_spacing!r}"
+        )
+    ndim = len(volume.spatial_axes)
+    if scale is not None:
+        return _per_axis(scale, ndim, "scale")
+    target = _per_axis(target_spacing, ndim, "target_spacing")
+    return scale_for_target_spacing(volume.spacing.tolist(), target)
+
+
+def _check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
+    low, high = card.scale_range
+    shown = tuple(round(f, 6) for f in factors)
+    if not all(low - 1e-9 <= f <= high + 1e-9 for f in factors):
+        raise ValueError(
+            f"model {card.name!r} supports per-axis scales in [{low}, {high}], got scale {shown}"
+        )
+    if card.scales == "integer" and not all(abs(f - round(f)) < 1e-9 for f in factors):
+        raise ValueError(
+            f"model {card.name!r} supports integer per-axis scales in [{low}, {high}] only, "
+            f"got scale {shown}"
+        )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return where
+
+

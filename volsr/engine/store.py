@@ -1,0 +1,392 @@
+"""Out-of-core upsampling into a chunked store: plan, budget, run, resume, finalise.
+
+Memory: peak memory is a function of the tile and chunk sizes (printed before the run),
+not of the volume. The output is always an OME-Zarr store written chunk by chunk; its
+OME metadata is written last, so a store without it is an unfinished run. NIfTI and HDF5
+outputs are produced from a temporary Zarr store next to the output
+(``.NAME.volsr-partial.zarr``, which holds the manifest of a resumable run) once every
+task is done: HDF5 is then streamed chunk by chunk (memory: one chunk), while NIfTI is
+written by nibabel, which needs the whole output array in memory once (output voxels x 4
+bytes) -- use a ``.zarr`` or ``.h5`` output for volumes larger than memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import torch
+from torch import nn
+
+from volsr import io
+from volsr.engine import progress
+from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
+from volsr.engine.execute import channel_first, run_in_process
+from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
+from volsr.engine.normalise import streamed_percentile
+from volsr.engine.plan import Plan, make_plan
+from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
+from volsr.errors import OutputExistsError, VolsrError
+from volsr.geometry import resampled_affine, resampled_shape
+from volsr.volume import Volume
+
+__all__ = ["upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "auto_tile"]
+
+#: Budget used to choose tile sizes when ``max_memory`` is not given (bytes per worker).
+DEFAULT_MAX_MEMORY = 2 * 2**30
+#: Default output chunk edge (voxels): 64^3 float32 = 1 MiB per chunk.
+DEFAULT_CHUNK = 64
+#: Largest input-side tile edge tried by :func:`auto_tile` (LR voxels).
+_MAX_INPUT_TILE = 128
+
+
+def _note(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)  # noqa: T201 - the engine's log line, like tqdm's
+
+
+def _spatial_chunks(chunks: Sequence[int] | None, volume: Volume, shape_out: tuple[int, ...]) -> tuple[int, ...]:
+    dims = len(shape_out)
+    if chunks is None:
+        return tuple(min(DEFAULT_CHUNK, n) for n in shape_out)
+    values = tuple(int(c) for c in chunks)
+    if len(values) == volume.ndim and volume.ndim != dims:
+        values = tuple(values[n] for n in volume.spatial_axes)
+    if len(values) != dims or min(values) < 1:
+        raise ValueError(
+            f"chunks needs {dims} positive sizes (one per spatial axis) or {volume.ndim} (one per "
+            f"array axis), got {tuple(chunks)}"
+        )
+    return tuple(min(c, n) for c, n in zip(values, shape_out, strict=True))
+
+
+def auto_tile(
+    plan_for: callable, factors: Sequence[float], shape_out: Sequence[int], chunks: Sequence[int],
+    fits: callable,
+) -> tuple[int, ...]:
+    """The largest tile (output voxels) that ``fits`` the budget, halving the longest axis.
+
+    Parameters
+    ----------
+    plan_for : callable ``(tile) -> Plan``
+        Builds the plan of a candidate tile.
+    factors : (D,) sequence of float
+        Per-axis scale (the starting tile is ~128 input voxels per axis).
+    shape_out, chunks : (D,) sequence of int
+        Output grid and chunk shape.
+    fits : callable ``(Plan) -> bool``
+        Whether a plan's budget is acceptable.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    VolsrError
+        If even an 8-voxel tile does not fit.
+
+    Examples
+    --------
+    >>> auto_tile(lambda t: t, (1, 4), (64, 256), (64, 64), lambda t: t[0] * t[1] <= 4096)
+    (64, 64)
+    """
+    tile = [
+        max(c, min(n, round(_MAX_INPUT_TILE * f) // c * c))
+        for f, n, c in zip(factors, shape_out, chunks, strict=True)
+    ]
+    while True:
+        plan = plan_for(tuple(tile))
+        if fits(plan):
+            return tuple(tile)
+        longest = int(np.argmax(tile))
+        if tile[longest] <= 8:
+            raise VolsrError("max_memory is too small for even an 8-voxel tile; raise it")
+        tile[longest] = max(8, tile[longest] // 2)
+
+
+def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
+    shape = list(volume.shape)
+    for axis, size in zip(volume.spatial_axes, shape_out, strict=True):
+        shape[axis] = size
+    return volume.replace(
+        data=da.zeros(tuple(shape), dtype=np.float32, chunks=-1),
+        affine=resampled_affine(volume.affine, volume.spatial_shape, shape_out),
+    )
+
+
+def _create_store(path: Path, template: Volume, chunks: tuple[int, ...]) -> None:
+    import zarr
+    import zarr.codecs
+    from zarr.storage import LocalStore
+
+    from volsr.io.zarr_ome import disk_order
+
+    order = disk_order(template.axes)
+    spatial = iter(chunks)
+    chunk_shape = [next(spatial) if template.axes[n] in ("i", "j", "k") else template.shape[n] for n in order]
+    names = ["c" if template.axes[n] not in ("i", "j", "k") else "zyx"[3 - len(chunks) + "ijk".index(template.axes[n])] for n in order]
+    group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
+    group.create_array(
+        "0", shape=tuple(template.shape[n] for n in order), chunks=tuple(chunk_shape),
+        dtype=np.float32, compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=names,
+    )  # fmt: skip
+
+
+def _finalise_store(path: Path, template: Volume) -> None:
+    import zarr
+    from zarr.storage import LocalStore
+
+    from volsr.io.zarr_ome import ome_attributes
+
+    zarr.open_group(store=LocalStore(path), mode="r+").attrs.update(ome_attributes(template))
+
+
+def _work_store(output: Path) -> Path:
+    if io.format_for(output)[0].name == "zarr":
+        return output
+    return output.with_name(f".{output.name}.volsr-partial.zarr")
+
+
+def _open_manifest(store: Path, header: dict, *, resume: bool, overwrite: bool, quiet: bool) -> Manifest | None:
+    path = store / MANIFEST_NAME
+    if resume and store.exists():
+        if not path.exists():
+            raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
+        manifest = Manifest.load(path)
+        manifest.check(header)
+        _note(f"resuming: {sum(manifest.done)} of {len(manifest.done)} tasks already done", quiet)
+        return manifest
+    if store.exists():
+        if not overwrite:
+            raise OutputExistsError(f"output exists: {store} (pass --overwrite to replace it, or --resume)")
+        shutil.rmtree(store)
+    return None
+
+
+def upsample_to_store(
+    source: str | os.PathLike[str] | Volume,
+    output: str | os.PathLike[str],
+    *,
+    scale: float | Sequence[float] | None = None,
+    target_spacing: float | Sequence[float] | None = None,
+    model: str | nn.Module = "cubic",
+    chunks: Sequence[int] | None = None,
+    tile: Sequence[int] | None = None,
+    blend: str = "exact",
+    overlap: float = 0.25,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    max_memory: str | int | None = None,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+) -> Path:
+    """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
+
+    Tasks are groups of whole output chunks; each reads its input box plus the model's
+    halo, runs its tiles and writes its chunks once. Exact mode equals one whole-volume
+    forward pass up to float rounding. See the module docstring for memory and formats.
+
+    Parameters
+    ----------
+    source : str, path or Volume
+        Input path spec (``file``, ``file:key``), opened lazily, or a Volume.
+    output : str or path
+        ``.zarr`` (OME-Zarr, written in place), ``.h5:/key`` or ``.nii[.gz]`` (converted from
+        a temporary Zarr store at the end).
+    scale, target_spacing : float or (D,) sequence of float
+        Exactly one: per-axis factor, or wanted voxel size (mm).
+    model : str or torch.nn.Module
+        Registry name, or any module with a :class:`volsr.models.ModelCard` ``card``
+        (grid, halo, scales, input_scaling) and the ``forward(x, positions)`` contract of
+        :class:`volsr.models.interpolation.SeparableInterpolation`. Used in eval mode on a
+        copy; the caller's module is not changed.
+    chunks : sequence of int, optional
+        Output chunk shape (one per spatial axis, or one per array axis); default 64.
+    tile : sequence of int, optional
+        Output tile shape per spatial axis; default: the largest fitting ``max_memory``.
+    blend : {"exact", "gaussian"}
+        ``exact`` crops halos; ``gaussian`` blends tiles overlapping by ``overlap``.
+    overlap : float
+        Tile overlap fraction in [0, 1) for ``gaussian``.
+    workers : int, optional
+        Run on a new local Dask cluster of this many worker processes.
+    scheduler : str, optional
+        Run on the Dask scheduler at this address.
+    resume : bool
+        Continue an interrupted run (refused if input, model or options differ).
+    overwrite : bool
+        Replace an existing output.
+    max_memory : str or int, optional
+        Budget per worker (``"2G"``); picks tile and batch sizes (default 2 GiB).
+    device : str or torch.device
+        Where the model runs.
+    quiet : bool
+        No plan line, budget line or progress bar.
+
+    Returns
+    -------
+    Path
+        The output path (without key).
+
+    Raises
+    ------
+    ValueError, TypeError, KeyError
+        For bad arguments (see :func:`volsr.engine.upsample`).
+    OutputExistsError
+        If the output exists without ``overwrite``/``resume``.
+    VolsrError
+        If a resume does not match the original run, or the scheduler is unreachable.
+    OSError
+        If the store cannot be written (the run stays resumable).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> v = Volume(np.ones((6, 5, 4), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = upsample_to_store(v, Path(d) / "sr.zarr", scale=(1, 1, 2), model="linear",
+    ...                              chunks=(4, 4, 4), quiet=True)
+    ...     io.load(path).shape
+    (6, 5, 8)
+    """
+    volume = source if isinstance(source, Volume) else io.load(source)
+    spec = None if isinstance(source, Volume) else os.fspath(source)
+    net = resolve_model(model)
+    factors = resolve_factors(volume, scale, target_spacing)
+    check_supported(net.card, factors)
+    where = resolve_device(device)
+    if workers is not None and scheduler is not None:
+        raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    budget_bytes = DEFAULT_MAX_MEMORY if max_memory is None else progress.parse_size(max_memory)
+    output_path = io.check_output(output, overwrite=overwrite or resume)
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(net)
+    net = net.eval().to(where)
+    shape_out = resampled_shape(volume.spatial_shape, factors)
+    plan, batch, budget = _plan(
+        net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
+    )
+    store = _work_store(output_path)
+    header = {
+        "input": input_fingerprint(volume, spec),
+        "model": model_identity(net),
+        "options": {
+            "shape_out": list(shape_out), "plan": dataclasses.asdict(plan), "batch": batch,
+            "device": where.type, "output": str(output),
+        },
+    }  # fmt: skip
+    manifest = _open_manifest(store, header, resume=resume, overwrite=overwrite, quiet=quiet)
+    template = _template(volume, shape_out)
+    if manifest is None:
+        _create_store(store, template, plan.chunks)
+        manifest = Manifest.create(store / MANIFEST_NAME, header, plan.n_tasks)
+    if not manifest.complete:
+        _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet)
+        _finalise_store(store, template)
+        manifest.complete = True
+        manifest.save()
+    if store != output_path:
+        result = io.load(store).replace(meta=volume.meta)
+        io.save(result, output, overwrite=True)
+        shutil.rmtree(store)
+    return output_path
+
+
+def _plan(net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where):
+    spatial_chunks = _spatial_chunks(chunks, volume, shape_out)
+    channels = int(np.prod([volume.shape[n] for n in range(volume.ndim) if n not in volume.spatial_axes]))
+    weights = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+
+    def plan_for(candidate: tuple[int, ...]) -> Plan:
+        return make_plan(net.card, volume.spatial_shape, shape_out, chunks=spatial_chunks,
+                         tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
+
+    probe = plan_for(spatial_chunks if tile is None else tuple(tile))
+    per_voxel = progress.activation_bytes(net, probe, channels, where)
+
+    def fits(plan: Plan, batch: int = 1) -> bool:
+        budget = progress.estimate(plan, channels=channels, batch=batch, per_voxel=per_voxel, weights=weights)
+        return budget.total <= budget_bytes
+
+    if tile is None:
+        chosen = auto_tile(plan_for, factors, shape_out, spatial_chunks, fits)
+    else:
+        chosen = tuple(tile)
+    plan = plan_for(chosen)
+    batch = 1
+    # Batching pays on accelerators; on a CPU one tile already keeps every core busy.
+    while where.type != "cpu" and batch < 16 and fits(plan, batch * 2):
+        batch *= 2
+    budget = progress.estimate(plan, channels=channels, batch=batch, per_voxel=per_voxel, weights=weights)
+    if budget.total > budget_bytes:
+        raise VolsrError(
+            f"tile {chosen} needs ~{progress.format_size(budget.total)} per worker, more than "
+            f"max_memory {progress.format_size(budget_bytes)}; use a smaller tile or raise max_memory"
+        )
+    return plan, batch, budget
+
+
+def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet):
+    input_scale = manifest.state.get("input_scale")
+    if input_scale is None:
+        input_scale = 1.0
+        if net.card.input_scaling == "p99.9":
+            value = streamed_percentile(volume.data, 99.9)
+            input_scale = value if value > 0 else 1.0
+        manifest.state["input_scale"] = input_scale
+        manifest.save()
+    todo = [n for n in range(plan.n_tasks) if not manifest.done[n]]
+    done_voxels = sum(plan.task_voxels(n) for n in range(plan.n_tasks) if manifest.done[n])
+    total = math.prod(plan.shape_out)
+    _note(
+        f"plan: {plan.n_tasks} tasks ({len(todo)} to run), chunks {plan.chunks}, tile {plan.tile}, "
+        f"batch {batch}, blend {plan.blend}; {budget.describe()}", quiet,
+    )  # fmt: skip
+    with progress.progress_bar(total, initial=done_voxels, quiet=quiet) as bar:
+
+        def finished(index: int) -> None:
+            manifest.mark(index)
+            bar.update(plan.task_voxels(index))
+
+        if workers is None and scheduler is None:
+            array = open_output_array(store)
+
+            def write(index: int, result: np.ndarray) -> None:
+                write_result(array, plan.task_region(index), result)
+                finished(index)
+
+            run_in_process(net, plan, channel_first(volume), todo, write, device=where,
+                           batch=batch, input_scale=input_scale)  # fmt: skip
+            return
+        job = WorkerJob(
+            key=uuid.uuid4().hex, source=spec if spec is not None else volume,
+            model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
+            store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
+        )  # fmt: skip
+        run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
+
+
+def _is_registry_model(net: nn.Module) -> bool:
+    """Whether workers can rebuild ``net`` from its registry name (same card and weights)."""
+    from volsr.models import create_model
+
+    try:
+        fresh = create_model(net.card.name)
+    except KeyError:
+        return False
+    same = fresh.card == net.card and type(fresh) is type(net)
+    return same and model_identity(fresh)["weights_sha256"] == model_identity(net)["weights_sha256"]
