@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_argument("--quiet", action="store_true", help="no plan, budget or progress bar")
     upsample.add_argument("--check-halo", action="store_true",
                           help="first check the model's declared halo against its receptive field")
+    upsample.add_argument("--force", action="store_true",
+                          help="run at factors outside the model's trained range (with a warning)")
     _add_output_options(upsample)
 
     evaluate = commands.add_parser("evaluate", help="compare a prediction with a reference")
@@ -127,7 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
 
-    commands.add_parser("models", help="list models with their factor ranges")
+    models = commands.add_parser("models", help="list models with their factor ranges and cards")
+    models.add_argument("--card", metavar="NAME", help="print the model card of model NAME")
+
+    export = commands.add_parser(
+        "export-weights", help="ship a training checkpoint as weights + model card (during a run)")
+    export.add_argument("run_dir", help="run folder (run.output_dir of the config)")
+    export.add_argument("name", help="mdcsrn_<tag>: registered as mdcsrn.<tag>")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--best", dest="which", action="store_const", const="best",
+                       help="the best validated checkpoint (default)")
+    which.add_argument("--last", dest="which", action="store_const", const="last",
+                       help="the newest periodic checkpoint")
+    export.set_defaults(which="best")
+    export.add_argument("--weights-dir", help="destination (default: volsr/models/weights)")
+    export.add_argument("--cards-dir", help="card folder (default: volsr/models/cards)")
+    export.add_argument("--overwrite", action="store_true", help="replace weights of that name")
 
     demo = commands.add_parser("demo", help="thick-slice ICBM152 -> upsample -> metrics + figure")
     demo.add_argument("outdir", nargs="?", default="volsr_demo")
@@ -171,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.take_notes()  # start from an empty buffer
     try:
-        result = getattr(commands, f"run_{args.command}")(args)
+        result = getattr(commands, f"run_{args.command.replace('-', '_')}")(args)
     except (VolsrError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
         commands.take_notes()  # the error stays the only line on stderr
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -26,6 +26,7 @@ __all__ = [
     "run_upsample",
     "run_evaluate",
     "run_models",
+    "run_export_weights",
     "run_demo",
     "run_train",
     "degrade_volume",
@@ -301,19 +302,26 @@ def run_upsample(args: argparse.Namespace) -> str:
     """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
     from volsr.engine import check_halo, upsample_to_store
     from volsr.engine.resolve import resolve_factors
-    from volsr.models import default_model_name
+    from volsr.models import default_model_name, get_card
 
     io.check_output(args.output, overwrite=args.overwrite or args.resume)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
-    model = args.model or default_model_name(spectral=volume.band_axis is not None)
     if args.scale is not None:
         grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
     else:
         grid = {"target_spacing": _spatial_factors(volume, args.target_spacing, "--target-spacing")}
+    spectral = volume.band_axis is not None
+    factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
+    model = args.model or default_model_name(spectral=spectral, scale=factors)
     if not args.quiet:
-        _note(f"model: {model}")
+        why = " (arbitrary-scale network: non-integer factors)" if (
+            not args.model and model.startswith("meta_srgan.")) else ""
+        _note(f"model: {model}{why}")
+        if spectral and not args.model and get_card(model).kind != "network":
+            shown = "x".join(f"{f:g}" for f in factors)
+            _note(f"no shipped hyperspectral network for scale {shown}: using {model} "
+                  f"(see `volsr models`)")
     if args.check_halo:
-        factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
         difference = check_halo(model, scale=factors, device=args.device)
         _note(f"halo check passed (max difference {difference:.2g})")
     source = args.input if args.fill_nonfinite is None else volume
@@ -321,7 +329,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         source, args.output, **grid, model=model, chunks=args.chunks, tile=args.tile,
         blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
-        device=args.device, quiet=args.quiet,
+        device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
@@ -372,21 +380,41 @@ def run_evaluate(args: argparse.Namespace) -> str:
 
 
 def run_models(args: argparse.Namespace) -> str:
-    """``volsr models``: every registered model with its factor range."""
-    from volsr.models import list_models
+    """``volsr models [--card NAME]``: every registered model with its factor range and card."""
+    from volsr.models import get_card, list_models
+    from volsr.models.weights import card_path
 
-    rows = [("name", "kind", "modality", "scales", "range", "halo", "description")]
+    if getattr(args, "card", None):
+        get_card(args.card)  # KeyError with close names for an unknown model
+        path = card_path(args.card)
+        if path is None:
+            raise ValueError(f"model {args.card!r} has no model card (only shipped networks do)")
+        return path.read_text(encoding="utf-8").rstrip("\n")
+    rows = [("name", "kind", "modality", "scales", "range", "halo", "card", "description")]
     for card in list_models():
         low, high = card.scale_range
+        path = card_path(card.name)
         rows.append(
             (card.name, card.kind, card.modality, card.scales, f"{low:g}-{high:g}",
-             str(card.halo), card.description)
+             str(card.halo), "-" if path is None else str(path), card.description)
         )
     widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
         for row in rows
     )
+
+
+def run_export_weights(args: argparse.Namespace) -> dict:
+    """``volsr export-weights RUN_DIR NAME [--best|--last]``: ship a checkpoint."""
+    from volsr.models.weights import CARDS_DIR, WEIGHTS_DIR
+    from volsr.train.export import export_checkpoint
+
+    weights, card = export_checkpoint(
+        args.run_dir, args.name, which=args.which, overwrite=args.overwrite,
+        weights_dir=args.weights_dir or WEIGHTS_DIR, cards_dir=args.cards_dir or CARDS_DIR)
+    return {"weights": str(weights), "sidecar": str(weights.with_suffix(".json")),
+            "card": str(card)}
 
 
 def run_demo(args: argparse.Namespace) -> str:

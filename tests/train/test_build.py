@@ -89,3 +89,40 @@ def test_volsr_train_runs_resumes_and_exports(tmp_path, gan):
 def test_missing_files_are_reported():
     with pytest.raises(FileNotFoundError, match="no file matches"):
         resolve_data_paths("/no/such/dir/*.nii.gz")
+
+
+def test_meta_srgan_arch_builds_an_lr_grid_model_that_starts_at_cubic():
+    from volsr.models.meta_srgan import MetaSRGAN
+
+    config = ModelConfig(arch="meta_srgan", blocks=1, units=1, growth=2, base=2, hidden=4,
+                         scale_range=(1.0, 6.0))
+    model = build_model(config, seed=0)
+    assert isinstance(model, MetaSRGAN)
+    assert (model.card.name, model.card.grid, model.card.halo, model.card.scale_range) == (
+        "meta_srgan.run", "lr", 14, (1.0, 6.0))
+    x = torch.rand(1, 1, 6, 6, 4, generator=torch.Generator().manual_seed(0))
+    grid = (np.arange(6.0), np.arange(6.0), output_coordinates(4, 10))  # factor 2.5
+    assert torch.equal(model(x, grid), SeparableInterpolation(method="cubic")(x, grid))
+    again = build_model(config, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+
+
+@needs_data
+def test_volsr_train_meta_srgan_runs_with_a_critic_and_exports(tmp_path):
+    from volsr.models.meta_srgan import MetaSRGAN
+
+    config = yaml.safe_load(tiny_config(tmp_path, gan=True).read_text())
+    config["run"]["name"] = "meta_srgan_tiny"
+    config["model"] = {"arch": "meta_srgan", "blocks": 1, "units": 1, "growth": 2, "base": 2,
+                       "hidden": 4, "scale_range": [1.0, 6.0], "critic_base": 2,
+                       "critic_levels": 1}
+    config["data"]["factor_range"] = [1.5, 3.5]
+    config["optim"]["steps"] = 2
+    path = tmp_path / "meta.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--device", "cpu"]) == 0
+    exported = tmp_path / "run" / "export" / "meta_srgan_tiny.safetensors"
+    assert isinstance(load_module(MetaSRGAN, exported), MetaSRGAN)
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    assert sidecar["card"]["name"] == "meta_srgan.tiny" and sidecar["card"]["scale_range"] == [1, 6]
+    assert sidecar["metadata"]["step"] == 2

@@ -40,7 +40,7 @@ def test_shipped_configs_load(name):
     assert config.data.factor_range[0] >= 2 and config.data.factor_range[1] <= 5
 
 
-@pytest.mark.parametrize("name", ["mri_mdcsrn.yaml", "mri_mdcsrn_gan.yaml"])
+@pytest.mark.parametrize("name", ["mri_mdcsrn.yaml", "mri_mdcsrn_gan.yaml", "mri_meta_srgan.yaml"])
 def test_shipped_configs_comment_every_value(name):
     for number, line in enumerate((CONFIGS / name).read_text().splitlines(), 1):
         if re.match(r"^\s*[a-z_]+:\s*\S", line) and not line.lstrip().startswith("#"):
@@ -100,3 +100,15 @@ def test_load_config_uses_safe_load(tmp_path):
     assert load_config(path).optim.steps == 10
     with pytest.raises(FileNotFoundError, match="not found"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_meta_srgan_config_loads_with_its_architecture_and_checks_taps():
+    config = load_config(CONFIGS / "mri_meta_srgan.yaml")
+    assert config.model.arch == "meta_srgan" and config.model.taps % 2 == 0
+    # The card's declared range is the trained (continuous) factor range, within [1, 6].
+    assert config.model.scale_range == config.data.factor_range == (1.0, 6.0)
+    assert not config.data.integer_factors and config.gan is not None
+    with pytest.raises(ValueError, match="'model.taps' must be an even integer >= 2, got 3"):
+        config_from_dict(with_value("model", "taps", 3))
+    with pytest.raises(ValueError, match=r"'model.arch' must be one of \['mdcsrn', 'meta_srgan'\]"):
+        config_from_dict(with_value("model", "arch", "rdn"))

@@ -1,7 +1,8 @@
 """Global intensity statistics computed once per volume by streaming over its blocks.
 
 Per-tile statistics make seams; the engine computes one number per volume (the 99.9th
-percentile for cards with ``input_scaling == "p99.9"``) and applies it to every tile.
+percentile for cards with ``input_scaling == "p99.9"``, the maximum for ``"max"``) and
+applies it to every tile (:func:`input_scale`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from volsr.errors import InvalidDataError
 
-__all__ = ["streamed_percentile", "DEFAULT_BINS"]
+__all__ = ["streamed_percentile", "input_scale", "DEFAULT_BINS"]
 
 #: Histogram bins per pass; two passes locate a percentile to (max - min) / DEFAULT_BINS**2.
 DEFAULT_BINS = 4096
@@ -81,6 +82,47 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
         width = (edges[b + 1] - edges[b]) / bins
         values.append(float(edges[b] + (sub + 0.5) * width))
     return values[0] + (rank - ranks[0]) * (values[1] - values[0])
+
+
+def input_scale(input_scaling: str, data: da.Array) -> float:
+    """The one number a card's ``input_scaling`` divides the whole input by (1.0 for none).
+
+    Parameters
+    ----------
+    input_scaling : {"none", "p99.9", "max"}
+        A :class:`volsr.models.ModelCard`'s ``input_scaling``.
+    data : dask.array.Array
+        The whole input, any shape (streamed over; memory: one block).
+
+    Returns
+    -------
+    float
+        1.0 for ``"none"``; else the 99.9th percentile (:func:`streamed_percentile`) or the
+        maximum of ``data``, replaced by 1.0 when it is not positive.
+
+    Raises
+    ------
+    ValueError
+        If ``input_scaling`` is not one of the allowed values.
+    InvalidDataError
+        If the data holds NaN or Inf.
+
+    Examples
+    --------
+    >>> input_scale("max", da.from_array(np.array([0.5, 4.0, 2.0]), chunks=2))
+    4.0
+    """
+    if input_scaling == "none":
+        return 1.0
+    if input_scaling == "p99.9":
+        value = streamed_percentile(data, 99.9)
+    elif input_scaling == "max":
+        value = float(data.max().compute())
+        if not math.isfinite(value):
+            raise InvalidDataError("the volume holds NaN or Inf voxels; cannot compute its maximum")
+    else:
+        raise ValueError(f"input_scaling must be one of 'none', 'p99.9', 'max'; got {input_scaling!r}")
+    return value if value > 0 else 1.0
 
 
 def _locate(cumulative: np.ndarray, rank: int) -> tuple[int, int]:

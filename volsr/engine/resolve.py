@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -82,7 +83,7 @@ def resolve_factors(
     return _factors(volume, scale, target_spacing)
 
 
-def check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
+def check_supported(card: ModelCard, factors: tuple[float, ...], *, force: bool = False) -> None:
     """Refuse factors outside the card's ``scale_range`` or non-integer for integer models.
 
     Parameters
@@ -91,6 +92,9 @@ def check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
         The model's facts.
     factors : tuple of float
         Per-axis factors.
+    force : bool
+        Allow factors outside ``scale_range`` with a ``UserWarning`` instead (the model
+        was not trained there); non-integer factors of an integer model stay refused.
 
     Returns
     -------
@@ -99,14 +103,14 @@ def check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
     Raises
     ------
     ValueError
-        If a factor is not supported; the message gives the range.
+        If a factor is not supported; the message gives the range (and suggests ``--force``).
 
     Examples
     --------
     >>> from volsr.models import get_card
     >>> check_supported(get_card("cubic"), (1.0, 1.0, 3.3))
     """
-    _check_supported(card, factors)
+    _check_supported(card, factors, force=force)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -179,13 +183,15 @@ def _factors(
     return scale_for_target_spacing(volume.spacing.tolist(), target)
 
 
-def _check_supported(card: ModelCard, factors: tuple[float, ...]) -> None:
+def _check_supported(card: ModelCard, factors: tuple[float, ...], *, force: bool = False) -> None:
     low, high = card.scale_range
     shown = tuple(round(f, 6) for f in factors)
     if not all(low - 1e-9 <= f <= high + 1e-9 for f in factors):
-        raise ValueError(
-            f"model {card.name!r} supports per-axis scales in [{low}, {high}], got scale {shown}"
-        )
+        message = f"model {card.name!r} supports per-axis scales in [{low}, {high}], got scale {shown}"
+        if not force:
+            raise ValueError(f"{message} (force it with --force / force=True at your own risk)")
+        # stacklevel 4: past this helper, check_supported and the engine entry point.
+        warnings.warn(f"{message}: running anyway (force)", UserWarning, stacklevel=4)
     if card.scales == "integer" and not all(abs(f - round(f)) < 1e-9 for f in factors):
         raise ValueError(
             f"model {card.name!r} supports integer per-axis scales in [{low}, {high}] only, "

@@ -32,7 +32,7 @@ from volsr.engine import progress
 from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
 from volsr.engine.execute import channel_first, run_in_process
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
-from volsr.engine.normalise import streamed_percentile
+from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.plan import Plan, make_plan
 from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
 from volsr.errors import OutputExistsError, VolsrError
@@ -191,6 +191,7 @@ def upsample_to_store(
     max_memory: str | int | None = None,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    force: bool = False,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -234,6 +235,9 @@ def upsample_to_store(
         Where the model runs.
     quiet : bool
         No plan line, budget line or progress bar.
+    force : bool
+        Run at factors outside the model's ``scale_range`` with a warning instead of
+        refusing them (:func:`volsr.engine.resolve.check_supported`).
 
     Returns
     -------
@@ -265,7 +269,7 @@ def upsample_to_store(
     spec = None if isinstance(source, Volume) else os.fspath(source)
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
-    check_supported(net.card, factors)
+    check_supported(net.card, factors, force=force)
     where = resolve_device(device)
     if workers is not None and scheduler is not None:
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
@@ -343,10 +347,7 @@ def _plan(net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet):
     input_scale = manifest.state.get("input_scale")
     if input_scale is None:
-        input_scale = 1.0
-        if net.card.input_scaling == "p99.9":
-            value = streamed_percentile(volume.data, 99.9)
-            input_scale = value if value > 0 else 1.0
+        input_scale = volume_scale(net.card.input_scaling, volume.data)
         manifest.state["input_scale"] = input_scale
         manifest.save()
     todo = [n for n in range(plan.n_tasks) if not manifest.done[n]]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
-from volsr.engine.normalise import streamed_percentile
+from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.plan import make_plan
 from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
 from volsr.geometry import resampled_affine, resampled_shape
@@ -41,6 +41,7 @@ def upsample(
     target_spacing: float | Sequence[float] | None = None,
     model: str | nn.Module = "cubic",
     device: str | torch.device = "cpu",
+    force: bool = False,
 ) -> Volume:
     """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
@@ -59,14 +60,17 @@ def upsample(
         is left as it is).
     device : str or torch.device
         Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+    force : bool
+        Run at factors outside the model's ``scale_range`` with a warning instead of
+        refusing them (:func:`volsr.engine.resolve.check_supported`).
 
     Returns
     -------
     Volume
         float32 data (a lazy dask array) of spatial shape ``geometry.resampled_shape``;
         affine ``geometry.resampled_affine``; axes, wavelengths, fwhm and meta kept. For a
-        model with ``input_scaling == "p99.9"`` the input's 99.9th percentile is computed
-        here, once, by streaming over its blocks.
+        model with ``input_scaling`` ``"p99.9"`` (``"max"``) the input's 99.9th percentile
+        (maximum) is computed here, once, by streaming over its blocks.
 
     Raises
     ------
@@ -89,7 +93,7 @@ def upsample(
     """
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
-    check_supported(net.card, factors)
+    check_supported(net.card, factors, force=force)
     where = resolve_device(device)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
@@ -100,9 +104,7 @@ def upsample(
     rows = max(1, _SLAB_BYTES // (4 * channels * math.prod(shape_out[1:])))
     chunks = (rows, *shape_out[1:])
     plan = make_plan(net.card, volume.spatial_shape, shape_out, chunks=chunks, tile=chunks)
-    input_scale = 1.0
-    if net.card.input_scaling == "p99.9":
-        input_scale = streamed_percentile(volume.data, 99.9) or 1.0
+    input_scale = volume_scale(net.card.input_scaling, volume.data)
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
         values = np.asarray(block, dtype=np.float32)

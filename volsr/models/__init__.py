@@ -4,7 +4,11 @@ Importing this package registers the built-in models (``nearest``, ``linear``, `
 ``cubic``, ``lanczos``).
 """
 
-from volsr.models import attn1d2d, interpolation, mdcsrn
+from collections.abc import Sequence
+
+import numpy as np
+
+from volsr.models import attn1d2d, interpolation, mdcsrn, meta_srgan
 from volsr.models.registry import ModelCard, create_model, get_card, list_models, register_model
 
 __all__ = [
@@ -15,22 +19,33 @@ __all__ = [
     "get_card",
     "interpolation",
     "mdcsrn",
+    "meta_srgan",
     "list_models",
     "register_model",
 ]
 
 #: Preference order for the default model: the first one registered wins. Trained networks
-#: go in front of the baselines as their weights ship.
-_DEFAULTS = {"mri": ("cubic",), "hsi": ("bicubic",)}
+#: go in front of the baselines as their weights ship. An entry ending in "." is a name
+#: prefix: the first registered name (sorted) starting with it, so any shipped
+#: ``mdcsrn.<tag>`` replaces cubic interpolation as soon as its weights are in the package.
+_DEFAULTS = {"mri": ("mdcsrn.t1", "mdcsrn.", "cubic"),
+             "hsi": ("attn1d2d.x2", "attn1d2d.x3", "attn1d2d.x4", "bicubic")}
 
 
-def default_model_name(*, spectral: bool) -> str:
+def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None = None) -> str:
     """The best registered model for volumes (MRI) or spectral cubes.
 
     Parameters
     ----------
     spectral : bool
         True for a cube with a band axis.
+    scale : float or sequence of float, optional
+        Per-axis factors of the run: a model whose card does not support them (outside its
+        ``scale_range``, or not integers for an integer-scale model) is passed over, so a
+        spectral cube at a factor with no shipped network gets ``"bicubic"`` (if none
+        supports them, the first registered preference is returned). When a factor
+        of a volume is not an integer, a registered ``meta_srgan.*`` model that supports
+        them comes first.
 
     Returns
     -------
@@ -44,11 +59,37 @@ def default_model_name(*, spectral: bool) -> str:
 
     Examples
     --------
-    >>> default_model_name(spectral=False)
-    'cubic'
+    >>> default_model_name(spectral=True, scale=1.5)
+    'bicubic'
+    >>> default_model_name(spectral=False) in ("cubic", "mdcsrn.t1")  # mdcsrn.t1 once shipped
+    True
     """
-    registered = {card.name for card in list_models()}
-    for name in _DEFAULTS["hsi" if spectral else "mri"]:
-        if name in registered:
-            return name
+    cards = {card.name: card for card in list_models()}
+    preference = _DEFAULTS["hsi" if spectral else "mri"]
+    if not spectral and scale is not None and not _integers(scale):
+        # Arbitrary-scale networks were trained for non-integer factors: they go first.
+        preference = ("meta_srgan.", *preference)
+    # If no preferred model supports the factors, the first one anyway: the engine then
+    # refuses them with that model's range in the message.
+    for only_supported in (True, False) if scale is not None else (False,):
+        registered = sorted(n for n, c in cards.items() if not only_supported or _supports(c, scale))
+        for entry in preference:
+            found = [n for n in registered if n.startswith(entry)] if entry.endswith(".") else (
+                [entry] if entry in registered else [])
+            if found:
+                return found[0]
     raise KeyError(f"no default model registered among {_DEFAULTS}")
+
+
+def _supports(card: ModelCard, scale: float | Sequence[float]) -> bool:
+    """Whether every factor lies in the card's range (and is an integer where it must be)."""
+    factors = [float(f) for f in np.ravel(scale)]
+    low, high = card.scale_range
+    fits = all(low - 1e-9 <= f <= high + 1e-9 for f in factors)
+    return fits and (card.scales != "integer" or all(abs(f - round(f)) < 1e-9 for f in factors))
+
+
+def _integers(scale: float | Sequence[float]) -> bool:
+    """Whether every factor is an integer (to 1e-6)."""
+    factors = [float(f) for f in (scale if isinstance(scale, Sequence) else [scale])]
+    return all(abs(f - round(f)) < 1e-6 for f in factors)

@@ -405,7 +405,8 @@ def register_attn1d2d(
     -------
     ModelCard
         Grid ``"lr"``, halo from the configuration, integer scales, ``scale_range``
-        ``(scale, scale)``, modality ``"hsi"``.
+        ``(scale, scale)``, modality ``"hsi"``, ``input_scaling`` ``"max"`` (training divides
+        each cube by its maximum, :func:`volsr.data.hsi.load_cube`; the engine does the same).
 
     Raises
     ------
@@ -427,7 +428,7 @@ def register_attn1d2d(
     card = ModelCard(
         name=name, kind="network", grid="lr", halo=probe.halo, scales="integer",
         scale_range=(float(probe.scale), float(probe.scale)), modality="hsi",
-        description=description, weights=path.name,
+        description=description, weights=path.name, input_scaling="max",
     )
 
     def factory() -> Attn1D2D:

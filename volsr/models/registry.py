@@ -38,10 +38,11 @@ class ModelCard:
         One line for ``volsr models``.
     weights : str or None
         File name of shipped weights (safetensors) inside ``volsr/models/weights``.
-    input_scaling : {"none", "p99.9"}
-        ``p99.9``: the caller divides the whole input volume by its 99.9th percentile
-        (computed once per volume, never per tile) before ``forward`` and multiplies the
-        output back; the network was trained on inputs scaled so.
+    input_scaling : {"none", "p99.9", "max"}
+        ``p99.9`` (``max``): the caller divides the whole input volume by its 99.9th
+        percentile (its maximum) (computed once per volume, never per tile) before
+        ``forward`` and multiplies the output back; the network was trained on inputs
+        scaled so.
     """
 
     name: str
@@ -53,7 +54,7 @@ class ModelCard:
     modality: Literal["any", "mri", "hsi"]
     description: str
     weights: str | None = None
-    input_scaling: Literal["none", "p99.9"] = "none"
+    input_scaling: Literal["none", "p99.9", "max"] = "none"
 
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}

@@ -26,6 +26,7 @@ from torch import nn
 
 __all__ = [
     "WEIGHTS_DIR",
+    "CARDS_DIR",
     "ShippedWeights",
     "save_weights",
     "read_config",
@@ -33,10 +34,13 @@ __all__ = [
     "load_module",
     "shipped_path",
     "shipped_weights",
+    "card_path",
 ]
 
 #: Folder of the weights shipped inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Folder of the Markdown model cards (``<registry name>.md``) of the shipped weights.
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
 
 _SECTIONS = ("config", "card", "metadata")
 _SCALARS = (bool, int, float, str, type(None))
@@ -351,3 +355,32 @@ def shipped_weights(*, prefix: str, factory: Callable[..., nn.Module]) -> list[S
                 f"got {card!r}"
             ) from None
     return found
+
+
+def card_path(name: str) -> Path | None:
+    """The Markdown model card of a registered model, if one ships.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"mdcsrn.t1"``; the card is ``CARDS_DIR/<name>.md``.
+
+    Returns
+    -------
+    Path or None
+        None when no card ships (interpolation baselines have none).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` contains a path separator.
+
+    Examples
+    --------
+    >>> card_path("cubic") is None
+    True
+    """
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise ValueError(f"name must be a registry name, got {name!r}")
+    path = CARDS_DIR / f"{name}.md"
+    return path if path.is_file() else None

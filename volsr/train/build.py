@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D
+from volsr.models.meta_srgan import MetaSRGAN
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.config import DataConfig, ModelConfig, TrainConfig
@@ -85,7 +86,24 @@ def _network_options(config: ModelConfig) -> dict[str, Any]:
             "base": config.base, "norm": config.norm}
 
 
-def build_model(config: ModelConfig, *, seed: int, name: str = "mdcsrn.run") -> MDCSRNUpsampler:
+def _meta_options(config: ModelConfig) -> dict[str, Any]:
+    return {"base": config.base, "blocks": config.blocks, "layers": config.units,
+            "growth": config.growth, "taps": config.taps, "hidden": config.hidden}
+
+
+def _build_meta(config: ModelConfig, seed: int, name: str) -> MetaSRGAN:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MetaSRGAN(**_meta_options(config))
+    model.card = ModelCard(name=name, kind="network", grid="lr", halo=model.halo, scales="real",
+                           scale_range=config.scale_range, modality="mri",
+                           description="Meta-SRGAN (training run)", input_scaling="p99.9")
+    return model
+
+
+def build_model(
+    config: ModelConfig, *, seed: int, name: str = "mdcsrn.run"
+) -> MDCSRNUpsampler | MetaSRGAN:
     """The generator with its card, initialised reproducibly from ``seed``.
 
     Parameters
@@ -99,8 +117,10 @@ def build_model(config: ModelConfig, *, seed: int, name: str = "mdcsrn.run") -> 
 
     Returns
     -------
-    MDCSRNUpsampler
-        With ``card`` set (grid ``"hr"``, halo = receptive radius).
+    MDCSRNUpsampler or MetaSRGAN
+        With ``card`` set: for ``arch: mdcsrn`` grid ``"hr"``, halo = receptive radius; for
+        ``arch: meta_srgan`` (blocks = residual dense blocks, units = layers per block)
+        grid ``"lr"``, halo :attr:`MetaSRGAN.halo`.
 
     Raises
     ------
@@ -112,7 +132,11 @@ def build_model(config: ModelConfig, *, seed: int, name: str = "mdcsrn.run") -> 
     >>> model = build_model(ModelConfig(blocks=1, units=1), seed=0)
     >>> model.card.halo, model.card.grid
     (2, 'hr')
+    >>> build_model(ModelConfig(arch="meta_srgan", blocks=1, units=1), seed=0).card.grid
+    'lr'
     """
+    if config.arch == "meta_srgan":
+        return _build_meta(config, seed, "meta_srgan.run" if name == "mdcsrn.run" else name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # inside fork_rng: the caller's global state is restored
         network = MDCSRN(**_network_options(config))
@@ -281,12 +305,31 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), where
 
 
+def _card_name(name: str) -> str:
+    """Registry name of weights exported as ``name`` (``mdcsrn_<tag>`` -> ``mdcsrn.<tag>``)."""
+    return f"mdcsrn.{name.split('_', 1)[1] if name.startswith('mdcsrn_') else name}"
+
+
+def _save_network(
+    network: MDCSRN, config: TrainConfig, path: Path, *, metadata: Mapping[str, Any]
+) -> Path:
+    """The one export format: :func:`save_weights` of the bare network plus its card facts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    card = {"name": _card_name(path.stem), "scale_range": list(config.model.scale_range),
+            "description": f"mDCSRN{'-GAN' if config.gan else ''} trained by volsr "
+                           f"(thick-slice factors {config.data.factor_range[0]:g}-"
+                           f"{config.data.factor_range[1]:g})"}
+    return save_weights(network.cpu(), path, config=_network_options(config.model), card=card,
+                        metadata=metadata)
+
+
 def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
     """Write the trained (EMA) network as ``<output_dir>/export/<name>.safetensors`` + JSON.
 
     The format is :func:`volsr.models.weights.save_weights`'s, so copying both files into
     ``volsr/models/weights`` ships the model (registered as ``mdcsrn.<tag>`` for a run
-    named ``mdcsrn_<tag>``).
+    named ``mdcsrn_<tag>``); :func:`volsr.train.export.export_checkpoint` does that from any
+    checkpoint, during the run.
 
     Parameters
     ----------
@@ -311,22 +354,34 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
     'export_weights'
     """
     model = trainer.inference_model()
+    if isinstance(model, MetaSRGAN):
+        return _export_meta(model, trainer, config)
     if not isinstance(model, MDCSRNUpsampler):
         raise TypeError(f"can export an MDCSRNUpsampler only, got {type(model).__name__}")
-    name = config.run.name
-    tag = name.split("_", 1)[1] if name.startswith("mdcsrn_") else name
-    folder = Path(config.run.output_dir) / "export"
-    folder.mkdir(parents=True, exist_ok=True)
-    card = {"name": f"mdcsrn.{tag}", "scale_range": list(config.model.scale_range),
-            "description": f"mDCSRN{'-GAN' if config.gan else ''} trained by volsr "
-                           f"(thick-slice factors {config.data.factor_range[0]:g}-"
-                           f"{config.data.factor_range[1]:g})"}
     metadata = {"step": trainer.step, "ema": trainer.ema is not None,
                 "datasets": trainer.record.get("datasets", []),
                 "validation": trainer.history[-1] if trainer.history else None,
                 "training_config": _jsonable(config)}
-    return save_weights(model.network.cpu(), folder / f"{name}.safetensors",
-                        config=_network_options(config.model), card=card, metadata=metadata)
+    path = Path(config.run.output_dir) / "export" / f"{config.run.name}.safetensors"
+    return _save_network(model.network, config, path, metadata=metadata)
+
+
+def _export_meta(model: MetaSRGAN, trainer: Trainer, config: TrainConfig) -> Path:
+    """:func:`export_weights` for Meta-SRGAN: registered as ``meta_srgan.<tag>`` once shipped."""
+    name = config.run.name
+    tag = name.split("_", 2)[2] if name.startswith("meta_srgan_") else name
+    low, high = config.data.factor_range
+    card = {"name": f"meta_srgan.{tag}", "scale_range": list(config.model.scale_range),
+            "description": f"Meta-SRGAN{'' if config.gan else ' (L1)'} trained by volsr "
+                           f"(any per-axis factor, thick slices {low:g}-{high:g})"}
+    metadata = {"step": trainer.step, "ema": trainer.ema is not None,
+                "datasets": trainer.record.get("datasets", []),
+                "validation": trainer.history[-1] if trainer.history else None,
+                "training_config": _jsonable(config)}
+    path = Path(config.run.output_dir) / "export" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_weights(model.cpu(), path, config=_meta_options(config.model), card=card,
+                        metadata=metadata)
 
 
 def _jsonable(config: TrainConfig) -> dict[str, Any]:

@@ -71,16 +71,21 @@ class ModelConfig:
 
     Parameters
     ----------
-    arch : {"mdcsrn"}
-        Network architecture.
+    arch : {"mdcsrn", "meta_srgan"}
+        Network architecture: :class:`~volsr.models.mdcsrn.MDCSRN` (on the cubic HR grid)
+        or :class:`~volsr.models.meta_srgan.MetaSRGAN` (on the LR grid, any factor).
     blocks, units : int
-        Dense blocks and units per block (published mDCSRN: 4 and 4).
+        Dense blocks and units per block (published mDCSRN: 4 and 4; Meta-SRGAN: residual
+        dense blocks and conv layers per block).
     growth : int
         Maps added by each unit, k (published: 16).
     base : int
         Maps after the first conv and after each compressor, 2k (published: 32).
     norm : {"none", "layer", "batch"}
-        Normalisation before each unit (see :class:`~volsr.models.mdcsrn.MDCSRN`).
+        Normalisation before each unit (see :class:`~volsr.models.mdcsrn.MDCSRN`; mDCSRN only).
+    taps, hidden : int
+        Meta-SRGAN only: LR voxels per axis of the predicted filter (even) and the width of
+        the weight-prediction MLPs.
     scale_range : (2,) float
         Per-axis factors the trained model is declared to support (its card's
         ``scale_range``); match the training factor range.
@@ -90,13 +95,15 @@ class ModelConfig:
         Levels of the critic (each halves the resolution; GAN runs only).
     """
 
-    arch: Literal["mdcsrn"] = "mdcsrn"
+    arch: Literal["mdcsrn", "meta_srgan"] = "mdcsrn"
     blocks: int = 4
     units: int = 4
     growth: int = 16
     base: int = 32
     norm: Literal["none", "layer", "batch"] = "none"
     scale_range: tuple[float, float] = (1.0, 5.0)
+    taps: int = 4
+    hidden: int = 64
     critic_base: int = 32
     critic_levels: int = 3
 
@@ -315,6 +322,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "ModelConfig.units": (lambda v: v >= 1, ">= 1"),
     "ModelConfig.growth": (lambda v: v >= 1, ">= 1"),
     "ModelConfig.base": (lambda v: v >= 1, ">= 1"),
+    "ModelConfig.taps": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2"),
+    "ModelConfig.hidden": (lambda v: v >= 1, ">= 1"),
     "ModelConfig.critic_base": (lambda v: v >= 1, ">= 1"),
     "ModelConfig.critic_levels": (lambda v: v >= 1, ">= 1"),
     "ModelConfig.scale_range": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),

@@ -1,0 +1,149 @@
+"""Tests of shipping a checkpoint mid-run (``volsr export-weights``) and of its model card.
+
+A real tiny run on the shared data writes checkpoints; the export must rebuild exactly the
+network the trainer validated (EMA weights), register like shipped weights, and its card must
+list exactly the training volumes of the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from volsr.cli import main
+from volsr.geometry import output_coordinates
+from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler
+from volsr.models.weights import load_module, shipped_weights
+from volsr.train.build import run_training
+from volsr.train.checkpoint import load_checkpoint
+from volsr.train.config import load_config
+from volsr.train.export import export_checkpoint, load_trained_model
+from volsr.train.model_card import render_model_card
+
+DATA = Path(os.environ.get("VOLSR_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "mri").is_dir(), reason=f"shared data absent: {DATA}")
+VOLUMES = ["mri/templates/MNI152_T1_brain_1mm.nii.gz", "mri/MR_Gd.nii.gz"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """Three steps of a tiny run: periodic checkpoints at 1, 2, 3 (keep 2) and ``best``."""
+    folder = tmp_path_factory.mktemp("export")
+    config = {
+        "run": {"name": "mdcsrn_tiny", "output_dir": str(folder / "run"), "seed": 3,
+                "checkpoint_every": 1, "keep_last": 2, "log_every": 1, "progress": False},
+        "model": {"blocks": 1, "units": 2, "growth": 4, "base": 4, "scale_range": [1.0, 4.0]},
+        "data": {"volumes": VOLUMES, "patch": [12, 12, 12], "batch_size": 2,
+                 "factor_range": [2, 4], "snr_db_range": [20, 30], "zoom_range": [1.0, 1.25]},
+        "optim": {"steps": 3, "lr": 1e-2, "warmup_steps": 0, "ema_decay": 0.5},
+        "validation": {"volumes": ["icbm152"], "every": 2, "crop": [24, 24, 24]},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_training(load_config(path), device="cpu")
+    return folder / "run"
+
+
+def _apply(network: MDCSRN) -> torch.Tensor:
+    x = torch.rand(1, 1, 10, 10, 5, generator=torch.Generator().manual_seed(0))
+    grid = (np.arange(10.0), np.arange(10.0), output_coordinates(5, 10))
+    with torch.no_grad():
+        return MDCSRNUpsampler(network).eval()(x, grid)
+
+
+@needs_data
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_export_rebuilds_the_checkpoint_ema_network(run_dir, tmp_path, which):
+    weights, card = export_checkpoint(run_dir, "mdcsrn_tiny", which=which,
+                                      weights_dir=tmp_path / "w", cards_dir=tmp_path / "c")
+    source = run_dir / "checkpoints" / ("best.json" if which == "best" else "step_000000003.json")
+    tensors, meta = load_checkpoint(source)
+    expected = MDCSRN(blocks=1, units=2, growth=4, base=4)
+    expected.load_state_dict({k[len("ema.network."):]: v for k, v in tensors.items()
+                              if k.startswith("ema.network.")})
+    exported = load_module(MDCSRN, weights)
+    assert torch.equal(_apply(exported), _apply(expected))
+    raw = {k[len("model.network."):]: v for k, v in tensors.items()
+           if k.startswith("model.network.")}
+    assert not all(torch.equal(v, exported.state_dict()[k]) for k, v in raw.items())  # EMA kept
+    sidecar = json.loads(weights.with_suffix(".json").read_text())
+    assert sidecar["metadata"]["step"] == meta["step"]
+    if which == "best":  # written right after the validation that made it best
+        assert meta["step"] == meta["best"]["step"] == sidecar["metadata"]["validation"]["step"]
+    else:
+        assert meta["step"] == 3
+    assert sidecar["metadata"]["ema"] is True and sidecar["card"]["name"] == "mdcsrn.tiny"
+    assert sidecar["card"]["scale_range"] == [1.0, 4.0]
+    assert card == tmp_path / "c" / "mdcsrn.tiny.md"
+
+
+@needs_data
+def test_cli_export_ships_a_registrable_model_with_card(run_dir, tmp_path, capsys, monkeypatch):
+    args = ["export-weights", str(run_dir), "mdcsrn_tiny", "--last",
+            "--weights-dir", str(tmp_path / "w"), "--cards-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert main(args) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    monkeypatch.setattr("volsr.models.weights.WEIGHTS_DIR", tmp_path / "w")
+    (found,) = shipped_weights(prefix="mdcsrn", factory=MDCSRN)
+    assert (found.name, found.file, found.scale_range) == ("mdcsrn.tiny", "mdcsrn_tiny.safetensors",
+                                                           (1.0, 4.0))
+    text = Path(paths["card"]).read_text()
+    for volume in VOLUMES:  # exactly the training volumes of the config
+        assert f"`{volume}`" in text
+    assert "Exactly the 2 volumes" in text and "SNR 20-30 dB" in text
+    zooms = [nib.load(DATA / v).header.get_zooms()[:3] for v in VOLUMES]
+    low, high = min(map(min, zooms)), max(map(max, zooms)) * 1.25  # zoom_range [1, 1.25]
+    assert f"HR (in-plane) spacing seen {low:.2f}-{high:.2f} mm" in text
+    assert f"slice spacing seen {2 * low:.2f}-{4 * high:.2f} mm" in text  # factors 2-4
+    assert "| icbm152 |" in text and "per-axis factors 1-4" in text
+
+
+@needs_data
+def test_export_errors(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="name must be mdcsrn_<tag>"):
+        export_checkpoint(run_dir, "../evil", weights_dir=tmp_path)
+    with pytest.raises(ValueError, match="which must be 'best' or 'last'"):
+        export_checkpoint(run_dir, "mdcsrn_x", which="first", weights_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no periodic checkpoint"):
+        export_checkpoint(tmp_path, "mdcsrn_x", which="last", weights_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="use --last"):
+        export_checkpoint(tmp_path, "mdcsrn_x", weights_dir=tmp_path)
+
+
+def test_card_without_validation_or_data_says_so():
+    config = {"run": {"name": "mdcsrn_a"}, "optim": {"steps": 10, "ema_decay": None},
+              "model": {}, "gan": None, "validation": None,
+              "data": {"volumes": ["/nowhere/*.nii"], "factor_range": [2, 5], "slice_axes": [2],
+                       "profiles": ["box"], "thickness_ratio_range": [1, 1],
+                       "snr_db_range": None, "patch": [8, 8, 8], "batch_size": 1,
+                       "p_foreground": 0.5}}
+    text = render_model_card({"card": {"name": "mdcsrn.a", "scale_range": [1, 5]},
+                              "config": {"blocks": 1},
+                              "metadata": {"training_config": config, "step": 10,
+                                           "datasets": ["/nowhere/a.nii"]}},
+                             file_name="mdcsrn_a.safetensors")
+    assert "voxel sizes: unknown" in text and "No validation was recorded" in text
+    assert "Rician noise: none (clean)" in text and "raw weights" in text
+    assert text.startswith("# Model card: `mdcsrn.a`")
+
+
+@needs_data
+def test_load_trained_model_reads_exports_and_checkpoints_alike(run_dir, tmp_path):
+    weights, _ = export_checkpoint(run_dir, "mdcsrn_tiny", which="last",
+                                   weights_dir=tmp_path, cards_dir=tmp_path)
+    from_export = load_trained_model(weights)
+    from_checkpoint = load_trained_model(run_dir / "checkpoints" / "step_000000003.safetensors")
+    assert torch.equal(_apply(from_export.network), _apply(from_checkpoint.network))
+    assert from_export.card.name == "mdcsrn_tiny" and from_checkpoint.card.name == "run@3"
+    assert from_export.card.scale_range == from_checkpoint.card.scale_range == (1.0, 4.0)
+    assert from_export.card.input_scaling == "p99.9" and from_export.card.grid == "hr"
