@@ -191,3 +191,18 @@ def test_factors_outside_the_trained_range_are_refused_unless_forced():
     with pytest.warns(UserWarning, match="running anyway"):
         out = upsample(volume, scale=(1, 1, 5), model=model, force=True)
     assert out.shape == (6, 6, 20)
+
+
+def test_cli_force_runs_outside_the_range_with_a_warning(tmp_path, capsys):
+    from volsr.cli import main
+
+    data = np.random.default_rng(9).random((4, 4, 2), dtype=np.float32)
+    source = tmp_path / "in.nii.gz"
+    io.save(Volume(data, np.eye(4), ("i", "j", "k")), source)
+    args = ["upsample", str(source), str(tmp_path / "out.nii.gz"), "--scale", "1,1,20",
+            "--model", "linear", "--quiet"]
+    assert main(args) != 0
+    assert "supports per-axis scales in [0.5, 16.0]" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="running anyway"):
+        assert main([*args, "--force"]) == 0
+    assert io.load(tmp_path / "out.nii.gz").shape == (4, 4, 40)

@@ -118,6 +118,7 @@ def test_volsr_train_meta_srgan_runs_with_a_critic_and_exports(tmp_path):
                        "critic_levels": 1}
     config["data"]["factor_range"] = [1.5, 3.5]
     config["optim"]["steps"] = 2
+    config["validation"] = None
     path = tmp_path / "meta.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", str(path), "--device", "cpu"]) == 0

@@ -68,7 +68,7 @@ def test_gan_and_validation_sections():
     ("section", "key", "value", "message"),
     [
         ("optim", "stepz", 1, "unknown config key 'optim.stepz'"),
-        ("model", "arch", "unet", r"'model.arch' must be one of \['mdcsrn'\]"),
+        ("model", "arch", "unet", r"'model.arch' must be one of \['mdcsrn', 'meta_srgan'\]"),
         ("optim", "lr", -1.0, "'optim.lr' must be > 0"),
         ("optim", "lr", "fast", "'optim.lr' must be a number"),
         ("optim", "steps", 2.5, "'optim.steps' must be an integer"),

@@ -46,6 +46,7 @@ def test_mri_config_builds_models(path):
         assert critic(torch.zeros(1, 1, *config.data.patch)).shape == (1,)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_hsi(p)], ids=lambda p: p.name)
 def test_mri_config_builds_sampler_and_draws_a_batch(path):

@@ -7,6 +7,7 @@ list exactly the training volumes of the config.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -147,3 +148,28 @@ def test_load_trained_model_reads_exports_and_checkpoints_alike(run_dir, tmp_pat
     assert from_export.card.name == "mdcsrn_tiny" and from_checkpoint.card.name == "run@3"
     assert from_export.card.scale_range == from_checkpoint.card.scale_range == (1.0, 4.0)
     assert from_export.card.input_scaling == "p99.9" and from_export.card.grid == "hr"
+
+
+def test_models_lists_and_prints_cards(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("volsr.models.weights.CARDS_DIR", tmp_path)
+    (tmp_path / "linear.md").write_text("# Model card: `linear`\n")
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert str(tmp_path / "linear.md") in rows["linear"] and " - " in rows["cubic"]
+    assert main(["models", "--card", "linear"]) == 0
+    assert capsys.readouterr().out == "# Model card: `linear`\n"
+    assert main(["models", "--card", "cubic"]) == 2
+    assert "has no model card" in capsys.readouterr().err
+    assert main(["models", "--card", "cubc"]) == 2
+    assert "did you mean cubic" in capsys.readouterr().err
+
+
+def test_default_model_prefers_a_shipped_mdcsrn(monkeypatch):
+    from volsr.models import default_model_name, registry
+
+    before = default_model_name(spectral=False)
+    card = dataclasses.replace(registry.get_card("cubic"), name="mdcsrn.zz", kind="network")
+    monkeypatch.setitem(registry._REGISTRY, "mdcsrn.zz", (card, lambda: None))
+    expected = "mdcsrn.t1" if before == "mdcsrn.t1" else "mdcsrn.zz"
+    assert default_model_name(spectral=False) == expected
+    assert default_model_name(spectral=True) == "bicubic"
