@@ -130,7 +130,7 @@ class Plan:
 
     def _tile(self, region: Box) -> Tile:
         compute = tuple(
-            (max(0, a - self.out_halo), min(n, b + self.out_halo))
+            _at_least_two(max(0, a - self.out_halo), min(n, b + self.out_halo), n)
             for (a, b), n in zip(region, self.shape_out, strict=True)
         )
         source = tuple(
@@ -287,3 +287,12 @@ def make_plan(
         in_halo=in_halo,
         task_chunks=tuple(max(1, t // c) for t, c in zip(sizes["tile"], sizes["chunks"], strict=True)),
     )
+
+
+def _at_least_two(start: int, stop: int, n: int) -> tuple[int, int]:
+    # A model that reads its scale from the spacing of its output positions (the
+    # arbitrary-scale networks) needs two samples per axis: widen a one-voxel compute box
+    # towards the volume; the extra voxel is computed and cropped like a halo.
+    if stop - start >= 2 or n < 2:
+        return start, stop
+    return (start - 1, stop) if start > 0 else (start, stop + 1)
