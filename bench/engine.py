@@ -1,11 +1,19 @@
 """Out-of-core engine benchmark: volsr exact / Gaussian vs MONAI sliding_window_inference.
 
-Run: ``.venv/bin/python bench/engine.py [--shape 96,96,24] [--scale 1,1,4] [--sizes 1,8]``.
-Each method runs in its own subprocess (peak RSS from ``ru_maxrss``); the model is a
-5-layer, 32-channel 3-D CNN on the LR grid followed by linear upsampling (halo 6), with
-fixed random weights. The max abs difference is to one whole-volume forward pass,
-relative to the data range (1). TorchIO is not installed in this environment and is not
-a dependency: its GridAggregator row is skipped.
+Run: ``.venv/bin/python bench/engine.py`` (default: the issue's table, ~10 min on 2 cores)
+and ``.venv/bin/python bench/engine.py --big`` (adds the 64x input and an 8.6 GB output).
+
+Model: cubic interpolation onto the output grid, then a 5-layer, 32-channel 3-D CNN
+(3^3 kernels, zero padding, residual) on that grid: a grid ``"hr"`` model with halo 5,
+fixed random weights. MONAI's ``sliding_window_inference`` maps an input ROI to an
+output ROI of the same shape, so it runs the way MONAI users run SR: on the cubic-
+interpolated whole volume (computed in its subprocess, counted in its time and memory)
+with the CNN as the predictor, ROI 64^3, overlap 0.25, Gaussian blending. volsr runs the
+same module through ``upsample_to_store`` (default ``--max-memory``, tile and chunks).
+Each row runs in its own subprocess; peak RSS is that process's ``ru_maxrss`` (taken
+before the output is read back for the comparison). The difference is the max abs
+difference to the whole-volume forward pass divided by that pass's data range.
+TorchIO is not installed and is not a dependency: its GridAggregator row is skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,104 +36,191 @@ from volsr.geometry import output_coordinates, resampled_shape
 from volsr.models import ModelCard
 from volsr.models.interpolation import SeparableInterpolation
 
+LAYERS = (1, 32, 32, 32, 32, 1)
 
-class CNN(nn.Module):
-    """5 conv layers (32 channels, 3^3, zero padding) on the LR grid, then linear upsampling."""
 
-    card = ModelCard(name="bench-cnn", kind="network", grid="lr", halo=6, scales="real",
+class HRCNN(nn.Module):
+    """Cubic upsampling, then 5 conv layers (32 channels, 3^3) on the output grid, residual."""
+
+    card = ModelCard(name="bench-hr-cnn", kind="network", grid="hr", halo=len(LAYERS) - 1, scales="real",
                      scale_range=(0.5, 16.0), modality="any", description="bench")  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        sizes = [1, 32, 32, 32, 32, 1]
         layers: list[nn.Module] = []
-        for n, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for n, (a, b) in enumerate(zip(LAYERS[:-1], LAYERS[1:])):
             conv = nn.Conv3d(a, b, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2 / (27 * a)) ** 0.5)
                 conv.bias.zero_()
-            layers += [conv] + ([nn.ReLU()] if n < 4 else [])
+            layers += [conv] + ([nn.ReLU()] if n < len(LAYERS) - 2 else [])
         self.body = nn.Sequential(*layers)
-        self.up = SeparableInterpolation(method="linear")
+        self.up = SeparableInterpolation(method="cubic")
+
+    def refine(self, y: torch.Tensor) -> torch.Tensor:
+        """The HR-grid part (what MONAI's predictor runs on a window)."""
+        return y + self.body(y)
 
     def forward(self, x, positions):
-        return self.up(x + self.body(x), positions)
+        return self.refine(self.up(x, positions))
 
 
-def _data(shape):
-    return np.random.default_rng(0).random(shape, dtype=np.float32)
+def flops_per_output_voxel() -> int:
+    """Multiply-adds x 2 of the conv layers per output voxel (the interpolation is ignored)."""
+    return sum(2 * 27 * a * b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
 
 
-def _method(name: str, shape, scale, workdir: Path) -> dict:
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _method(name: str, shape, scale, workdir: str) -> dict:
     from volsr import io
     from volsr.engine import upsample_to_store
     from volsr.volume import Volume
 
-    net, data = CNN().eval(), _data(shape)
+    work = Path(workdir)
+    net, data = HRCNN().eval(), np.random.default_rng(0).random(shape, dtype=np.float32)
     shape_out = resampled_shape(shape, scale)
+    positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
     start = time.perf_counter()
     if name == "whole":
-        positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
         with torch.inference_mode():
             out = net(torch.from_numpy(data)[None, None], positions)[0, 0].numpy()
     elif name.startswith("volsr"):
-        path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), workdir / f"{name}.zarr",
+        path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
                                  scale=scale, model=net, quiet=True, overwrite=True,
                                  blend="gaussian" if "gauss" in name else "exact")  # fmt: skip
-        out = None if name == "volsr-size" else io.load(path).numpy()
+        out = None
     else:
         from monai.inferers import sliding_window_inference
 
-        def predictor(window):
-            n = window.shape[2:]
-            grid = tuple(output_coordinates(k, round(k * s)) for k, s in zip(n, scale))
-            return net(window, grid)
-
         with torch.inference_mode():
-            out = sliding_window_inference(torch.from_numpy(data)[None, None], (64, 64, 16), 1, predictor,
-                                           overlap=0.25, mode="gaussian")[0, 0].numpy()  # fmt: skip
-    seconds = time.perf_counter() - start
-    if out is not None:
-        np.save(workdir / f"{name}.npy", out)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            hr = net.up(torch.from_numpy(data)[None, None], positions)
+            out = sliding_window_inference(hr, (64, 64, 64), 1, net.refine, overlap=0.25,
+                                           mode="gaussian")[0, 0].numpy()  # fmt: skip
+    seconds, rss = time.perf_counter() - start, _rss_mib()
+    if out is None:
+        out = io.load(path).numpy()
+        shutil.rmtree(path)
+    np.save(work / f"{name}.npy", out)
     return {"seconds": seconds, "rss_mib": rss}
 
 
-def _spawn(name, shape, scale, workdir) -> dict:
+def _make_input(path: Path, shape, dtype: str) -> None:
+    """A random Zarr input written chunk by chunk (never whole in memory)."""
+    import dask.array as da
+
+    from volsr import io
+    from volsr.volume import Volume
+
+    data = da.random.default_rng(0).random(shape, chunks=(128, 128, 64), dtype=np.float32)
+    if dtype == "uint8":
+        data = (data * 255).astype(np.uint8)
+    io.save(Volume(data, np.eye(4), ("i", "j", "k")), path, chunks=(128, 128, 64), overwrite=True)
+
+
+def _size_run(source: str, output: str, scale, chunks) -> dict:
+    from volsr.engine import upsample_to_store
+
+    start = time.perf_counter()
+    upsample_to_store(source, output, scale=scale, model="cubic", quiet=True, overwrite=True, chunks=chunks)
+    seconds = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in Path(output).rglob("*") if p.is_file())
+    return {"seconds": seconds, "rss_mib": _rss_mib(), "stored_bytes": size}
+
+
+def _conv_rate() -> float:
+    """FLOP/s of a plain Conv3d(32, 32, 3) loop on a 96^3 volume (this machine, now)."""
+    conv = nn.Conv3d(32, 32, 3, padding=1).eval()
+    x = torch.randn(1, 32, 96, 96, 96)
+    with torch.inference_mode():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(3):
+            conv(x)
+        seconds = time.perf_counter() - start
+    return 3 * 2 * 27 * 32 * 32 * 96**3 / seconds
+
+
+def _spawn(function: str, *args) -> dict:
     code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import engine; "
-            f"print(json.dumps(engine._method({name!r}, {tuple(shape)!r}, {tuple(scale)!r}, "
-            f"engine.Path({str(workdir)!r}))))")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            f"print(json.dumps(engine.{function}(*{args!r})))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{function}{args} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _comparison(shape, scale, workdir: Path) -> dict:
+    rows = {name: _spawn("_method", name, shape, scale, str(workdir))
+            for name in ("whole", "volsr-exact", "volsr-gaussian", "monai")}  # fmt: skip
+    reference = np.load(workdir / "whole.npy")
+    data_range = float(reference.max() - reference.min())
+    print("| method | wall s | peak RSS MiB | max abs diff / data range |")
+    print("|---|---|---|---|")
+    labels = {"whole": "whole-volume pass", "volsr-exact": "volsr exact", "volsr-gaussian":
+              "volsr Gaussian (overlap 0.25)", "monai": "MONAI sliding_window_inference (0.25, Gaussian)"}  # fmt: skip
+    for name, row in rows.items():
+        diff = float(np.abs(np.load(workdir / f"{name}.npy") - reference).max()) / data_range
+        print(f"| {labels[name]} | {row['seconds']:.1f} | {row['rss_mib']:.0f} | {diff:.1e} |")
+        (workdir / f"{name}.npy").unlink()
+    print("| TorchIO GridAggregator | skipped: not installed (not a dependency) | | |\n")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shape", default="96,96,24", help="LR input shape")
+    parser.add_argument("--shape", default="256,256,64", help="LR input shape of the comparison")
     parser.add_argument("--scale", default="1,1,4")
-    parser.add_argument("--sizes", default="1,8", help="input size multiples for the RSS table (64 for the big run)")
+    parser.add_argument("--big", action="store_true", help="add the 64x input and the 8.6 GB output")
+    parser.add_argument("--skip-comparison", action="store_true", help="only the size and throughput tables")
+    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     scale = tuple(float(v) for v in args.scale.split(","))
-    print(f"torch threads {torch.get_num_threads()}, input {shape}, scale {scale}, model 5x32 3-D CNN (halo 6)\n")
-    with tempfile.TemporaryDirectory() as folder:
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; input {shape} -> x{scale}; "
+          f"model: cubic + 5-layer 32-channel 3-D CNN on the output grid (grid 'hr', halo 5)\n")  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         workdir = Path(folder)
-        rows = {name: _spawn(name, shape, scale, workdir) for name in ("whole", "volsr-exact", "volsr-gaussian", "monai")}
-        reference = np.load(workdir / "whole.npy")
-        print("| method | wall s | peak RSS MiB | max abs diff to whole-volume pass |")
-        print("|---|---|---|---|")
-        for name, row in rows.items():
-            diff = float(np.abs(np.load(workdir / f"{name}.npy") - reference).max())
-            print(f"| {name} | {row['seconds']:.2f} | {row['rss_mib']:.0f} | {diff:.2e} |")
-        print("| torchio GridAggregator | skipped: TorchIO not installed (not a dependency) | | |\n")
-        print("| input size | input shape | volsr exact wall s | peak RSS MiB |")
-        print("|---|---|---|---|")
-        for multiple in (int(v) for v in args.sizes.split(",")):
-            side = round(multiple ** (1 / 3))
-            big = (shape[0] * side, shape[1] * side, shape[2] * side) if side ** 3 == multiple else shape
-            row = _spawn("volsr-size", big, scale, workdir)
-            print(f"| {multiple}x | {big} | {row['seconds']:.1f} | {row['rss_mib']:.0f} |")
+        rate = _spawn_rate()
+        if not args.skip_comparison:
+            rows = _comparison(shape, scale, workdir)
+            voxels = np.prod(resampled_shape(shape, scale))
+            achieved = flops_per_output_voxel() * voxels / rows["volsr-exact"]["seconds"]
+            print("| conv3d loop GFLOP/s | model GFLOP per output voxel x output voxels/s (volsr exact) | fraction |")
+            print("|---|---|---|")
+            print(f"| {rate / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / rate:.0%} |\n")
+        _size_table(shape, scale, workdir, args.big)
+
+
+def _spawn_rate() -> float:
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import engine; "
+            f"print(engine._conv_rate())")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _size_table(shape, scale, workdir: Path, big: bool) -> None:
+    print("| input | input shape | output GB (float32) | model | wall s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    runs = [(1, shape, scale, "float32"), (8, tuple(2 * n for n in shape), scale, "float32")]
+    if big:
+        runs += [(64, tuple(4 * n for n in shape), scale, "float32"),
+                 ("8 GB", tuple(4 * n for n in shape), (*scale[:-1], 2 * scale[-1]), "uint8")]  # fmt: skip
+    for label, size, factors, dtype in runs:
+        source, output = workdir / "in.zarr", workdir / "out.zarr"
+        _make_input(source, size, dtype)
+        chunks = (128, 128, 256)
+        row = _spawn("_size_run", str(source), str(output), factors, chunks)
+        shape_out = resampled_shape(size, factors)
+        gigabytes = 4 * np.prod(shape_out) / 1e9
+        print(f"| {label}{'x' if isinstance(label, int) else ''} ({dtype}) | {size} -> {shape_out} | "
+              f"{gigabytes:.2f} | cubic x{factors} | {row['seconds']:.1f} | {row['rss_mib']:.0f} |")  # fmt: skip
+        shutil.rmtree(output, ignore_errors=True)
+        shutil.rmtree(source, ignore_errors=True)
 
 
 if __name__ == "__main__":

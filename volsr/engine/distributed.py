@@ -10,8 +10,9 @@ killed client leaves a resumable store.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def _connect(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
 
 def run_distributed(
     job: WorkerJob,
-    tasks: Sequence[int],
+    tasks: Iterable[int],
     on_done: Callable[[int], None],
     *,
     workers: int | None = None,
@@ -187,8 +188,8 @@ def run_distributed(
     ----------
     job : WorkerJob
         Sent once to every worker.
-    tasks : sequence of int
-        Task indices still to run.
+    tasks : iterable of int
+        Task indices still to run (consumed lazily, a few per worker at a time).
     on_done : callable ``(index) -> None``
         Called on the client for each finished task (manifest, progress).
     workers : int, optional
@@ -219,12 +220,20 @@ def run_distributed(
         per_worker = max(1, (os.cpu_count() or 1) // count)
         job = dataclasses.replace(job, threads=per_worker)
         shared = client.scatter(job, broadcast=True)
-        futures = client.map(_run_on_worker, [shared] * len(tasks), list(tasks), pure=False)
+        # A bounded window of futures, refilled as they finish: the client holds a few
+        # tasks per worker, not one future per task of the volume.
+        order = iter(tasks)
+        window = [client.submit(_run_on_worker, shared, n, pure=False) for n in itertools.islice(order, 2 * count)]
+        pending = as_completed(window)
+        del window
         try:
-            for future in as_completed(futures):
+            for future in pending:
                 on_done(future.result())
+                following = next(order, None)
+                if following is not None:
+                    pending.add(client.submit(_run_on_worker, shared, following, pure=False))
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(pending.futures))
             raise
     finally:
         client.close()

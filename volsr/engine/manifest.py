@@ -146,8 +146,8 @@ class Manifest:
         The JSON file.
     header : dict
         ``{"input", "model", "options"}``: what must match for a resume.
-    done : list of bool
-        One flag per task.
+    done : (n_tasks,) bool ndarray
+        One flag (one byte in memory, one bit on disk) per task.
     state : dict
         Facts computed during the run that a resume reuses (e.g. the intensity scale).
     complete : bool
@@ -159,20 +159,20 @@ class Manifest:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     m = Manifest.create(Path(d) / MANIFEST_NAME, {"options": {"a": 1}}, 3)
     ...     m.mark(1)
-    ...     Manifest.load(Path(d) / MANIFEST_NAME).done
+    ...     Manifest.load(Path(d) / MANIFEST_NAME).done.tolist()
     [False, True, False]
     """
 
     path: Path
     header: dict[str, Any]
-    done: list[bool]
+    done: np.ndarray
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
     complete: bool = False
 
     @classmethod
     def create(cls, path: Path, header: dict[str, Any], n_tasks: int) -> Manifest:
         """A new manifest with no task done, saved at ``path``."""
-        manifest = cls(Path(path), _json_normal(header), [False] * int(n_tasks))
+        manifest = cls(Path(path), _json_normal(header), np.zeros(int(n_tasks), dtype=bool))
         manifest.save()
         return manifest
 
@@ -181,8 +181,11 @@ class Manifest:
         """Read a saved manifest; raise VolsrError if it is not one."""
         try:
             record = json.loads(Path(path).read_text())
-            done = bytes.fromhex(record["done"])
-            flags = [bool(done[n // 8] >> (n % 8) & 1) for n in range(int(record["tasks"]))]
+            bits = np.frombuffer(bytes.fromhex(record["done"]), dtype=np.uint8)
+            count = int(record["tasks"])
+            if bits.size != (count + 7) // 8:
+                raise ValueError(f"{bits.size * 8} task bits for {count} tasks")
+            flags = np.unpackbits(bits, count=count, bitorder="little").astype(bool)
             return cls(Path(path), record["header"], flags, record.get("state", {}),
                        bool(record.get("complete", False)))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
@@ -209,7 +212,7 @@ class Manifest:
 
     def save(self) -> None:
         """Write atomically: a temporary file in the same folder, renamed over the old one."""
-        bits = np.packbits(np.asarray(self.done, dtype=bool), bitorder="little")
+        bits = np.packbits(self.done, bitorder="little")
         record = {
             "volsr_manifest": _VERSION,
             "header": self.header,

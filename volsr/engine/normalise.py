@@ -62,7 +62,9 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
         raise ValueError(f"q must be in [0, 100], got {q!r}")
     if int(bins) < 2:
         raise ValueError(f"bins must be >= 2, got {bins!r}")
-    flat = data.reshape(-1).astype(np.float64)
+    # No reshape(-1): on a chunked n-d array it rechunks into whole slabs of the volume.
+    # Every step below is per block, so memory is a few blocks whatever the volume's size.
+    flat = data.astype(np.float64)
     low, high = (float(v) for v in da.compute(flat.min(), flat.max()))
     if not (math.isfinite(low) and math.isfinite(high)):
         raise InvalidDataError("the volume holds NaN or Inf voxels; cannot compute a percentile")

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dask.array as da
@@ -39,14 +39,15 @@ from volsr.errors import OutputExistsError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
-__all__ = ["upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "auto_tile"]
+__all__ = ["upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile", "start_tile"]
 
 #: Budget used to choose tile sizes when ``max_memory`` is not given (bytes per worker).
-DEFAULT_MAX_MEMORY = 2 * 2**30
+DEFAULT_MAX_MEMORY = 2**30
 #: Default output chunk edge (voxels): 64^3 float32 = 1 MiB per chunk.
 DEFAULT_CHUNK = 64
-#: Largest input-side tile edge tried by :func:`auto_tile` (LR voxels).
-_MAX_INPUT_TILE = 128
+#: Largest tile edge tried, in voxels of the grid the model reads (:func:`start_tile`):
+#: past it the halo overhead is small and larger tiles only cost memory.
+MAX_TILE_EDGE = 128
 
 
 def _note(message: str, quiet: bool) -> None:
@@ -70,21 +71,22 @@ def _spatial_chunks(chunks: Sequence[int] | None, volume: Volume, shape_out: tup
 
 
 def auto_tile(
-    plan_for: callable, factors: Sequence[float], shape_out: Sequence[int], chunks: Sequence[int],
-    fits: callable,
+    fits: Callable[[tuple[int, ...]], bool], start: Sequence[int], chunks: Sequence[int]
 ) -> tuple[int, ...]:
-    """The largest tile (output voxels) that ``fits`` the budget, halving the longest axis.
+    """The largest tile (output voxels) from ``start`` that ``fits``, halving the longest axis.
+
+    The engine calls it with ``fits`` judging a candidate on a notional volume three tiles
+    wide, so the choice depends on the budget, the model and the scale, never on the
+    size of the volume being processed (only the final clip to the volume does).
 
     Parameters
     ----------
-    plan_for : callable ``(tile) -> Plan``
-        Builds the plan of a candidate tile.
-    factors : (D,) sequence of float
-        Per-axis scale (the starting tile is ~128 input voxels per axis).
-    shape_out, chunks : (D,) sequence of int
-        Output grid and chunk shape.
-    fits : callable ``(Plan) -> bool``
-        Whether a plan's budget is acceptable.
+    fits : callable ``(tile) -> bool``
+        Whether a tile's planned memory fits the budget.
+    start : (D,) sequence of int
+        First candidate (output voxels per spatial axis), see :func:`start_tile`.
+    chunks : (D,) sequence of int
+        Output chunk shape: halving keeps whole chunks while the tile is larger than one.
 
     Returns
     -------
@@ -97,21 +99,49 @@ def auto_tile(
 
     Examples
     --------
-    >>> auto_tile(lambda t: t, (1, 4), (64, 256), (64, 64), lambda t: t[0] * t[1] <= 4096)
+    >>> auto_tile(lambda t: t[0] * t[1] <= 4096, (128, 512), (64, 64))
     (64, 64)
     """
-    tile = [
-        max(c, min(n, round(_MAX_INPUT_TILE * f) // c * c))
-        for f, n, c in zip(factors, shape_out, chunks, strict=True)
-    ]
-    while True:
-        plan = plan_for(tuple(tile))
-        if fits(plan):
-            return tuple(tile)
+    tile = [int(t) for t in start]
+    while not fits(tuple(tile)):
         longest = int(np.argmax(tile))
         if tile[longest] <= 8:
             raise VolsrError("max_memory is too small for even an 8-voxel tile; raise it")
-        tile[longest] = max(8, tile[longest] // 2)
+        half = max(8, tile[longest] // 2)
+        chunk = chunks[longest]
+        tile[longest] = max(chunk, half // chunk * chunk) if half > chunk else half
+    return tuple(tile)
+
+
+def start_tile(grid: str, factors: Sequence[float], chunks: Sequence[int]) -> tuple[int, ...]:
+    """Largest tile tried: :data:`MAX_TILE_EDGE` voxels per axis of the grid the model reads.
+
+    Parameters
+    ----------
+    grid : {"lr", "hr"}
+        The model card's grid: ``lr`` tiles span ``MAX_TILE_EDGE`` input voxels (so
+        ``MAX_TILE_EDGE * factor`` output voxels), ``hr`` tiles ``MAX_TILE_EDGE`` output voxels.
+    factors : (D,) sequence of float
+        Per-axis scale.
+    chunks : (D,) sequence of int
+        Output chunk shape; the tile is rounded down to whole chunks (at least one).
+
+    Returns
+    -------
+    tuple of int
+        Output voxels per spatial axis.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> start_tile("lr", (1, 1, 4), (64, 64, 64)), start_tile("hr", (1, 1, 4), (64, 64, 64))
+    ((128, 128, 512), (128, 128, 128))
+    """
+    edges = [MAX_TILE_EDGE * (f if grid == "lr" else 1.0) for f in factors]
+    return tuple(max(c, int(e) // c * c) for e, c in zip(edges, chunks, strict=True))
 
 
 def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
@@ -164,7 +194,7 @@ def _open_manifest(store: Path, header: dict, *, resume: bool, overwrite: bool, 
             raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
         manifest = Manifest.load(path)
         manifest.check(header)
-        _note(f"resuming: {sum(manifest.done)} of {len(manifest.done)} tasks already done", quiet)
+        _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
         return manifest
     if store.exists():
         if not overwrite:
@@ -216,7 +246,9 @@ def upsample_to_store(
     chunks : sequence of int, optional
         Output chunk shape (one per spatial axis, or one per array axis); default 64.
     tile : sequence of int, optional
-        Output tile shape per spatial axis; default: the largest fitting ``max_memory``.
+        Output tile shape per spatial axis; default: from :func:`start_tile` (128 voxels
+        per axis of the grid the model reads), halved until it fits ``max_memory`` --
+        independent of the volume's size, so peak memory is too.
     blend : {"exact", "gaussian"}
         ``exact`` crops halos; ``gaussian`` blends tiles overlapping by ``overlap``.
     overlap : float
@@ -230,7 +262,7 @@ def upsample_to_store(
     overwrite : bool
         Replace an existing output.
     max_memory : str or int, optional
-        Budget per worker (``"2G"``); picks tile and batch sizes (default 2 GiB).
+        Budget per worker (``"2G"``); picks tile and batch sizes (default 1 GiB).
     device : str or torch.device
         Where the model runs.
     quiet : bool
@@ -319,15 +351,22 @@ def _plan(net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_
         return make_plan(net.card, volume.spatial_shape, shape_out, chunks=spatial_chunks,
                          tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
 
-    probe = plan_for(spatial_chunks if tile is None else tuple(tile))
-    per_voxel = progress.activation_bytes(net, probe, channels, where)
+    def notional(candidate: tuple[int, ...]) -> Plan:
+        # Three tiles per axis: the middle task has full halos on every side, and the
+        # answer does not depend on how large the real volume is.
+        shape_in = tuple(max(1, math.ceil(3 * t / f)) for t, f in zip(candidate, factors, strict=True))
+        return make_plan(net.card, shape_in, resampled_shape(shape_in, factors), chunks=spatial_chunks,
+                         tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
+
+    per_voxel = progress.activation_bytes(net, notional(spatial_chunks), channels, where)
 
     def fits(plan: Plan, batch: int = 1) -> bool:
         budget = progress.estimate(plan, channels=channels, batch=batch, per_voxel=per_voxel, weights=weights)
         return budget.total <= budget_bytes
 
     if tile is None:
-        chosen = auto_tile(plan_for, factors, shape_out, spatial_chunks, fits)
+        start = start_tile(net.card.grid, factors, spatial_chunks)
+        chosen = auto_tile(lambda t: fits(notional(t)), start, spatial_chunks)
     else:
         chosen = tuple(tile)
     plan = plan_for(chosen)
@@ -350,11 +389,14 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
         input_scale = volume_scale(net.card.input_scaling, volume.data)
         manifest.state["input_scale"] = input_scale
         manifest.save()
-    todo = [n for n in range(plan.n_tasks) if not manifest.done[n]]
-    done_voxels = sum(plan.task_voxels(n) for n in range(plan.n_tasks) if manifest.done[n])
+    done = manifest.done
+    # Generators, not lists: nothing held per task beyond the manifest's one byte.
+    todo = (n for n in range(plan.n_tasks) if not done[n])
+    remaining = plan.n_tasks - int(np.count_nonzero(done))
+    done_voxels = sum(plan.task_voxels(n) for n in np.flatnonzero(done))
     total = math.prod(plan.shape_out)
     _note(
-        f"plan: {plan.n_tasks} tasks ({len(todo)} to run), chunks {plan.chunks}, tile {plan.tile}, "
+        f"plan: {plan.n_tasks} tasks ({remaining} to run), chunks {plan.chunks}, tile {plan.tile}, "
         f"batch {batch}, blend {plan.blend}; {budget.describe()}", quiet,
     )  # fmt: skip
     with progress.progress_bar(total, initial=done_voxels, quiet=quiet) as bar:
