@@ -138,7 +138,8 @@ def test_ema_is_exponential_average(tmp_path):
     before = trainer.model.conv.weight.detach().clone()
     trainer.fit()
     after = trainer.model.conv.weight.detach()
-    torch.testing.assert_close(trainer.ema["conv.weight"], 0.5 * before + 0.5 * after)
+    # Step 0 of the warm-up rule: decay min(0.5, (1 + 0) / (10 + 0)) = 0.1.
+    torch.testing.assert_close(trainer.ema["conv.weight"], 0.1 * before + 0.9 * after)
     assert torch.equal(trainer.inference_model().conv.weight, trainer.ema["conv.weight"])
 
 

@@ -301,9 +301,11 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        # TF's num_updates warm-up: without it 0.999**500 = 61 % of the init lingers at step 500.
+        decay = min(self.optim.ema_decay, (1.0 + self.step) / (10.0 + self.step))
         for key, value in self.model.state_dict().items():
             if value.is_floating_point():
-                self.ema[key].lerp_(value, 1.0 - self.optim.ema_decay)
+                self.ema[key].lerp_(value, 1.0 - decay)
             else:
                 self.ema[key].copy_(value)
 
