@@ -310,10 +310,9 @@ class Trainer:
                 self.ema[key].copy_(value)
 
     def _train_step(self, draw: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
-        rate = self.optim.lr * cosine_lr(
-            self.step, steps=self.optim.steps, warmup_steps=self.optim.warmup_steps,
-            min_lr_ratio=self.optim.min_lr_ratio,
-        )
+        optim = self.optim
+        rate = optim.lr * cosine_lr(self.step, steps=optim.steps, warmup_steps=optim.warmup_steps,
+                                    min_lr_ratio=optim.min_lr_ratio)  # fmt: skip
         for group in self.optimizer.param_groups:
             group["lr"] = rate
         self.model.train()
