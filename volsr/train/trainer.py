@@ -328,7 +328,6 @@ class Trainer:
         self.step += 1
         return row
 
-    # ------------------------------------------------------------ the loop
     def fit(self, *, max_steps: int | None = None) -> str:
         """Train until the schedule ends, ``max_steps`` is reached, or a stop signal arrives.
 
