@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,14 @@ def build_critic(config: ModelConfig, *, seed: int) -> PatchDiscriminator3D:
         return PatchDiscriminator3D(base=config.critic_base, levels=config.critic_levels)
 
 
+def _ignore_stop_signals(worker: int) -> None:
+    # Schedulers (and `kill` of a process group) send SIGTERM to every process: a worker
+    # that dies of it crashes the trainer before its checkpoint. Workers ignore the stop
+    # signals; the trainer catches them, saves, and shuts the workers down itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _IndexedBatches(IterableDataset):
     """Batches ``start, start + 1, ...``; batch ``i`` is drawn from ``rng([seed, rank, i])``.
 
@@ -257,7 +266,8 @@ def build_batches(
         dataset = _IndexedBatches(sampler, batch_size=per_rank, seed=seed, rank=rank,
                                   start=start)
         loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
-                            persistent_workers=False, pin_memory=torch.cuda.is_available())
+                            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                            worker_init_fn=_ignore_stop_signals)
         return iter(loader)
 
     root = shared_data_root()
