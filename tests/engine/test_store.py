@@ -136,7 +136,10 @@ def test_peak_memory_is_flat_in_the_volume_size(tmp_path):
     # One task's buffers: a 64^3 accumulator, weight sum and result (1 MiB each), two
     # input boxes, the encoded chunk; the 8x output alone is 32 MiB.
     assert small < 8 * 2**20, small
-    assert large <= 1.2 * small, (small, large)
+    # Flat up to per-task bookkeeping (dask slicing of the input graph, about 64 KiB per
+    # task measured): 28 more tasks may add a few MiB, while keeping any whole-volume
+    # buffer would add at least the 32 MiB output.
+    assert large <= small + 4 * 2**20, (small, large)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
