@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -19,18 +17,7 @@ from volsr.geometry import downsampled_grid, resampled_affine, resampled_shape
 from volsr.volume import Volume
 
 FACTORS = (2, 3, 4, 2.5, 3.3)
-DATA_ROOT = Path(os.environ.get("VOLSR_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-MR_GD = DATA_ROOT / "mri" / "MR_Gd.nii.gz"
 
-
-@pytest.fixture(scope="module")
-def real_hr() -> Volume:
-    """A crop of a real T1 volume (MR_Gd, Lindner et al. 2018) with its oblique affine."""
-    if not MR_GD.exists():
-        pytest.skip(f"real MRI volume not found at {MR_GD} (set VOLSR_DATA)")
-    nib = pytest.importorskip("nibabel")
-    crop = nib.load(MR_GD).slicer[60:108, 70:110, 50:94]
-    return Volume(np.asarray(crop.dataobj, dtype=np.float32), crop.affine, ("i", "j", "k"))
 
 
 def _centres(n: int, factor: float) -> np.ndarray:

@@ -10,10 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from volsr.errors import FormatError, OutputExistsError
 from volsr.volume import Volume
 
 __all__ = [
+    "FileArray",
     "Format",
     "SaveOptions",
     "split_key",
@@ -60,6 +63,44 @@ class Format:
     load: Callable[[Path, str | None], Volume]
     save: Callable[[Volume, Path, str | None, SaveOptions], None]
     takes_key: bool = False
+
+
+class FileArray:
+    """Base of the lazy array-likes that reopen their file by path on every read.
+
+    Dask workers then receive paths, never open handles. Subclasses call
+    :meth:`_describe` in their constructor and implement ``__getitem__``.
+
+    Parameters
+    ----------
+    None
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> a = FileArray()
+    >>> a._describe(Path("/"), (2, 3), np.dtype(np.float32))
+    >>> a.shape, a.ndim
+    ((2, 3), 2)
+    """
+
+    #: Tag that starts the Dask token (one per format).
+    kind = "volsr-file"
+    #: Variable or dataset inside the file, if the format has several.
+    name: str | None = None
+
+    def _describe(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> tuple[object, ...]:
+        stat = os.stat(self.path)
+        return (self.kind, str(self.path), self.name, stat.st_mtime_ns, stat.st_size, self.shape)
 
 
 def split_key(spec: str | os.PathLike[str], key_suffixes: tuple[str, ...]) -> tuple[Path, str | None]:

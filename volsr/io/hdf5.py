@@ -9,7 +9,6 @@ h5py handles are neither picklable nor safe to share between processes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import h5py
 import numpy as np
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io._common import Format, SaveOptions
+from volsr.io._common import FileArray, Format, SaveOptions
 from volsr.volume import SPATIAL_AXES, Volume
 
 __all__ = ["FORMAT", "HDF5Array", "load_hdf5", "save_hdf5", "list_datasets", "dask_chunks"]
@@ -31,7 +30,7 @@ _DEFAULT_AXES = {2: ("i", "j"), 3: SPATIAL_AXES, 4: (*SPATIAL_AXES, "channel")}
 _MAX_LISTED = 20
 
 
-class HDF5Array:
+class HDF5Array(FileArray):
     """A lazily read HDF5 dataset that opens its file by path on every read.
 
     Parameters
@@ -60,16 +59,11 @@ class HDF5Array:
     [3, 4]
     """
 
-    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path = Path(path)
-        self.name = name
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
+    kind = "volsr-hdf5"
 
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        stat = os.stat(self.path)
-        return ("volsr-hdf5", str(self.path), self.name, stat.st_mtime_ns, stat.st_size)
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._describe(path, shape, dtype)
+        self.name = name
 
     def __getitem__(self, index: Any) -> np.ndarray:
         try:

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.io
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io._common import Format, SaveOptions
+from volsr.io._common import FileArray, Format, SaveOptions
 from volsr.io.hdf5 import HDF5Array, dask_chunks
 from volsr.volume import NONSPATIAL_AXES, Volume
 
@@ -50,7 +50,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, NotImplementedError, TypeError)
 
 
-class MatV5Array:
+class MatV5Array(FileArray):
     """One variable of a MATLAB v5 file, read on first access.
 
     SciPy cannot read part of a v5 variable (each is one, usually zlib-compressed,
@@ -82,16 +82,11 @@ class MatV5Array:
     [3.0, 4.0, 5.0]
     """
 
-    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path = Path(path)
-        self.name = name
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
+    kind = "volsr-matv5"
 
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        stat = os.stat(self.path)
-        return ("volsr-matv5", str(self.path), self.name, stat.st_mtime_ns, stat.st_size)
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._describe(path, shape, dtype)
+        self.name = name
 
     def __getitem__(self, index: Any) -> np.ndarray:
         array = _read_v5(self.path, self.name)

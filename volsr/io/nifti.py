@@ -22,7 +22,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from volsr.errors import FormatError, GeometryError, InvalidDataError
-from volsr.io._common import Format, SaveOptions, final_path
+from volsr.io._common import FileArray, Format, SaveOptions, final_path
 from volsr.volume import NONSPATIAL_AXES, SPATIAL_AXES, Volume
 
 __all__ = ["FORMAT", "NiftiArray", "load_nifti", "save_nifti"]
@@ -34,7 +34,7 @@ _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, 
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class NiftiArray:
+class NiftiArray(FileArray):
     """A lazily read NIfTI voxel array that opens the file by path on every read.
 
     Dask workers receive the path, never an open handle; the parsed image is cached per
@@ -64,19 +64,14 @@ class NiftiArray:
     [6, 7]
     """
 
+    kind = "volsr-nifti"
+
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path = Path(path)
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
+        self._describe(path, shape, dtype)
         self._proxy: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_proxy": None}
-
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        stat = os.stat(self.path)
-        return ("volsr-nifti", str(self.path), stat.st_mtime_ns, stat.st_size, self.shape)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         try:
