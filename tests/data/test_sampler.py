@@ -329,3 +329,23 @@ def test_bad_calls_are_rejected() -> None:
         sampler.make_item(PatchParams(volume=3, origin=(0, 0, 2), axis=2, factor=2.0, thickness=2.0))
     with pytest.raises(ValueError, match="volumes must name at least one"):
         PatchSampler([])
+
+
+def test_noisy_target_carries_the_noise_the_lr_slices_average() -> None:
+    ones = np.ones((40, 40, 72), np.float32)
+    options = dict(patch_shape=(32, 32, 32), factor_range=(4.0, 4.0), axes=(2,),
+                   profiles=("box",), snr_db_range=(20.0, 20.0), lr_halo=0)
+    noisy = PatchSampler([ones], noisy_target=True, **options)
+    clean = PatchSampler([ones], **options)
+    drawn = noisy.draw_params(np.random.default_rng(3), factor=4.0, axis=2)
+    params = dataclasses.replace(drawn, origin=(*drawn.origin[:2], 8))  # on the LR grid
+    item, reference = noisy.make_item(params), clean.make_item(params)
+    hr, lr = item["hr"][0].numpy().astype(np.float64), item["lr"][0].numpy()
+    np.testing.assert_array_equal(lr, reference["lr"][0].numpy())  # same input either way
+    assert torch.all(reference["hr"] == 1.0)
+    # Rician noise of sigma 0.1 on 1.0: the target's spread is the noise's, not zero.
+    assert abs(hr.std() - 0.1) < 0.01
+    # Box slices of thickness 4 on the contract grid: LR voxel k is the mean of the 4 target
+    # voxels it covers, so the target is the very field the input averaged.
+    blocks = hr.reshape(32, 32, 8, 4).mean(axis=-1)
+    np.testing.assert_allclose(lr, blocks, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,8 @@ from volsr.geometry import output_coordinates
 from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler
 from volsr.models.weights import load_module
-from volsr.train.build import build_batches, build_model, resolve_data_paths
+from volsr.train.build import build_batches, build_model, load_initial_weights, resolve_data_paths
+from volsr.train.checkpoint import save_checkpoint
 from volsr.train.config import DataConfig, ModelConfig
 
 DATA = Path(os.environ.get("VOLSR_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -84,6 +85,21 @@ def test_volsr_train_runs_resumes_and_exports(tmp_path, gan):
     assert sidecar["card"]["name"] == "mdcsrn.tiny" and sidecar["metadata"]["step"] == 3
     assert sidecar["metadata"]["datasets"] == ["mri/templates/MNI152_T1_brain_1mm.nii.gz"]
     assert isinstance(MDCSRNUpsampler(network), MDCSRNUpsampler)
+
+
+def test_init_from_loads_the_checkpoints_ema_weights(tmp_path):
+    config = ModelConfig(blocks=1, units=1, growth=4, base=4)
+    trained, fresh = build_model(config, seed=0), build_model(config, seed=1)
+    state = trained.state_dict()
+    ema = {k: v + 1.0 for k, v in state.items()}  # differs from the raw weights
+    tensors = {**{f"model.{k}": v for k, v in state.items()},
+               **{f"ema.{k}": v for k, v in ema.items()}}
+    save_checkpoint(tmp_path, "best", tensors=tensors, meta={"step": 7})
+    load_initial_weights(fresh, tmp_path / "best.safetensors")
+    assert all(torch.equal(v, ema[k]) for k, v in fresh.state_dict().items())
+    wider = build_model(ModelConfig(blocks=1, units=1, growth=4, base=6), seed=0)
+    with pytest.raises(ValueError, match="does not match the configured model"):
+        load_initial_weights(wider, tmp_path / "best.safetensors")
 
 
 def test_missing_files_are_reported():

@@ -112,6 +112,11 @@ class PatchSampler:
     snr_db_range : (2,) tuple of float, optional
         SNR (dB, :mod:`volsr.noise` convention on the normalised volume) of the Rician
         noise added to each HR voxel before slice averaging; None: no noise.
+    noisy_target : bool
+        With noise, the target ``"hr"`` carries the same noise field as the voxels the LR
+        slices average (a real reference scan is noisy: the MSE-optimal estimate of it keeps
+        the noise the LR slices carry, and the Rician floor of the background); False: the
+        clean patch (the network also learns to denoise).
     lr_halo : int
         Extra LR slices on each side of the patch in the LR tile (>= 0).
     p_foreground : float
@@ -171,6 +176,7 @@ class PatchSampler:
         thickness_ratio_range: tuple[float, float] = (1.0, 1.0),
         profiles: Sequence[str] = ("gaussian",),
         snr_db_range: tuple[float, float] | None = None,
+        noisy_target: bool = False,
         lr_halo: int = 1,
         p_foreground: float = 0.9,
         foreground_threshold: float = 0.1,
@@ -199,6 +205,7 @@ class PatchSampler:
         )
         self.profiles = profile_subset(profiles)
         self.snr_db_range = optional_range(snr_db_range, "snr_db_range", -math.inf)
+        self.noisy_target = bool(noisy_target)
         self.zoom_range = optional_range(zoom_range, "zoom_range", 0.0)
         (self.lr_halo,) = positive_ints((lr_halo,), "lr_halo", 1, minimum=0)
         self.p_foreground = probability(p_foreground, "p_foreground")
@@ -380,10 +387,9 @@ class PatchSampler:
         -------
         dict
             ``"lr"``: ``(1, *lr_shape)`` float32 tensor; ``"hr"``: ``(1, *patch_shape)``
-            float32 tensor (clean, normalised); ``"positions"``: three float64 arrays, the
-            LR-tile coordinates of the patch voxels (:func:`volsr.data.pairs.tile_positions`
-            along ``axis``, ``arange(P_d)`` in-plane);
-            ``"params"``: :meth:`PatchParams.as_dict`.
+            float32 tensor (normalised; clean unless ``noisy_target``); ``"positions"``:
+            three float64 arrays, the LR-tile coordinates of the patch voxels (:func:`volsr.
+            data.pairs.tile_positions` along ``axis``, ``arange(P_d)`` in-plane); ``"params"``.
 
         Raises
         ------
@@ -419,9 +425,10 @@ class PatchSampler:
         )
         region = self._read_zoomed(params, needed, original, zoomed)
         region = self._augment_intensity(region, params.augment_seed, needed, zoomed)
-        start = params.origin[axis] - needed[axis][0]
-        hr = np.moveaxis(np.moveaxis(region, axis, 0)[start : start + size], 0, axis)
         noisy = region if params.noise is None else rician_noise(region, params.noise)
+        start = params.origin[axis] - needed[axis][0]
+        target = noisy if self.noisy_target else region
+        hr = np.moveaxis(np.moveaxis(target, axis, 0)[start : start + size], 0, axis)
         lr = apply_matrix(noisy, slicer[:, needed[axis][0] : needed[axis][1]], axis)
         return {
             "lr": torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)[None]),

@@ -27,6 +27,7 @@ from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D
 from volsr.models.meta_srgan import MetaSRGAN
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
+from volsr.train.checkpoint import load_checkpoint
 from volsr.train.config import DataConfig, ModelConfig, TrainConfig
 from volsr.train.trainer import BatchSource, Trainer
 from volsr.train.validation import VolumeValidator
@@ -35,6 +36,7 @@ __all__ = [
     "resolve_data_paths",
     "build_model",
     "build_critic",
+    "load_initial_weights",
     "build_batches",
     "setup_distributed",
     "export_weights",
@@ -254,7 +256,8 @@ def build_batches(
         [str(p) for p in paths], patch_shape=config.patch, factor_range=config.factor_range,
         integer_factors=config.integer_factors, axes=config.slice_axes,
         thickness_ratio_range=config.thickness_ratio_range, profiles=config.profiles,
-        snr_db_range=config.snr_db_range, lr_halo=config.lr_halo,
+        snr_db_range=config.snr_db_range, noisy_target=config.noisy_target,
+        lr_halo=config.lr_halo,
         p_foreground=config.p_foreground, zoom_range=config.zoom_range,
         permute_axes=config.permute_axes, flip_axes=config.flip_axes,
         scale_range=config.scale_range, shift_range=config.shift_range,
@@ -416,6 +419,38 @@ def _build_validator(config: TrainConfig, device: torch.device) -> VolumeValidat
     )
 
 
+def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint's generator weights (EMA when present) into ``model``, in place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The generator :func:`build_model` made (same architecture as the checkpoint's).
+    path : str or path
+        A trainer checkpoint ``.safetensors`` (with its ``.json`` partner).
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint's generator does not match ``model``.
+    FileNotFoundError
+        If the checkpoint is missing.
+
+    Examples
+    --------
+    >>> load_initial_weights.__name__  # see tests/train/test_build.py
+    'load_initial_weights'
+    """
+    tensors, _ = load_checkpoint(path)
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"run.init_from {path} does not match the configured model: "
+                         f"{str(error).splitlines()[0]}") from None
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -467,6 +502,8 @@ def run_training(
         device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model = build_model(config.model, seed=config.run.seed)
+        if config.run.init_from is not None and not resume:
+            load_initial_weights(model, config.run.init_from)
         critic = build_critic(config.model, seed=config.run.seed) if config.gan else None
         batches, datasets = build_batches(config.data, seed=config.run.seed, rank=rank,
                                           world=world)

@@ -54,6 +54,11 @@ class RunConfig:
         Steps between rows of ``train.csv`` (>= 1).
     progress : bool
         Show a tqdm progress bar (rank 0 only).
+    init_from : str or None
+        A checkpoint of an earlier run (``runs/<run>/checkpoints/best.safetensors``) whose
+        generator weights (its EMA weights when it has them) start this run, with a fresh
+        optimiser and schedule (fine-tuning on other data); ignored on ``--resume``, where the
+        run's own checkpoint holds the weights. The architecture must match.
     """
 
     name: str
@@ -63,6 +68,7 @@ class RunConfig:
     keep_last: int = 3
     log_every: int = 10
     progress: bool = True
+    init_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +140,9 @@ class DataConfig:
         Slice profiles drawn from.
     snr_db_range : (2,) float or None
         Rician noise SNR in dB (foreground mean / sigma) drawn per patch (None: clean).
+    noisy_target : bool
+        The target patch carries the same noise as the LR input's source voxels (as a noisy
+        reference scan does) instead of being clean.
     lr_halo : int
         Extra LR slices on each side of the tile (context for the interpolation).
     p_foreground : float
@@ -163,6 +172,7 @@ class DataConfig:
     thickness_ratio_range: tuple[float, float] = (1.0, 1.0)
     profiles: tuple[Literal["gaussian", "box"], ...] = ("gaussian",)
     snr_db_range: tuple[float, float] | None = None
+    noisy_target: bool = False
     lr_halo: int = 1
     p_foreground: float = 0.9
     zoom_range: tuple[float, float] | None = None
