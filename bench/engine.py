@@ -1,7 +1,9 @@
 """Out-of-core engine benchmark: volsr exact / Gaussian vs MONAI sliding_window_inference.
 
 Run: ``.venv/bin/python bench/engine.py`` (default: the issue's table, ~10 min on 2 cores)
-and ``.venv/bin/python bench/engine.py --big`` (adds the 64x input and an 8.6 GB output).
+and ``.venv/bin/python bench/engine.py --big`` (adds the 64x input and an 8.6 GB output);
+``--memory 8`` prints only peak RSS of volsr exact (``--budgets``) and MONAI at 1x and 8x
+the input voxels, the input in a Zarr store (volsr streams it; MONAI loads it whole).
 
 Model: cubic interpolation onto the output grid, then a 5-layer, 32-channel 3-D CNN
 (3^3 kernels, zero padding, residual) on that grid: a grid ``"hr"`` model with halo 5,
@@ -108,6 +110,49 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     return {"seconds": seconds, "rss_mib": rss}
 
 
+def _memory_method(name: str, source: str, scale, workdir: str) -> dict:
+    """Peak RSS of one method on a Zarr input: volsr reads it chunk by chunk (``name`` is
+    ``volsr@BUDGET``), MONAI needs it whole in memory (as its users load it)."""
+    from volsr import io
+    from volsr.engine import upsample_to_store
+
+    net = HRCNN().eval()
+    start = time.perf_counter()
+    if name.startswith("volsr"):
+        upsample_to_store(source, Path(workdir) / "mem.zarr", scale=scale, model=net, quiet=True,
+                          overwrite=True, max_memory=name.partition("@")[2] or None)  # fmt: skip
+        shutil.rmtree(Path(workdir) / "mem.zarr")
+    else:
+        from monai.inferers import sliding_window_inference
+
+        data = io.load(source).numpy()
+        positions = tuple(output_coordinates(n, m) for n, m in zip(data.shape, resampled_shape(data.shape, scale)))
+        with torch.inference_mode():
+            hr = net.up(torch.from_numpy(data)[None, None], positions)
+            sliding_window_inference(hr, (64, 64, 64), 1, net.refine, overlap=0.25, mode="gaussian")
+    return {"seconds": time.perf_counter() - start, "rss_mib": _rss_mib()}
+
+
+def _memory_table(shape, scale, workdir: Path, growth: int, budgets: list[str]) -> None:
+    """Peak RSS of volsr exact (several --max-memory) and MONAI at 1x and ``growth``x input."""
+    print("| input | output GB (float32) | method | peak RSS MiB | ratio to MONAI | wall s |")
+    print("|---|---|---|---|---|---|")
+    for factor in sorted({1, growth}):
+        size = tuple(round(n * factor ** (1 / 3)) for n in shape)
+        source = workdir / "mem_in.zarr"
+        _make_input(source, size, "float32")
+        rows = {name: _spawn("_memory_method", name, str(source), scale, str(workdir))
+                for name in ("monai", *(f"volsr@{b}" for b in budgets))}  # fmt: skip
+        gigabytes = 4 * np.prod(resampled_shape(size, scale)) / 1e9
+        for name, row in rows.items():
+            label = "MONAI (0.25, Gaussian)" if name == "monai" else f"volsr exact, --max-memory {name[6:]}"
+            ratio = row["rss_mib"] / rows["monai"]["rss_mib"]
+            print(f"| {factor}x {size} | {gigabytes:.2f} | {label} | {row['rss_mib']:.0f} | {ratio:.2f} | "
+                  f"{row['seconds']:.1f} |")  # fmt: skip
+        shutil.rmtree(source, ignore_errors=True)
+    print()
+
+
 def _make_input(path: Path, shape, dtype: str) -> None:
     """A random Zarr input written chunk by chunk (never whole in memory)."""
     import dask.array as da
@@ -177,6 +222,9 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="add the 64x input and the 8.6 GB output")
     parser.add_argument("--skip-comparison", action="store_true", help="only the size and throughput tables")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--memory", type=int, default=0, metavar="G",
+                        help="only the peak-RSS table: volsr vs MONAI at 1x and Gx the input voxels")
+    parser.add_argument("--budgets", default="1G,256M", help="volsr --max-memory values of --memory")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     scale = tuple(float(v) for v in args.scale.split(","))
@@ -185,6 +233,9 @@ def main() -> None:
           f"model: cubic + 5-layer 32-channel 3-D CNN on the output grid (grid 'hr', halo 5)\n")  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         workdir = Path(folder)
+        if args.memory:
+            _memory_table(shape, scale, workdir, args.memory, args.budgets.split(","))
+            return
         rate = _spawn_rate()
         if not args.skip_comparison:
             rows = _comparison(shape, scale, workdir)
