@@ -21,14 +21,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from monai.utils import convert_to_numpy
 
 from volsr.degrade import PROFILES
 from volsr.geometry import output_coordinates
 from volsr.noise import NoiseParams
-from volsr.resample import antialiased_cubic_matrix, box_profile, gaussian_profile, kernel_matrix
+from volsr.resample import (
+    antialiased_cubic_matrix,
+    apply_matrix,
+    box_profile,
+    gaussian_profile,
+    interpolation_matrix_at,
+    kernel_matrix,
+)
 
 __all__ = [
     "PatchParams",
@@ -38,6 +47,7 @@ __all__ = [
     "source_box",
     "reorient",
     "foreground_centre",
+    "augment_intensity",
 ]
 
 _EPS = 1e-9
@@ -71,6 +81,9 @@ class PatchParams:
         Rician noise added to the HR voxels before slice averaging; None for none.
     augment_seed : int
         Seed of the MONAI intensity transforms (-1: none configured).
+    isotropic : bool
+        Degrade all three axes alike (``factor``, ``thickness``, ``profile``): an isotropic
+        low-resolution acquisition; ``axis`` is then not used.
 
     Raises
     ------
@@ -95,6 +108,12 @@ class PatchParams:
     flips: tuple[bool, bool, bool] = (False, False, False)
     noise: NoiseParams | None = None
     augment_seed: int = -1
+    isotropic: bool = False
+
+    @property
+    def degraded_axes(self) -> tuple[int, ...]:
+        """Patch axes the thick-slice degradation runs along."""
+        return (0, 1, 2) if self.isotropic else (self.axis,)
 
     def __post_init__(self) -> None:
         if self.axis not in (0, 1, 2) or isinstance(self.axis, bool):
@@ -121,7 +140,7 @@ class PatchParams:
             ``volume, origin_0..2, axis, factor, thickness, profile`` (index into
             ``volsr.degrade.PROFILES``), ``snr_db`` (inf without noise), ``noise_sigma``,
             ``noise_seed`` (-1 without noise), ``zoom``, ``perm_0..2``, ``flip_0..2``,
-            ``augment_seed``.
+            ``augment_seed``, ``isotropic`` (0 or 1).
 
         Raises
         ------
@@ -147,6 +166,7 @@ class PatchParams:
         record.update({f"perm_{d}": int(v) for d, v in enumerate(self.permutation)})
         record.update({f"flip_{d}": int(bool(v)) for d, v in enumerate(self.flips)})
         record["augment_seed"] = int(self.augment_seed)
+        record["isotropic"] = int(bool(self.isotropic))
         return record
 
 
@@ -431,3 +451,62 @@ def foreground_centre(
         position = original[d] - 1 - position if flips[d] else position
         centre.append(int(np.argmin(np.abs(grids[d] - position))))
     return tuple(centre)
+
+
+#: Edge of the coarse grid the bias field is drawn on (over the whole volume).
+_BIAS_GRID = 17
+
+
+def augment_intensity(
+    region: np.ndarray,
+    *,
+    seed: int,
+    needed: Sequence[tuple[int, int]],
+    frame: Sequence[int],
+    bias: Any | None,
+    augment: Any | None,
+) -> np.ndarray:
+    """Apply the seeded MONAI bias field and intensity transforms to a region of a volume.
+
+    Parameters
+    ----------
+    region : (X, Y, Z) ndarray
+        Normalised voxels of the box ``needed``.
+    seed : int
+        :attr:`PatchParams.augment_seed` (< 0: return ``region`` unchanged).
+    needed : (3,) sequence of (start, stop)
+        The region's box in the (reoriented, zoomed) volume.
+    frame : (3,) sequence of int
+        That volume's shape: the bias field spans it, as a scanner's does (MONAI draws it
+        on a coarse grid over the volume; it is read here at the region's voxels).
+    bias, augment : MONAI randomisable transforms or None
+        From :func:`volsr.data._options.intensity_transforms`.
+
+    Returns
+    -------
+    (X, Y, Z) float32 ndarray
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> augment_intensity(np.ones((2, 2, 2)), seed=-1, needed=[(0, 2)] * 3, frame=(2, 2, 2),
+    ...                   bias=None, augment=None).shape
+    (2, 2, 2)
+    """
+    if seed < 0:
+        return region
+    bias_seed, augment_seed = (int(v) for v in np.random.SeedSequence(seed).generate_state(2))
+    if bias is not None:
+        bias.set_random_state(seed=bias_seed)
+        field = convert_to_numpy(bias(np.ones((1,) + (_BIAS_GRID,) * 3, np.float32)))[0]
+        for d, ((start, stop), n) in enumerate(zip(needed, frame)):
+            where = np.arange(start, stop) * (_BIAS_GRID - 1) / max(n - 1, 1)
+            field = apply_matrix(field, interpolation_matrix_at(where, _BIAS_GRID, "linear"), d)
+        region = region * field.astype(np.float32)
+    if augment is not None:
+        augment.set_random_state(seed=augment_seed)
+        region = convert_to_numpy(augment(region[None]))[0]
+    return np.asarray(region, dtype=np.float32)

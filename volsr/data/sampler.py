@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import convert_to_numpy
 from torch.utils.data import default_collate
 
 from volsr.data._options import (
@@ -62,6 +61,7 @@ from volsr.data._options import (
 from volsr.data.blocks import BlockCache, VolumeStats, read_box, volume_stats
 from volsr.data.pairs import (
     PatchParams,
+    augment_intensity,
     foreground_centre,
     lr_tile_length,
     reorient,
@@ -73,7 +73,7 @@ from volsr.errors import InvalidDataError
 from volsr.geometry import resampled_shape
 from volsr.io import load
 from volsr.noise import rician_noise, sample_noise_params
-from volsr.resample import apply_matrix, interpolation_matrix_at
+from volsr.resample import apply_matrix
 from volsr.volume import SPATIAL_AXES, Volume
 
 __all__ = ["PatchSampler"]
@@ -81,7 +81,6 @@ __all__ = ["PatchSampler"]
 VolumeSpec = str | os.PathLike | Volume | np.ndarray
 _EPS = 1e-9
 #: Bias field samples per axis over the whole volume (a degree-3 field is smooth at this grid).
-_BIAS_GRID = 17
 
 
 class PatchSampler:
@@ -424,7 +423,8 @@ class PatchSampler:
             max(needed[axis][1], int(slicer.indices.max()) + 1),
         )
         region = self._read_zoomed(params, needed, original, zoomed)
-        region = self._augment_intensity(region, params.augment_seed, needed, zoomed)
+        region = augment_intensity(region, seed=params.augment_seed, needed=needed, frame=zoomed,
+                                   bias=self._bias, augment=self._augment)  # fmt: skip
         noisy = region if params.noise is None else rician_noise(region, params.noise)
         start = params.origin[axis] - needed[axis][0]
         target = noisy if self.noisy_target else region
@@ -578,23 +578,3 @@ class PatchSampler:
             # Cubic overshoot: keep the protocol's [0, 1] range.
             region = np.clip(region, 0.0, 1.0)
         return np.ascontiguousarray(region)
-
-    def _augment_intensity(
-        self, region: np.ndarray, seed: int, needed: Sequence[tuple[int, int]], frame: Sequence[int]
-    ) -> np.ndarray:
-        if seed < 0:
-            return region
-        bias_seed, augment_seed = (int(v) for v in np.random.SeedSequence(seed).generate_state(2))
-        if self._bias is not None:
-            # The field spans the whole (reoriented, zoomed) volume, as a scanner's does:
-            # MONAI draws it on a coarse grid over the volume, read here at the region's voxels.
-            self._bias.set_random_state(seed=bias_seed)
-            field = convert_to_numpy(self._bias(np.ones((1,) + (_BIAS_GRID,) * 3, np.float32)))[0]
-            for d, ((start, stop), n) in enumerate(zip(needed, frame)):
-                where = np.arange(start, stop) * (_BIAS_GRID - 1) / max(n - 1, 1)
-                field = apply_matrix(field, interpolation_matrix_at(where, _BIAS_GRID, "linear"), d)
-            region = region * field.astype(np.float32)
-        if self._augment is not None:
-            self._augment.set_random_state(seed=augment_seed)
-            region = convert_to_numpy(self._augment(region[None]))[0]
-        return np.asarray(region, dtype=np.float32)
