@@ -349,3 +349,39 @@ def test_noisy_target_carries_the_noise_the_lr_slices_average() -> None:
     # voxels it covers, so the target is the very field the input averaged.
     blocks = hr.reshape(32, 32, 8, 4).mean(axis=-1)
     np.testing.assert_allclose(lr, blocks, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("factor", "profile", "origin_lr"), [(2.0, "gaussian", 3), (2.5, "box", 5)])
+def test_isotropic_patch_lr_equals_whole_volume_thick_slices_along_every_axis(factor, profile, origin_lr):
+    values = _smooth_volume((60, 60, 60))
+    sampler = PatchSampler([values], patch_shape=(12, 12, 12), factor_range=(1.0, 3.0), lr_halo=1)
+    origin = (round((origin_lr + 1) * factor),) * 3  # on the whole-volume lattice of every axis
+    params = PatchParams(volume=0, origin=origin, axis=0, factor=factor, thickness=factor,
+                         profile=profile, isotropic=True)  # fmt: skip
+    item = sampler.make_item(params)
+    whole, _ = percentile_normalise(values)
+    for axis in range(3):
+        whole = thick_slice(whole, axis=axis, factor=factor, thickness=factor, profile=profile)
+    lr = item["lr"][0].numpy()
+    box = tuple(slice(origin_lr, origin_lr + m) for m in lr.shape)
+    np.testing.assert_allclose(lr, whole[box], rtol=1e-6, atol=1e-6)
+    n_lr, n_cov = downsampled_grid(60, factor)  # the geometry contract's LR grid
+    expected = output_coordinates(n_lr, n_cov)[origin[0] : origin[0] + 12] - origin_lr
+    assert all(np.allclose(p, expected, atol=1e-12) for p in item["positions"])
+    assert item["params"]["isotropic"] == 1
+
+
+def test_isotropic_batches_are_drawn_with_their_own_factor_range():
+    sampler = PatchSampler([_smooth_volume((40, 40, 40))], patch_shape=(8, 8, 8), factor_range=(3.0, 4.0),
+                           isotropic_probability=0.5, isotropic_factor_range=(1.5, 2.0))  # fmt: skip
+    rng = np.random.default_rng(2)
+    batches = [sampler.sample_batch(rng, batch_size=2) for _ in range(24)]
+    isotropic = [b for b in batches if b["params"]["isotropic"][0] == 1]
+    assert 0 < len(isotropic) < len(batches)
+    for batch in batches:
+        factor = float(batch["params"]["factor"][0])
+        sliced = math.ceil(8 / factor) + 2  # the slices covering the patch and one each side
+        if batch["params"]["isotropic"][0] == 1:
+            assert 1.5 <= factor <= 2.0 and list(batch["lr"].shape[2:]) == [sliced] * 3
+        else:
+            assert 3.0 <= factor <= 4.0 and sorted(batch["lr"].shape[2:]) == [sliced, 8, 8]

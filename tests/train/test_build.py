@@ -133,6 +133,8 @@ def test_volsr_train_meta_srgan_runs_with_a_critic_and_exports(tmp_path):
                        "hidden": 4, "scale_range": [1.0, 6.0], "critic_base": 2,
                        "critic_levels": 1}
     config["data"]["factor_range"] = [1.5, 3.5]
+    config["data"]["isotropic_probability"] = 1.0  # every batch low-resolution along all axes
+    config["data"]["isotropic_factor_range"] = [1.5, 2.5]
     config["optim"]["steps"] = 2
     config["validation"] = None
     path = tmp_path / "meta.yaml"
@@ -143,3 +145,5 @@ def test_volsr_train_meta_srgan_runs_with_a_critic_and_exports(tmp_path):
     sidecar = json.loads(exported.with_suffix(".json").read_text())
     assert sidecar["card"]["name"] == "meta_srgan.tiny" and sidecar["card"]["scale_range"] == [1, 6]
     assert sidecar["metadata"]["step"] == 2
+    with open(tmp_path / "run" / "train.csv") as handle:
+        assert all(np.isfinite(float(r["loss"])) for r in csv.DictReader(handle))

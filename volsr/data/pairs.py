@@ -43,6 +43,7 @@ __all__ = [
     "PatchParams",
     "lr_tile_length",
     "tile_positions",
+    "origin_ranges",
     "slice_weights",
     "source_box",
     "reorient",
@@ -198,6 +199,48 @@ def lr_tile_length(patch_length: int, factor: float, *, halo: int) -> int:
     (24, 16)
     """
     return math.ceil(patch_length / factor - _EPS) + 2 * halo
+
+
+def origin_ranges(
+    shape: Sequence[int],
+    patch_shape: Sequence[int],
+    *,
+    slice_axes: Sequence[int],
+    factor: float,
+    halo: int,
+) -> list[tuple[int, int]]:
+    """Inclusive patch-origin range per axis that keeps the patch and its LR slices inside.
+
+    Parameters
+    ----------
+    shape, patch_shape : (3,) sequence of int
+        Volume (reoriented, zoomed) and HR patch shapes (voxels).
+    slice_axes : sequence of int
+        Axes degraded into slices of ``factor`` voxels, ``halo`` of them before the patch.
+    factor : float
+        Slice factor (>= 1).
+    halo : int
+        LR slices on each side of the patch (>= 0).
+
+    Returns
+    -------
+    list of (low, high)
+        ``(0, n - P)`` along other axes; an empty range has ``low > high``.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> origin_ranges((20, 20, 20), (8, 8, 8), slice_axes=(2,), factor=2.0, halo=1)
+    [(0, 12), (0, 12), (2, 10)]
+    """
+    ranges = [(0, n - p) for n, p in zip(shape, patch_shape)]
+    for d in slice_axes:
+        m = lr_tile_length(patch_shape[d], factor, halo=halo)
+        ranges[d] = (math.ceil(halo * factor - _EPS), math.floor(shape[d] - (m - halo) * factor + _EPS))
+    return ranges
 
 
 def tile_positions(patch_length: int, factor: float, *, halo: int) -> np.ndarray:

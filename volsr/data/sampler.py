@@ -20,20 +20,20 @@ frozen :class:`PatchParams` (STYLE R10: sample parameters, then apply them), in 
    the target ``"hr"``.
 5. **Noise** (optional): Rician noise at an SNR drawn in a range is added to every HR voxel
    (real scans have noise in every acquired voxel; thick slices average it away).
-6. **Thick slices** (Gaussian or box profile, thickness/gap jitter): rows of the
-   whole-volume :func:`volsr.degrade.thick_slice` weights, so the region read includes the
-   profile's support (4 sigma) and the tile has no border artefact inside the volume.
+6. **Thick slices** (Gaussian or box profile, thickness/gap jitter) along the slice axis, or
+   along all three axes for an isotropic batch: rows of the whole-volume
+   :func:`volsr.degrade.thick_slice` weights, so the region read includes the profile's
+   support (4 sigma) and the tile has no border artefact inside the volume.
 
 Slice lattice and ``positions``: see :mod:`volsr.data.pairs`. Each tile's slices lie inside
 the volume and the patch starts on a slice boundary; when the origin is a multiple of the
 factor (and ``n_lr f`` is an integer: always for integer factors), the tile is exactly
 ``thick_slice`` of the whole volume restricted to it.
 
-Batches: :meth:`PatchSampler.sample_batch` draws one (factor, slice axis) per batch, shared
-by its items, because ``positions`` (one 1-D array per axis for the whole batch, the model
-contract) and the LR shape depend on them; everything else is drawn per item.
-:class:`volsr.data.dataset.PatchDataset` yields such ready-made batches (use ``DataLoader(batch_size=None)``):
-a batch sampler over a map-style dataset could not share the draw without a side channel.
+Batches: :meth:`PatchSampler.sample_batch` draws one (factor, slice axis, isotropic) per
+batch, shared by its items, because ``positions`` (one 1-D array per axis for the whole batch,
+the model contract) and the LR shape depend on them; everything else is drawn per item.
+:class:`volsr.data.dataset.PatchDataset` yields such batches (``DataLoader(batch_size=None)``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from volsr.data.pairs import (
     augment_intensity,
     foreground_centre,
     lr_tile_length,
+    origin_ranges,
     reorient,
     slice_weights,
     source_box,
@@ -116,6 +117,12 @@ class PatchSampler:
         slices average (a real reference scan is noisy: the MSE-optimal estimate of it keeps
         the noise the LR slices carry, and the Rician floor of the background); False: the
         clean patch (the network also learns to denoise).
+    isotropic_probability : float
+        Probability in [0, 1] that a batch is degraded alike along all three axes (an
+        isotropic low-resolution acquisition, for arbitrary-scale models) instead of along
+        one slice axis.
+    isotropic_factor_range : (2,) tuple of float, optional
+        Factor range of those batches (default: ``factor_range``).
     lr_halo : int
         Extra LR slices on each side of the patch in the LR tile (>= 0).
     p_foreground : float
@@ -176,6 +183,8 @@ class PatchSampler:
         profiles: Sequence[str] = ("gaussian",),
         snr_db_range: tuple[float, float] | None = None,
         noisy_target: bool = False,
+        isotropic_probability: float = 0.0,
+        isotropic_factor_range: tuple[float, float] | None = None,
         lr_halo: int = 1,
         p_foreground: float = 0.9,
         foreground_threshold: float = 0.1,
@@ -199,19 +208,19 @@ class PatchSampler:
         self.integer_factors = bool(integer_factors)
         self.axes = axis_subset(axes, "axes", allow_empty=False)
         self.flip_axes = axis_subset(flip_axes, "flip_axes", allow_empty=True)
-        self.thickness_ratio_range = optional_range(
-            thickness_ratio_range, "thickness_ratio_range", 0.0
-        )
+        self.thickness_ratio_range = optional_range(thickness_ratio_range, "thickness_ratio_range", 0.0)
         self.profiles = profile_subset(profiles)
         self.snr_db_range = optional_range(snr_db_range, "snr_db_range", -math.inf)
         self.noisy_target = bool(noisy_target)
+        self.isotropic_probability = probability(isotropic_probability, "isotropic_probability")
+        iso_range = self.factor_range if isotropic_factor_range is None else isotropic_factor_range
+        self.isotropic_factor_range = factor_range_option(iso_range, integer=integer_factors)
         self.zoom_range = optional_range(zoom_range, "zoom_range", 0.0)
         (self.lr_halo,) = positive_ints((lr_halo,), "lr_halo", 1, minimum=0)
         self.p_foreground = probability(p_foreground, "p_foreground")
         self.permute_axes = bool(permute_axes)
-        self._augment, self._bias = intensity_transforms(
-            scale_range, shift_range, bias_field_range, bias_field_degree
-        )
+        self._augment, self._bias = intensity_transforms(scale_range, shift_range, bias_field_range,
+                                                         bias_field_degree)  # fmt: skip
         self.cache = BlockCache(max_bytes=cache_bytes)
         self._pid, self._handles = os.getpid(), {}
         self.shapes = tuple(self._open(i).spatial_shape for i in range(len(self.specs)))
@@ -220,9 +229,7 @@ class PatchSampler:
             volume_stats, percentile=percentile, threshold=foreground_threshold,
             cell=foreground_cell, max_voxels=stats_voxels,
         )  # fmt: skip
-        self.stats: tuple[VolumeStats, ...] = tuple(
-            stats(self._open(i).data) for i in range(len(self.specs))
-        )
+        self.stats: tuple[VolumeStats, ...] = tuple(stats(self._open(i).data) for i in range(len(self.specs)))
 
     def __getstate__(self) -> dict[str, Any]:
         # Open file handles and cached blocks stay in the process that made them.
@@ -239,6 +246,7 @@ class PatchSampler:
         axis: int,
         zoom: float = 1.0,
         permutation: tuple[int, int, int] = (0, 1, 2),
+        isotropic: bool = False,
     ) -> tuple[tuple[int, int], ...]:
         """Inclusive range of patch origins per axis that keeps every sample inside.
 
@@ -254,12 +262,14 @@ class PatchSampler:
             Voxel size multiplier of the resampled volume.
         permutation : (3,) tuple of int
             Patch axis ``d`` is volume axis ``permutation[d]``.
+        isotropic : bool
+            Every axis is a slice axis (``axis`` is not used).
 
         Returns
         -------
         tuple of (low, high)
-            ``[0, n_d - P_d]`` in-plane; along ``axis`` the LR slices (each ``factor``
-            voxels wide, ``lr_halo`` of them before the patch) lie inside the volume.
+            ``[0, n_d - P_d]`` in-plane; along each slice axis the LR slices (each
+            ``factor`` voxels wide, ``lr_halo`` of them before the patch) lie inside.
 
         Raises
         ------
@@ -273,18 +283,12 @@ class PatchSampler:
         ((0, 12), (0, 12), (2, 10))
         """
         _, zoomed = self._frames(volume, permutation, zoom)
-        ranges = [(0, n - p) for n, p in zip(zoomed, self.patch_shape)]
-        h = self.lr_halo
-        m = lr_tile_length(self.patch_shape[axis], factor, halo=h)
-        ranges[axis] = (
-            math.ceil(h * factor - _EPS),
-            math.floor(zoomed[axis] - (m - h) * factor + _EPS),
-        )
+        ranges = origin_ranges(zoomed, self.patch_shape, slice_axes=(0, 1, 2) if isotropic else (axis,),
+                               factor=factor, halo=self.lr_halo)  # fmt: skip
         if any(low > high for low, high in ranges):
-            raise ValueError(
-                f"volume {volume} (shape {zoomed} after zoom {zoom}, permutation {permutation}) "
-                f"is too small for patch {self.patch_shape} at factor {factor} along axis {axis}"
-            )
+            raise ValueError(f"volume {volume} (shape {zoomed} after zoom {zoom}, permutation "
+                             f"{permutation}) is too small for patch {self.patch_shape} at factor "
+                             f"{factor} along axis {'0, 1, 2' if isotropic else axis}")  # fmt: skip
         return tuple(ranges)
 
     def draw_factor_axis(self, rng: np.random.Generator) -> tuple[float, int]:
@@ -307,20 +311,23 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 3),
-        ...                  integer_factors=True, axes=(1,))
-        >>> f, a = s.draw_factor_axis(np.random.default_rng(0)); f in (2.0, 3.0), a
-        (True, 1)
+        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), axes=(1,))
+        >>> s.draw_factor_axis(np.random.default_rng(0))[1]
+        1
         """
         check_rng(rng)
-        low, high = self.factor_range
-        if self.integer_factors:
-            factor = float(rng.integers(math.ceil(low), math.floor(high) + 1))
-        else:
-            factor = float(rng.uniform(low, high))
+        factor = self._draw_factor(rng, self.factor_range)
         return factor, int(self.axes[rng.integers(len(self.axes))])
 
-    def draw_params(self, rng: np.random.Generator, *, factor: float, axis: int) -> PatchParams:
+    def _draw_factor(self, rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+        low, high = bounds
+        if self.integer_factors:
+            return float(rng.integers(math.ceil(low), math.floor(high) + 1))
+        return float(rng.uniform(low, high))
+
+    def draw_params(
+        self, rng: np.random.Generator, *, factor: float, axis: int, isotropic: bool = False
+    ) -> PatchParams:
         """Draw the per-item parameters of one pair for a given factor and slice axis.
 
         Parameters
@@ -331,6 +338,8 @@ class PatchSampler:
             Slice factor (from :meth:`draw_factor_axis`).
         axis : int
             Slice axis of the patch.
+        isotropic : bool
+            Degrade along all three axes (see :class:`PatchParams`).
 
         Returns
         -------
@@ -367,11 +376,12 @@ class PatchSampler:
                 reference_level=self.stats[volume].foreground_mean,
             )
         seed = -1 if self._augment is None and self._bias is None else int(rng.integers(2**32))
-        origin = self._draw_origin(rng, volume, factor, axis, zoom, permutation, tuple(flips))
+        origin = self._draw_origin(rng, volume, factor, axis, zoom, permutation, tuple(flips),
+                                   isotropic)  # fmt: skip
         return PatchParams(
             volume=volume, origin=origin, axis=axis, factor=factor, thickness=thickness,
             profile=profile, zoom=zoom, permutation=permutation, flips=tuple(flips),
-            noise=noise, augment_seed=seed,
+            noise=noise, augment_seed=seed, isotropic=isotropic,
         )  # fmt: skip
 
     def make_item(self, params: PatchParams) -> dict[str, Any]:
@@ -388,7 +398,7 @@ class PatchSampler:
             ``"lr"``: ``(1, *lr_shape)`` float32 tensor; ``"hr"``: ``(1, *patch_shape)``
             float32 tensor (normalised; clean unless ``noisy_target``); ``"positions"``:
             three float64 arrays, the LR-tile coordinates of the patch voxels (:func:`volsr.
-            data.pairs.tile_positions` along ``axis``, ``arange(P_d)`` in-plane); ``"params"``.
+            data.pairs.tile_positions` along slice axes, else ``arange(P_d)``); ``"params"``.
 
         Raises
         ------
@@ -406,34 +416,37 @@ class PatchSampler:
             raise ValueError(f"volume index {params.volume} is not in [0, {len(self.specs)})")
         ranges = self.valid_origins(
             params.volume, factor=params.factor, axis=params.axis, zoom=params.zoom,
-            permutation=params.permutation,
+            permutation=params.permutation, isotropic=params.isotropic,
         )  # fmt: skip
         if any(not low <= o <= high for o, (low, high) in zip(params.origin, ranges)):
             raise ValueError(f"origin {params.origin} is outside the valid ranges {ranges}")
-        axis, size = params.axis, self.patch_shape[params.axis]
         original, zoomed = self._frames(params.volume, params.permutation, params.zoom)
-        slicer = slice_weights(
-            zoomed[axis], origin=params.origin[axis], factor=params.factor,
-            thickness=params.thickness, profile=params.profile,
-            lr_length=lr_tile_length(size, params.factor, halo=self.lr_halo), halo=self.lr_halo,
-        )  # fmt: skip
+        slicers = {
+            d: slice_weights(
+                zoomed[d], origin=params.origin[d], factor=params.factor,
+                thickness=params.thickness, profile=params.profile, halo=self.lr_halo,
+                lr_length=lr_tile_length(self.patch_shape[d], params.factor, halo=self.lr_halo),
+            )
+            for d in params.degraded_axes
+        }  # fmt: skip
         needed = [(o, o + p) for o, p in zip(params.origin, self.patch_shape)]
-        needed[axis] = (
-            min(needed[axis][0], int(slicer.indices.min())),
-            max(needed[axis][1], int(slicer.indices.max()) + 1),
-        )
+        for d, slicer in slicers.items():
+            needed[d] = (min(needed[d][0], int(slicer.indices.min())),
+                         max(needed[d][1], int(slicer.indices.max()) + 1))  # fmt: skip
         region = self._read_zoomed(params, needed, original, zoomed)
         region = augment_intensity(region, seed=params.augment_seed, needed=needed, frame=zoomed,
                                    bias=self._bias, augment=self._augment)  # fmt: skip
         noisy = region if params.noise is None else rician_noise(region, params.noise)
-        start = params.origin[axis] - needed[axis][0]
         target = noisy if self.noisy_target else region
-        hr = np.moveaxis(np.moveaxis(target, axis, 0)[start : start + size], 0, axis)
-        lr = apply_matrix(noisy, slicer[:, needed[axis][0] : needed[axis][1]], axis)
+        hr = target[tuple(slice(o - a, o - a + p)
+                          for o, (a, _), p in zip(params.origin, needed, self.patch_shape))]  # fmt: skip
+        lr = noisy
+        for d, slicer in slicers.items():
+            lr = apply_matrix(lr, slicer[:, needed[d][0] : needed[d][1]], d)
         return {
             "lr": torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)[None]),
             "hr": torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32)[None]),
-            "positions": self._positions(params.factor, axis),
+            "positions": self._positions(params.factor, params.degraded_axes),
             "params": params.as_dict(),
         }
 
@@ -467,8 +480,12 @@ class PatchSampler:
         """
         positive_ints((batch_size,), "batch_size", 1, minimum=1)
         factor, axis = self.draw_factor_axis(rng)
+        # Drawn only when configured, so a thick-slice stream stays what it was.
+        isotropic = self.isotropic_probability > 0 and rng.random() < self.isotropic_probability
+        if isotropic:
+            factor = self._draw_factor(rng, self.isotropic_factor_range)
         items = [
-            self.make_item(self.draw_params(rng, factor=factor, axis=axis))
+            self.make_item(self.draw_params(rng, factor=factor, axis=axis, isotropic=isotropic))
             for _ in range(batch_size)
         ]
         batch = default_collate([{k: item[k] for k in ("lr", "hr", "params")} for item in items])
@@ -495,9 +512,10 @@ class PatchSampler:
             self._handles[index] = volume
         return volume
 
-    def _positions(self, factor: float, axis: int) -> tuple[np.ndarray, ...]:
+    def _positions(self, factor: float, axes: Sequence[int]) -> tuple[np.ndarray, ...]:
         grid = [np.arange(n, dtype=np.float64) for n in self.patch_shape]
-        grid[axis] = tile_positions(self.patch_shape[axis], factor, halo=self.lr_halo)
+        for d in axes:
+            grid[d] = tile_positions(self.patch_shape[d], factor, halo=self.lr_halo)
         return tuple(grid)
 
     def _frames(
@@ -511,10 +529,9 @@ class PatchSampler:
     def _check_sizes(self) -> None:
         # Sufficient for every factor <= the largest: m f < P + (2 h + 1) f, plus rounding.
         f_max, h = self.factor_range[1], self.lr_halo
-        needs = [
-            p + ((2 * h + 1) * f_max + 2 if d in self.axes else 0)
-            for d, p in enumerate(self.patch_shape)
-        ]
+        f_iso = self.isotropic_factor_range[1] if self.isotropic_probability > 0 else 0.0
+        factors = [max(f_max if d in self.axes else 0.0, f_iso) for d in range(3)]
+        needs = [p + ((2 * h + 1) * f + 2 if f else 0) for p, f in zip(self.patch_shape, factors)]
         zoom = 1.0 if self.zoom_range is None else self.zoom_range[1]
         for index, shape in enumerate(self.shapes):
             zoomed = shape if zoom == 1.0 else resampled_shape(shape, (1.0 / zoom,) * 3)
@@ -535,9 +552,10 @@ class PatchSampler:
         zoom: float,
         permutation: tuple[int, int, int],
         flips: tuple[bool, bool, bool],
+        isotropic: bool,
     ) -> tuple[int, int, int]:
         ranges = self.valid_origins(
-            volume, factor=factor, axis=axis, zoom=zoom, permutation=permutation
+            volume, factor=factor, axis=axis, zoom=zoom, permutation=permutation, isotropic=isotropic
         )
         half = [p // 2 for p in self.patch_shape]
         centre = None

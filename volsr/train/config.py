@@ -143,6 +143,11 @@ class DataConfig:
     noisy_target : bool
         The target patch carries the same noise as the LR input's source voxels (as a noisy
         reference scan does) instead of being clean.
+    isotropic_probability : float
+        Probability in [0, 1] that a batch is degraded alike along all three axes (isotropic
+        low resolution, for arbitrary-scale models) instead of along one slice axis.
+    isotropic_factor_range : (2,) float or None
+        Factor range of those batches (None: ``factor_range``).
     lr_halo : int
         Extra LR slices on each side of the tile (context for the interpolation).
     p_foreground : float
@@ -173,6 +178,8 @@ class DataConfig:
     profiles: tuple[Literal["gaussian", "box"], ...] = ("gaussian",)
     snr_db_range: tuple[float, float] | None = None
     noisy_target: bool = False
+    isotropic_probability: float = 0.0
+    isotropic_factor_range: tuple[float, float] | None = None
     lr_halo: int = 1
     p_foreground: float = 0.9
     zoom_range: tuple[float, float] | None = None
@@ -319,6 +326,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "DataConfig.slice_axes": (lambda v: len(v) > 0 and set(v) <= {0, 1, 2}, "axes in 0, 1, 2"),
     "DataConfig.profiles": (lambda v: len(v) > 0, "a non-empty list"),
     "DataConfig.snr_db_range": (lambda v: v[0] <= v[1], "low <= high"),
+    "DataConfig.isotropic_probability": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "DataConfig.isotropic_factor_range": (lambda v: 1 <= v[0] <= v[1], "1 <= low <= high"),
     "DataConfig.lr_halo": (lambda v: v >= 0, ">= 0"),
     "DataConfig.p_foreground": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "DataConfig.zoom_range": (lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
