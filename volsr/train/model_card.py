@@ -92,7 +92,12 @@ def _degradation_lines(data: Mapping[str, Any]) -> list[str]:
         f"{', '.join(str(a) for a in data['slice_axes'])} (one per batch)",
         f"- slice profiles: {', '.join(data['profiles'])}; thickness / spacing "
         f"{_range(data['thickness_ratio_range'])} (< 1: gaps, > 1: overlap)",
-        f"- Rician noise: {'none (clean)' if noise is None else 'SNR ' + _range(noise, ' dB')}",
+        f"- Rician noise: {'none (clean)' if noise is None else 'SNR ' + _range(noise, ' dB')}"
+        f"{'; the target keeps the noise field (as a noisy reference scan does)' if noise and data.get('noisy_target') else ''}",
+        *([f"- isotropic batches (all three axes degraded alike): p = "
+           f"{data['isotropic_probability']:g}, factors "
+           f"{_range(data.get('isotropic_factor_range') or data['factor_range'])}"]
+          if data.get("isotropic_probability") else []),
         f"- augmentation: zoom {_range(data.get('zoom_range'))}, axis permutation "
         f"{'on' if data.get('permute_axes') else 'off'}, flips along "
         f"{list(data.get('flip_axes') or []) or 'none'}, intensity scale "
@@ -168,6 +173,9 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
         f"({'EMA weights, decay ' + str(optim.get('ema_decay')) if metadata.get('ema') else 'raw weights'}"
         f"{', checkpoint ' + metadata['checkpoint'] if metadata.get('checkpoint') else ''}); "
         f"{'L1 + WGAN-GP' if config.get('gan') else 'L1 loss'}, run `{config['run']['name']}`",
+        *([f"- started from the weights of `{config['run']['init_from']}` (an earlier stage; "
+           f"its config is in `configs/`), fresh optimiser and schedule"]
+          if config["run"].get("init_from") else []),
         "", "## Intended use", "",
         f"Thick-slice MRI (T1-weighted) to isotropic: per-axis factors {low:g}-{high:g} "
         f"(in-plane 1, slices up to {high:g}), slices along any axis. Inputs are divided by "
