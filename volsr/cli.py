@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export-weights", help="ship a training checkpoint as weights + model card (during a run)")
     export.add_argument("run_dir", help="run folder (run.output_dir of the config)")
-    export.add_argument("name", help="mdcsrn_<tag>: registered as mdcsrn.<tag>")
+    export.add_argument("name", help="<arch>_<tag> (mdcsrn_t1, meta_srgan_t1): registered as <arch>.<tag>")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--best", dest="which", action="store_const", const="best",
                        help="the best validated checkpoint (default)")

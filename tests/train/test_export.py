@@ -111,14 +111,47 @@ def test_cli_export_ships_a_registrable_model_with_card(run_dir, tmp_path, capsy
 
 @needs_data
 def test_export_errors(run_dir, tmp_path):
-    with pytest.raises(ValueError, match="name must be mdcsrn_<tag>"):
+    with pytest.raises(ValueError, match="name must be <arch>_<tag>"):
         export_checkpoint(run_dir, "../evil", weights_dir=tmp_path)
+    with pytest.raises(ValueError, match="is a 'mdcsrn' run: name it mdcsrn_<tag>"):
+        export_checkpoint(run_dir, "meta_srgan_x", weights_dir=tmp_path)
     with pytest.raises(ValueError, match="which must be 'best' or 'last'"):
         export_checkpoint(run_dir, "mdcsrn_x", which="first", weights_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no periodic checkpoint"):
         export_checkpoint(tmp_path, "mdcsrn_x", which="last", weights_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="use --last"):
         export_checkpoint(tmp_path, "mdcsrn_x", weights_dir=tmp_path)
+
+
+@needs_data
+def test_meta_srgan_checkpoint_exports_and_loads_as_an_lr_grid_model(tmp_path):
+    from volsr.models.meta_srgan import MetaSRGAN
+
+    config = {
+        "run": {"name": "meta_srgan_tiny", "output_dir": str(tmp_path / "run"), "seed": 2,
+                "checkpoint_every": 1, "keep_last": 1, "progress": False},
+        "model": {"arch": "meta_srgan", "blocks": 1, "units": 1, "growth": 2, "base": 2, "hidden": 4,
+                  "scale_range": [1.0, 4.0]},
+        "data": {"volumes": VOLUMES[:1], "patch": [12, 12, 12], "batch_size": 1, "factor_range": [2, 3]},
+        "optim": {"steps": 2, "lr": 1e-2, "warmup_steps": 0, "ema_decay": 0.5},
+        "validation": None,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_training(load_config(path), device="cpu")
+    weights, card = export_checkpoint(tmp_path / "run", "meta_srgan_tiny", which="last",
+                                      weights_dir=tmp_path / "w", cards_dir=tmp_path / "c")
+    tensors, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000002.json")
+    expected = MetaSRGAN(base=2, blocks=1, layers=1, growth=2, hidden=4).eval()
+    expected.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+    x = torch.rand(1, 1, 6, 6, 4, generator=torch.Generator().manual_seed(1))
+    grid = (np.arange(6.0), np.arange(6.0), output_coordinates(4, 10))
+    for loaded in (load_trained_model(weights), load_trained_model(tmp_path / "run" / "checkpoints" /
+                                                                    "step_000000002.safetensors")):
+        assert loaded.card.grid == "lr" and loaded.card.scale_range == (1.0, 4.0)
+        with torch.no_grad():
+            assert torch.equal(loaded(x, grid), expected(x, grid))
+    assert card.name == "meta_srgan.tiny.md" and "Meta-SRGAN" in card.read_text()
 
 
 def test_card_without_validation_or_data_says_so():

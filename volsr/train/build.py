@@ -319,22 +319,28 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), where
 
 
-def _card_name(name: str) -> str:
-    """Registry name of weights exported as ``name`` (``mdcsrn_<tag>`` -> ``mdcsrn.<tag>``)."""
-    return f"mdcsrn.{name.split('_', 1)[1] if name.startswith('mdcsrn_') else name}"
+def _card_name(name: str, arch: str = "mdcsrn") -> str:
+    """Registry name of weights exported as ``name`` (``<arch>_<tag>`` -> ``<arch>.<tag>``)."""
+    return f"{arch}.{name[len(arch) + 1:] if name.startswith(arch + '_') else name}"
 
 
 def _save_network(
-    network: MDCSRN, config: TrainConfig, path: Path, *, metadata: Mapping[str, Any]
+    network: MDCSRN | MetaSRGAN, config: TrainConfig, path: Path, *, metadata: Mapping[str, Any]
 ) -> Path:
     """The one export format: :func:`save_weights` of the bare network plus its card facts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    card = {"name": _card_name(path.stem), "scale_range": list(config.model.scale_range),
-            "description": f"mDCSRN{'-GAN' if config.gan else ''} trained by volsr "
-                           f"(thick-slice factors {config.data.factor_range[0]:g}-"
-                           f"{config.data.factor_range[1]:g})"}
-    return save_weights(network.cpu(), path, config=_network_options(config.model), card=card,
-                        metadata=metadata)
+    low, high = config.data.factor_range
+    if isinstance(network, MetaSRGAN):
+        options = _meta_options(config.model)
+        description = (f"Meta-SRGAN{'' if config.gan else ' (L1)'} trained by volsr "
+                       f"(any per-axis factor, thick slices {low:g}-{high:g})")
+    else:
+        options = _network_options(config.model)
+        description = (f"mDCSRN{'-GAN' if config.gan else ''} trained by volsr "
+                       f"(thick-slice factors {low:g}-{high:g})")
+    card = {"name": _card_name(path.stem, config.model.arch), "description": description,
+            "scale_range": list(config.model.scale_range)}
+    return save_weights(network.cpu(), path, config=options, card=card, metadata=metadata)
 
 
 def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
@@ -342,13 +348,14 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
 
     The format is :func:`volsr.models.weights.save_weights`'s, so copying both files into
     ``volsr/models/weights`` ships the model (registered as ``mdcsrn.<tag>`` for a run
-    named ``mdcsrn_<tag>``); :func:`volsr.train.export.export_checkpoint` does that from any
-    checkpoint, during the run.
+    named ``mdcsrn_<tag>``, ``meta_srgan.<tag>`` for ``meta_srgan_<tag>``);
+    :func:`volsr.train.export.export_checkpoint` does that from any checkpoint, during the run.
 
     Parameters
     ----------
     trainer : Trainer
-        A trainer whose model is an :class:`~volsr.models.mdcsrn.MDCSRNUpsampler`.
+        A trainer whose model is an :class:`~volsr.models.mdcsrn.MDCSRNUpsampler` (its
+        network is saved) or a :class:`~volsr.models.meta_srgan.MetaSRGAN`.
     config : TrainConfig
         The run's configuration (recorded in the sidecar's metadata).
 
@@ -360,7 +367,7 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
     Raises
     ------
     TypeError
-        If the trainer's model is not an MDCSRNUpsampler.
+        If the trainer's model is neither an MDCSRNUpsampler nor a MetaSRGAN.
 
     Examples
     --------
@@ -368,34 +375,16 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
     'export_weights'
     """
     model = trainer.inference_model()
-    if isinstance(model, MetaSRGAN):
-        return _export_meta(model, trainer, config)
-    if not isinstance(model, MDCSRNUpsampler):
-        raise TypeError(f"can export an MDCSRNUpsampler only, got {type(model).__name__}")
+    if isinstance(model, MDCSRNUpsampler):
+        model = model.network
+    elif not isinstance(model, MetaSRGAN):
+        raise TypeError(f"can export an MDCSRNUpsampler or a MetaSRGAN, got {type(model).__name__}")
     metadata = {"step": trainer.step, "ema": trainer.ema is not None,
                 "datasets": trainer.record.get("datasets", []),
                 "validation": trainer.history[-1] if trainer.history else None,
                 "training_config": _jsonable(config)}
     path = Path(config.run.output_dir) / "export" / f"{config.run.name}.safetensors"
-    return _save_network(model.network, config, path, metadata=metadata)
-
-
-def _export_meta(model: MetaSRGAN, trainer: Trainer, config: TrainConfig) -> Path:
-    """:func:`export_weights` for Meta-SRGAN: registered as ``meta_srgan.<tag>`` once shipped."""
-    name = config.run.name
-    tag = name.split("_", 2)[2] if name.startswith("meta_srgan_") else name
-    low, high = config.data.factor_range
-    card = {"name": f"meta_srgan.{tag}", "scale_range": list(config.model.scale_range),
-            "description": f"Meta-SRGAN{'' if config.gan else ' (L1)'} trained by volsr "
-                           f"(any per-axis factor, thick slices {low:g}-{high:g})"}
-    metadata = {"step": trainer.step, "ema": trainer.ema is not None,
-                "datasets": trainer.record.get("datasets", []),
-                "validation": trainer.history[-1] if trainer.history else None,
-                "training_config": _jsonable(config)}
-    path = Path(config.run.output_dir) / "export" / f"{name}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_weights(model.cpu(), path, config=_meta_options(config.model), card=card,
-                        metadata=metadata)
+    return _save_network(model, config, path, metadata=metadata)
 
 
 def _jsonable(config: TrainConfig) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Trained mDCSRN weights out of a run: ship a checkpoint mid-run, or load any run's weights.
+"""Trained MRI weights out of a run: ship a checkpoint mid-run, or load any run's weights.
 
 ``volsr export-weights RUN_DIR NAME [--best|--last]`` calls :func:`export_checkpoint`: the
 network of a trainer checkpoint (its EMA weights when the run keeps them) is written in the
 format of :func:`volsr.train.build.export_weights` (the end-of-run export) into the package's
-``volsr/models/weights``, where it registers as ``mdcsrn.<tag>``, with a Markdown model card
+``volsr/models/weights``, where it registers as ``<arch>.<tag>`` (``mdcsrn`` or
+``meta_srgan``), with a Markdown model card
 in ``volsr/models/cards``. :func:`load_trained_model` reads either kind of file (an export or a
 trainer checkpoint) into an engine-ready model without registering it (benchmarks).
 """
@@ -15,17 +16,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler
+from volsr.models.meta_srgan import MetaSRGAN
 from volsr.models.registry import ModelCard
 from volsr.models.weights import CARDS_DIR, WEIGHTS_DIR, load_module
-from volsr.train.build import _network_options, _save_network
+from volsr.train.build import _meta_options, _network_options, _save_network
 from volsr.train.checkpoint import list_checkpoints, load_checkpoint
 from volsr.train.config import TrainConfig, config_from_dict
 
 __all__ = ["checkpoint_network", "export_checkpoint", "load_trained_model"]
 
 
-def checkpoint_network(path: str | Path) -> tuple[MDCSRN, TrainConfig, dict[str, Any]]:
+def checkpoint_network(path: str | Path) -> tuple[MDCSRN | MetaSRGAN, TrainConfig, dict[str, Any]]:
     """The generator network of a ``volsr train`` checkpoint (EMA weights when kept).
 
     Parameters
@@ -35,8 +39,8 @@ def checkpoint_network(path: str | Path) -> tuple[MDCSRN, TrainConfig, dict[str,
 
     Returns
     -------
-    network : MDCSRN
-        With the checkpoint's EMA weights, else its raw weights (CPU).
+    network : MDCSRN or MetaSRGAN
+        The run's architecture, with the checkpoint's EMA weights, else its raw weights (CPU).
     config : TrainConfig
         The run's configuration, as recorded in the checkpoint.
     meta : dict
@@ -47,8 +51,7 @@ def checkpoint_network(path: str | Path) -> tuple[MDCSRN, TrainConfig, dict[str,
     FileNotFoundError
         If the checkpoint is incomplete.
     ValueError
-        If it records no training config (not a ``volsr train`` checkpoint), or the run's
-        architecture is not ``mdcsrn``.
+        If it records no training config (not a ``volsr train`` checkpoint).
 
     Examples
     --------
@@ -61,12 +64,13 @@ def checkpoint_network(path: str | Path) -> tuple[MDCSRN, TrainConfig, dict[str,
     if "config" not in meta:
         raise ValueError(f"{path} records no training config: not a volsr train checkpoint")
     config = config_from_dict(meta["config"])
-    if config.model.arch != "mdcsrn":
-        raise ValueError(f"{path} is a {config.model.arch!r} run; only 'mdcsrn' runs are "
-                         f"handled here (their end-of-run export is in <output_dir>/export)")
     meta["ema"] = any(key.startswith("ema.") for key in tensors)
-    prefix = "ema.network." if meta["ema"] else "model.network."
-    network = MDCSRN(**_network_options(config.model))
+    prefix = "ema." if meta["ema"] else "model."
+    network: nn.Module
+    if config.model.arch == "meta_srgan":
+        network = MetaSRGAN(**_meta_options(config.model))
+    else:  # the trainer holds MDCSRNUpsampler(network)
+        network, prefix = MDCSRN(**_network_options(config.model)), prefix + "network."
     network.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
                              if k.startswith(prefix)})
     return network, config, meta
@@ -98,15 +102,16 @@ def export_checkpoint(
 
     Usable while the run goes on: checkpoints are written atomically. Writes
     ``<weights_dir>/<name>.safetensors`` + ``.json`` (the end-of-run export's format,
-    auto-registered as ``mdcsrn.<tag>`` when ``weights_dir`` is the shipped folder) and
-    ``<cards_dir>/mdcsrn.<tag>.md`` (:func:`volsr.train.model_card.write_model_card`).
+    auto-registered as ``<arch>.<tag>`` when ``weights_dir`` is the shipped folder) and
+    ``<cards_dir>/<arch>.<tag>.md`` (:func:`volsr.train.model_card.write_model_card`).
 
     Parameters
     ----------
     run_dir : str or Path
         A run folder (``run.output_dir``) holding ``checkpoints/``.
     name : str
-        ``mdcsrn_<tag>`` (letters, digits, ``_``, ``-``): the file stem.
+        ``<arch>_<tag>`` (``mdcsrn`` or ``meta_srgan`` as the run's architecture; letters,
+        digits, ``_``, ``-``): the file stem.
     which : {"best", "last"}
         ``checkpoints/best`` (highest validation score) or the newest periodic checkpoint.
     weights_dir, cards_dir : str or Path
@@ -124,7 +129,8 @@ def export_checkpoint(
     Raises
     ------
     ValueError
-        If ``which`` or ``name`` is invalid, or the checkpoint is not an mDCSRN run.
+        If ``which`` or ``name`` is invalid, or ``name`` does not start with the run's
+        architecture.
     FileNotFoundError
         If the run has no such checkpoint.
     OutputExistsError
@@ -135,21 +141,24 @@ def export_checkpoint(
     >>> export_checkpoint("runs/x", "t1")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: name must be mdcsrn_<tag> ... got 't1'
+    ValueError: name must be <arch>_<tag> ... got 't1'
     """
     from volsr.errors import OutputExistsError
     from volsr.train.model_card import write_model_card
 
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    if not re.fullmatch(r"mdcsrn_[A-Za-z0-9_-]+", name):
-        raise ValueError(f"name must be mdcsrn_<tag> with letters, digits, '_' or '-' (so that "
-                         f"it registers as mdcsrn.<tag>), got {name!r}")
+    if not re.fullmatch(r"(mdcsrn|meta_srgan)_[A-Za-z0-9_-]+", name):
+        raise ValueError(f"name must be <arch>_<tag> (mdcsrn or meta_srgan) with letters, digits, "
+                         f"'_' or '-' (so that it registers as <arch>.<tag>), got {name!r}")
     target = Path(weights_dir) / f"{name}.safetensors"
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} exists (pass overwrite / --overwrite to replace it)")
     source = _checkpoint_file(Path(run_dir), which)
     network, config, meta = checkpoint_network(source)
+    if not name.startswith(config.model.arch + "_"):
+        raise ValueError(f"{source} is a {config.model.arch!r} run: name it "
+                         f"{config.model.arch}_<tag>, got {name!r}")
     metadata = {"step": meta["step"], "ema": meta["ema"], "checkpoint": source.name,
                 "datasets": meta.get("datasets", []),
                 "validation": meta["history"][-1] if meta.get("history") else None,
@@ -158,8 +167,8 @@ def export_checkpoint(
     return path, write_model_card(path, Path(cards_dir))
 
 
-def load_trained_model(path: str | Path) -> MDCSRNUpsampler:
-    """An engine-ready mDCSRN from exported weights or a trainer checkpoint (not registered).
+def load_trained_model(path: str | Path) -> MDCSRNUpsampler | MetaSRGAN:
+    """An engine-ready MRI network from exported weights or a trainer checkpoint (not registered).
 
     Parameters
     ----------
@@ -169,9 +178,9 @@ def load_trained_model(path: str | Path) -> MDCSRNUpsampler:
 
     Returns
     -------
-    MDCSRNUpsampler
-        In eval mode, with a ``card`` (grid ``"hr"``, input scaling ``"p99.9"``, the trained
-        factor range) named after the file.
+    MDCSRNUpsampler or MetaSRGAN
+        In eval mode, with a ``card`` (grid ``"hr"`` or ``"lr"``, input scaling ``"p99.9"``,
+        the trained factor range) named after the file.
 
     Raises
     ------
@@ -197,11 +206,14 @@ def load_trained_model(path: str | Path) -> MDCSRNUpsampler:
         label = f"{path.parent.parent.name}@{meta['step']}"
         scale_range = config.model.scale_range
     else:
-        network = load_module(MDCSRN, path.with_suffix(".safetensors"))
+        card = document.get("card", {})
+        meta = str(card.get("name", "")).startswith("meta_srgan")
+        network = load_module(MetaSRGAN if meta else MDCSRN, path.with_suffix(".safetensors"))
         label = path.stem
-        scale_range = tuple(document.get("card", {}).get("scale_range", (1.0, 5.0)))
-    model = MDCSRNUpsampler(network).eval()
-    model.card = ModelCard(name=label, kind="network", grid="hr", halo=model.halo,
+        scale_range = tuple(card.get("scale_range", (1.0, 5.0)))
+    model = network.eval() if isinstance(network, MetaSRGAN) else MDCSRNUpsampler(network).eval()
+    grid = "lr" if isinstance(network, MetaSRGAN) else "hr"
+    model.card = ModelCard(name=label, kind="network", grid=grid, halo=model.halo,
                            scales="real", scale_range=(float(scale_range[0]),
                                                        float(scale_range[1])),
                            modality="mri", description=str(path), input_scaling="p99.9")

@@ -168,7 +168,10 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
         f"# Model card: `{card['name']}`", "", card.get("description", ""), "",
         "## Weights", "",
         f"- file `volsr/models/weights/{file_name}` (safetensors, no pickle) + JSON sidecar",
-        f"- mDCSRN ({arch}), residual over cubic B-spline interpolation on the HR grid",
+        (f"- Meta-SRGAN ({arch}): residual dense features on the LR grid, a meta-upscale that "
+         f"predicts each output voxel's filter from its offset and the per-axis scale, residual "
+         f"over cubic B-spline interpolation" if config["model"].get("arch") == "meta_srgan" else
+         f"- mDCSRN ({arch}), residual over cubic B-spline interpolation on the HR grid"),
         f"- training step {metadata.get('step', '?')} of {optim['steps']} "
         f"({'EMA weights, decay ' + str(optim.get('ema_decay')) if metadata.get('ema') else 'raw weights'}"
         f"{', checkpoint ' + metadata['checkpoint'] if metadata.get('checkpoint') else ''}); "
