@@ -12,6 +12,7 @@ from torch import nn
 
 from volsr.geometry import scale_for_target_spacing
 from volsr.models import create_model
+from volsr.models.files import is_model_file, register_model_file
 from volsr.models.registry import ModelCard
 from volsr.volume import Volume
 
@@ -24,7 +25,9 @@ def resolve_model(model: str | nn.Module) -> nn.Module:
     Parameters
     ----------
     model : str or torch.nn.Module
-        Registry name, or any module with a ``card`` attribute ("bring your own network").
+        Registry name, a weights file (``PATH.safetensors`` with its JSON sidecar, e.g. an
+        export of ``volsr train``; :func:`volsr.models.files.register_model_file`), or any
+        module with a ``card`` attribute ("bring your own network").
 
     Returns
     -------
@@ -37,6 +40,8 @@ def resolve_model(model: str | nn.Module) -> nn.Module:
         If ``model`` is neither.
     KeyError
         If no registered model has that name.
+    FileNotFoundError, ValueError
+        If a weights file or its sidecar is missing or invalid.
 
     Examples
     --------
@@ -140,7 +145,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def _resolve_model(model: str | nn.Module) -> nn.Module:
     if isinstance(model, str):
-        return create_model(model)
+        return create_model(register_model_file(model).name if is_model_file(model) else model)
     if isinstance(model, nn.Module) and isinstance(getattr(model, "card", None), ModelCard):
         return model
     raise TypeError(

@@ -50,7 +50,7 @@ from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
 from volsr.models.registry import ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_path, shipped_weights
+from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
 __all__ = ["Attn1D2D", "SCALES", "icnr_", "implied_scale", "register_attn1d2d"]
@@ -395,7 +395,8 @@ def register_attn1d2d(
     name : str
         Registry name, e.g. ``attn1d2d.x4``.
     weights : str
-        File name of the safetensors weights.
+        File name of weights shipped in ``volsr/models/weights``, or a path to a
+        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
     config : dict
         :class:`Attn1D2D` constructor arguments (``scale`` among them).
     description : str
@@ -423,7 +424,7 @@ def register_attn1d2d(
     ...
     FileNotFoundError: ...
     """
-    path = shipped_path(weights)
+    path = weights_path(weights)
     probe = Attn1D2D(**config)
     card = ModelCard(
         name=name, kind="network", grid="lr", halo=probe.halo, scales="integer",

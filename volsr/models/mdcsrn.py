@@ -51,7 +51,7 @@ from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
 from volsr.models.registry import ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_path, shipped_weights
+from volsr.models.weights import load_weights, shipped_weights, weights_path
 
 __all__ = [
     "MDCSRN",
@@ -476,7 +476,8 @@ def register_mdcsrn(
     name : str
         Registry name, ``mdcsrn.TAG``.
     weights : str
-        File name of the safetensors weights inside ``volsr/models/weights``.
+        File name of weights shipped in ``volsr/models/weights``, or a path to a
+        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
     config : mapping
         :class:`MDCSRN` constructor arguments the weights were trained with.
     description : str
@@ -506,7 +507,7 @@ def register_mdcsrn(
     ...
     FileNotFoundError: ...
     """
-    path = shipped_path(weights)
+    path = weights_path(weights)
     low, high = (float(v) for v in scale_range)
     if not 0 < low <= high:
         raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")

@@ -68,7 +68,7 @@ from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
 from volsr.models.registry import ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_path, shipped_weights
+from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
 __all__ = ["RDNFeatures", "MetaUpscale3D", "MetaSRGAN", "register_meta_srgan"]
@@ -523,7 +523,8 @@ def register_meta_srgan(
     name : str
         Registry name, ``meta_srgan.TAG``.
     weights : str
-        File name of the safetensors weights inside ``volsr/models/weights``.
+        File name of weights shipped in ``volsr/models/weights``, or a path to a
+        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
     config : mapping
         :class:`MetaSRGAN` constructor arguments the weights were trained with.
     description : str
@@ -553,7 +554,7 @@ def register_meta_srgan(
     ...
     FileNotFoundError: ...
     """
-    path = shipped_path(weights)
+    path = weights_path(weights)
     low, high = (float(v) for v in scale_range)
     if not FACTOR_LIMITS[0] <= low <= high <= FACTOR_LIMITS[1]:
         raise ValueError(f"scale_range must be (low, high) within {FACTOR_LIMITS}, got {scale_range}")

@@ -33,6 +33,9 @@ __all__ = [
     "load_weights",
     "load_module",
     "shipped_path",
+    "weights_path",
+    "read_shipped",
+    "read_card",
     "shipped_weights",
     "card_path",
 ]
@@ -309,6 +312,114 @@ def shipped_path(file_name: str) -> Path:
     return path
 
 
+def weights_path(spec: str | Path) -> Path:
+    """A weights file: a bare name shipped in :data:`WEIGHTS_DIR`, or a path to one elsewhere.
+
+    Parameters
+    ----------
+    spec : str or Path
+        ``"mdcsrn_t1.safetensors"`` (shipped) or ``"runs/x/export/mdcsrn_x.safetensors"``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` does not end in ``.safetensors``.
+    FileNotFoundError
+        If the file does not exist.
+
+    Examples
+    --------
+    >>> weights_path("elsewhere/none.safetensors")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no weights file elsewhere/none.safetensors
+    """
+    path = Path(spec)
+    if path.name == str(spec):
+        return shipped_path(str(spec))
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a weights file ends in .safetensors, got {str(spec)!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {spec}")
+    return path
+
+
+def read_card(path: str | Path) -> dict:
+    """The ``card`` section of a weights file's sidecar (empty when it has none).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file (its ``.json`` sidecar is read).
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sidecar is missing.
+    ValueError
+        If it is not a valid sidecar.
+
+    Examples
+    --------
+    >>> read_card("none.safetensors")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...
+    """
+    card = _read_sidecar(Path(path)).get("card", {})
+    return card if isinstance(card, dict) else {}
+
+
+def read_shipped(path: str | Path, *, factory: Callable[..., nn.Module]) -> ShippedWeights:
+    """The :class:`ShippedWeights` facts of a weights file from its sidecar.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file (its ``.json`` sidecar is read; no tensor is loaded).
+    factory : callable
+        Constructor the config is checked against (see :func:`read_config`).
+
+    Returns
+    -------
+    ShippedWeights
+        ``file`` is the path as given.
+
+    Raises
+    ------
+    ValueError
+        If the sidecar is invalid or its ``card`` lacks ``name``, ``description`` or a
+        two-number ``scale_range``.
+    FileNotFoundError
+        If the sidecar is missing.
+
+    Examples
+    --------
+    >>> read_shipped("none.safetensors", factory=nn.Linear)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...
+    """
+    path = Path(path)
+    config = read_config(path, factory=factory)
+    card = _read_sidecar(path).get("card", {})
+    try:
+        low, high = (float(v) for v in card["scale_range"])
+        return ShippedWeights(name=str(card["name"]), file=str(path), config=config,
+                              description=str(card["description"]), scale_range=(low, high))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{_sidecar(path)}: 'card' needs name, description and scale_range "
+                         f"[low, high], got {card!r}") from None
+
+
 def shipped_weights(*, prefix: str, factory: Callable[..., nn.Module]) -> list[ShippedWeights]:
     """Shipped weights files named ``PREFIX*.safetensors`` that have a sidecar, sorted.
 
@@ -335,26 +446,11 @@ def shipped_weights(*, prefix: str, factory: Callable[..., nn.Module]) -> list[S
     >>> shipped_weights(prefix="no-such-arch", factory=nn.Linear)
     []
     """
-    found = []
-    for path in sorted(WEIGHTS_DIR.glob(f"{prefix}*.safetensors")):
-        if not _sidecar(path).is_file():
-            continue
-        config = read_config(path, factory=factory)
-        card = _read_sidecar(path).get("card", {})
-        try:
-            low, high = (float(v) for v in card["scale_range"])
-            found.append(
-                ShippedWeights(
-                    name=str(card["name"]), file=path.name, config=config,
-                    description=str(card["description"]), scale_range=(low, high),
-                )
-            )
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"{_sidecar(path)}: 'card' needs name, description and scale_range [low, high], "
-                f"got {card!r}"
-            ) from None
-    return found
+    return [
+        dataclasses.replace(read_shipped(path, factory=factory), file=path.name)
+        for path in sorted(WEIGHTS_DIR.glob(f"{prefix}*.safetensors"))
+        if _sidecar(path).is_file()
+    ]
 
 
 def card_path(name: str) -> Path | None:
