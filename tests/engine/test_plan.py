@@ -6,9 +6,11 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from volsr.engine.plan import make_plan
-from volsr.models import get_card
+from volsr.engine.progress import WORKSPACE_FACTOR, activation_bytes
+from volsr.models import ModelCard, get_card
 
 
 def _task_owner(plan) -> np.ndarray:
@@ -49,3 +51,29 @@ def test_blend_tasks_span_several_tiles_so_little_is_computed_twice():
     assert set(computed) == lattice
     # One tile per task computes each tile about 1.75^3 = 5.4 times; three per task, < 2.
     assert len(computed) / len(lattice) < 2.0
+
+
+class _HoldsFeatures(torch.nn.Module):
+    """Keeps ``n`` full-size feature maps alive at once, as a densely connected block does;
+    none of them is a module output (only the final sum is)."""
+
+    card = ModelCard(name="holds", kind="network", grid="lr", halo=0, scales="real",
+                     scale_range=(1.0, 1.0), modality="any", description="test")  # fmt: skip
+
+    def __init__(self, n: int, channels: int) -> None:
+        super().__init__()
+        self.n, self.channels = n, channels
+
+    def forward(self, x, positions):
+        features = [x.expand(-1, self.channels, -1, -1, -1) * (i + 1.0) for i in range(self.n)]
+        return torch.stack(features).sum(0)[:, :1]
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_activation_estimate_counts_every_live_tensor_not_only_module_outputs(n):
+    net, channels = _HoldsFeatures(n, 8), 8
+    plan = make_plan(net.card, (30, 30, 30), (30, 30, 30), chunks=(30, 30, 30), tile=(30, 30, 30))
+    per_voxel = activation_bytes(net, plan, 1, torch.device("cpu"))
+    # n float32 maps of 8 channels alive together, then their stacked copy: 2 n 8 4 bytes.
+    assert per_voxel >= WORKSPACE_FACTOR * 2 * n * channels * 4
+    assert per_voxel <= WORKSPACE_FACTOR * (2 * n + 2) * channels * 4
