@@ -39,7 +39,10 @@ from volsr.errors import OutputExistsError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
-__all__ = ["upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile", "start_tile"]
+__all__ = [
+    "upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile",
+    "start_tile", "plan_run",
+]  # fmt: skip
 
 #: Budget used to choose tile sizes when ``max_memory`` is not given (bytes per worker).
 DEFAULT_MAX_MEMORY = 2**30
@@ -313,7 +316,7 @@ def upsample_to_store(
         net = copy.deepcopy(net)
     net = net.eval().to(where)
     shape_out = resampled_shape(volume.spatial_shape, factors)
-    plan, batch, budget = _plan(
+    plan, batch, budget = plan_run(
         net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
     )
     store = _work_store(output_path)
@@ -342,7 +345,61 @@ def upsample_to_store(
     return output_path
 
 
-def _plan(net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where):
+def plan_run(
+    net: nn.Module,
+    volume: Volume,
+    shape_out: tuple[int, ...],
+    factors: tuple[float, ...],
+    chunks: Sequence[int] | None,
+    tile: Sequence[int] | None,
+    blend: str,
+    overlap: float,
+    budget_bytes: int,
+    where: torch.device,
+) -> tuple[Plan, int, progress.Budget]:
+    """The plan, batch size and memory budget of a run: the largest tile that fits the budget.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Eval mode, on ``where``, with a ``card``.
+    volume : Volume
+        The input.
+    shape_out : tuple of int
+        Spatial output shape.
+    factors : tuple of float
+        Per-axis scale.
+    chunks, tile : sequence of int or None
+        Output chunk shape (None: :data:`DEFAULT_CHUNK`) and tile (None: chosen here by
+        :func:`auto_tile` so that :func:`volsr.engine.progress.estimate` fits the budget).
+    blend : str
+        ``"exact"`` or ``"gaussian"``.
+    overlap : float
+        Blend overlap.
+    budget_bytes : int
+        Memory budget per worker (bytes).
+    where : torch.device
+        Where the model runs (batches > 1 only on accelerators).
+
+    Returns
+    -------
+    plan : Plan
+    batch : int
+    budget : Budget
+
+    Raises
+    ------
+    VolsrError
+        If an explicit ``tile`` does not fit the budget, or no tile does.
+
+    Examples
+    --------
+    >>> from volsr.models import create_model
+    >>> v = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> plan_run(create_model("linear"), v, (8, 8, 16), (1.0, 1.0, 4.0), None, None, "exact", 0.25,
+    ...          2**30, torch.device("cpu"))[0].tile
+    (8, 8, 16)
+    """
     spatial_chunks = _spatial_chunks(chunks, volume, shape_out)
     channels = int(np.prod([volume.shape[n] for n in range(volume.ndim) if n not in volume.spatial_axes]))
     weights = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])

@@ -1,8 +1,9 @@
 """Whole-volume upsampling as a lazy Volume: the engine's tasks as a dask graph.
 
-Each output block (a slab of :data:`_SLAB_BYTES` along the first spatial axis) is one
-engine task: it depends on the input box its tiles need (plus the model's halo) and runs
-them through the same code as :func:`volsr.engine.upsample_to_store`. Nothing is computed
+Each output block (a slab of :data:`_SLAB_BYTES` along the first spatial axis, or several
+such slabs) is one engine task: it depends on the input box its tiles need (plus the
+model's halo) and runs them, each tile within the default memory budget, through the same
+code as :func:`volsr.engine.upsample_to_store`. Nothing is computed
 until the result is; for volumes larger than memory write with ``upsample_to_store``.
 """
 
@@ -21,8 +22,8 @@ from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.normalise import input_scale as volume_scale
-from volsr.engine.plan import make_plan
 from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
+from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
@@ -103,7 +104,10 @@ def upsample(
     channels = source.shape[0]
     rows = max(1, _SLAB_BYTES // (4 * channels * math.prod(shape_out[1:])))
     chunks = (rows, *shape_out[1:])
-    plan = make_plan(net.card, volume.spatial_shape, shape_out, chunks=chunks, tile=chunks)
+    # Tiles inside a slab as large as the default budget allows (a slab-sized tile of a
+    # densely connected network needed over 10 GB).
+    plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25,
+                          DEFAULT_MAX_MEMORY, where)  # fmt: skip
     input_scale = volume_scale(net.card.input_scaling, volume.data)
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
