@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import math
 
 import dask.array as da
 import numpy as np
@@ -46,6 +47,20 @@ def test_slab_by_slab_equals_one_whole_pass(name, monkeypatch):
     expected = _one_pass(name, data[None], (100, 9, 10))[0]
     tolerance = 1e-5 if name == "cubic" else 1e-6  # cubic: prefilter truncated at the halo
     np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=tolerance)
+
+
+def test_tiles_inside_a_slab_follow_the_memory_budget_and_stay_exact(monkeypatch):
+    # One slab holds the whole output; a 6 MiB budget forces tiles much smaller than it.
+    monkeypatch.setattr(upsample_module, "DEFAULT_MAX_MEMORY", 6 * 2**20)
+    seen = []
+    original = upsample_module.plan_run
+    monkeypatch.setattr(upsample_module, "plan_run", lambda *a: seen.append(original(*a)) or seen[-1])
+    data = np.random.default_rng(3).random((60, 56, 24)).astype(np.float32)
+    out = upsample(Volume(data, np.eye(4), ("i", "j", "k")), scale=(1, 1, 4), model="cubic")
+    plan = seen[0][0]
+    assert plan.n_tasks == 1 and math.prod(plan.tile) < math.prod(plan.shape_out) / 4
+    expected = _one_pass("cubic", data[None], (60, 56, 96))[0]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_slabs_of_a_band_last_cube_equal_one_pass(monkeypatch):
