@@ -423,7 +423,9 @@ def plan_run(
 
     if tile is None:
         start = start_tile(net.card.grid, factors, spatial_chunks)
-        chosen = auto_tile(lambda t: fits(notional(t)), start, spatial_chunks)
+        # The real plan too: its tasks can be larger than the notional ones (the lazy API's
+        # slabs hold a whole slab's accumulator).
+        chosen = auto_tile(lambda t: fits(notional(t)) and fits(plan_for(t)), start, spatial_chunks)
     else:
         chosen = tuple(tile)
     plan = plan_for(chosen)
