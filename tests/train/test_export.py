@@ -205,6 +205,9 @@ def test_default_model_prefers_a_shipped_mdcsrn(monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "mdcsrn.zz", (card, lambda: None))
     expected = "mdcsrn.t1" if before == "mdcsrn.t1" else "mdcsrn.zz"
     assert default_model_name(spectral=False) == expected
+    assert default_model_name(spectral=False, scale=(1.0, 1.0, 4.0)) == expected
+    # Thick-slice weights are not the default for isotropic upsampling.
+    assert not default_model_name(spectral=False, scale=(2.0, 2.0, 2.0)).startswith("mdcsrn")
     # Spectral cubes never get an MRI network (their default depends on shipped HSI weights).
     assert not default_model_name(spectral=True).startswith("mdcsrn")
     assert default_model_name(spectral=True, scale=(2.0, 2.0)) in {"bicubic", "attn1d2d.x2"}

@@ -45,7 +45,8 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
         spectral cube at a factor with no shipped network gets ``"bicubic"`` (if none
         supports them, the first registered preference is returned). When a factor
         of a volume is not an integer, a registered ``meta_srgan.*`` model that supports
-        them comes first.
+        them comes first; thick-slice ``mdcsrn.*`` models are passed over when more than one
+        factor differs from 1.
 
     Returns
     -------
@@ -69,6 +70,10 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
     if not spectral and scale is not None and not _integers(scale):
         # Arbitrary-scale networks were trained for non-integer factors: they go first.
         preference = ("meta_srgan.", *preference)
+    if not spectral and scale is not None and sum(abs(float(f) - 1.0) > 1e-6 for f in np.ravel(scale)) > 1:
+        # mDCSRN weights learn thick slices (one low-resolution axis): other requests go to
+        # an arbitrary-scale network or to interpolation.
+        preference = tuple(p for p in preference if not p.startswith("mdcsrn"))
     # If no preferred model supports the factors, the first one anyway: the engine then
     # refuses them with that model's range in the message.
     for only_supported in (True, False) if scale is not None else (False,):
