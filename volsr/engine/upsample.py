@@ -22,6 +22,7 @@ from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.normalise import input_scale as volume_scale
+from volsr.engine.progress import parse_size
 from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
 from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
 from volsr.geometry import resampled_affine, resampled_shape
@@ -43,6 +44,7 @@ def upsample(
     model: str | nn.Module = "cubic",
     device: str | torch.device = "cpu",
     force: bool = False,
+    max_memory: str | int | None = None,
 ) -> Volume:
     """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
@@ -64,6 +66,10 @@ def upsample(
     force : bool
         Run at factors outside the model's ``scale_range`` with a warning instead of
         refusing them (:func:`volsr.engine.resolve.check_supported`).
+    max_memory : str or int, optional
+        Memory budget of one task (``"4G"`` or bytes; default that of
+        :func:`volsr.engine.upsample_to_store`): sets the tile size inside each slab
+        (larger tiles recompute less halo).
 
     Returns
     -------
@@ -106,8 +112,8 @@ def upsample(
     chunks = (rows, *shape_out[1:])
     # Tiles inside a slab as large as the default budget allows (a slab-sized tile of a
     # densely connected network needed over 10 GB).
-    plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25,
-                          DEFAULT_MAX_MEMORY, where)  # fmt: skip
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
+    plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
     input_scale = volume_scale(net.card.input_scaling, volume.data)
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:

@@ -27,7 +27,10 @@ from volsr.intensity import percentile_normalise
 from volsr.metrics import psnr, ssim
 from volsr.volume import Volume
 
-__all__ = ["ValidationCase", "prepare_case", "VolumeValidator"]
+__all__ = ["ValidationCase", "prepare_case", "VolumeValidator", "VALIDATION_MEMORY"]
+
+#: Memory budget of a validation task (the engine's ``max_memory``).
+VALIDATION_MEMORY = "4G"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +213,9 @@ class VolumeValidator:
 
     def _score(self, case: ValidationCase, model: str | nn.Module) -> tuple[dict, float]:
         started = time.perf_counter()
-        out = upsample(case.lr, scale=case.scale, model=model, device=self.device)
+        # Training machines have memory to spare: larger tiles recompute less halo.
+        out = upsample(case.lr, scale=case.scale, model=model, device=self.device,
+                       max_memory=VALIDATION_MEMORY)
         estimate = np.asarray(out.data.compute(), dtype=np.float32)
         seconds = time.perf_counter() - started
         scores = {
