@@ -51,11 +51,11 @@ def models(weights: Sequence[str]) -> list[str | torch.nn.Module]:
     return [*BASELINES, *names, *(load_trained_model(w) for w in weights)]
 
 
-def score(case: ValidationCase, model: str | torch.nn.Module) -> dict[str, float]:
+def score(case: ValidationCase, model: str | torch.nn.Module, max_memory: str | None = None) -> dict[str, float]:
     """PSNR, foreground PSNR, SSIM and seconds of one model on one prepared case."""
     started = time.perf_counter()
     with torch.no_grad():
-        out = upsample(case.lr, scale=case.scale, model=model)
+        out = upsample(case.lr, scale=case.scale, model=model, max_memory=max_memory)
         estimate = np.asarray(out.data.compute(), dtype=np.float32)
     seconds = time.perf_counter() - started
     fg = case.hr > FOREGROUND
@@ -65,7 +65,8 @@ def score(case: ValidationCase, model: str | torch.nn.Module) -> dict[str, float
 
 
 def table(name: str, path: str, *, factors: Sequence[float], axes: Sequence[int],
-          crop: Sequence[int] | None, compared: Sequence[str | torch.nn.Module]) -> list[str]:
+          crop: Sequence[int] | None, compared: Sequence[str | torch.nn.Module],
+          max_memory: str | None = None) -> list[str]:
     """Markdown rows for one volume: every axis x factor x model."""
     volume = io.load(path)
     lines = [f"\n## {name} (`{path}`, shape {volume.shape}"
@@ -75,7 +76,8 @@ def table(name: str, path: str, *, factors: Sequence[float], axes: Sequence[int]
     for axis in axes:
         for factor in factors:
             case = prepare_case(volume, name=name, factor=factor, axis=axis, crop=crop)
-            rows = [(m if isinstance(m, str) else m.card.name, score(case, m)) for m in compared]
+            rows = [(m if isinstance(m, str) else m.card.name, score(case, m, max_memory))
+                    for m in compared]
             cubic = dict(rows)["cubic"]["psnr"]
             for label, s in rows:
                 lines.append(f"| {axis} | {factor:g} | {label} | {s['psnr']:.2f} | "
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"comma-separated subset of {', '.join(VOLUMES)}")
     parser.add_argument("--crop", type=_numbers(int), help="centre crop X,Y,Z (faster)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--max-memory", help="engine memory budget per task, e.g. 4G "
+                        "(default: the engine's; larger tiles recompute less halo)")
     args = parser.parse_args(argv)
     if set(args.axes) - {0, 1, 2}:
         parser.error(f"--axes must be among 0, 1, 2, got {args.axes}")
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"\n## {name}: skipped, {path} not found (set VOLSR_DATA)")
             continue
         print("\n".join(table(name, path, factors=args.factors, axes=args.axes, crop=args.crop,
-                              compared=compared)), flush=True)
+                              compared=compared, max_memory=args.max_memory)), flush=True)
 
 
 if __name__ == "__main__":
