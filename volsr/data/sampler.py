@@ -311,7 +311,7 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), axes=(1,))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 3), axes=(1,))
         >>> s.draw_factor_axis(np.random.default_rng(0))[1]
         1
         """
