@@ -192,9 +192,10 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
         f"- Trained on the {len(metadata.get('datasets', []))} volumes above only: anatomy, "
         "contrasts and scanners outside them (lesions, children, non-T1 contrasts) are "
         "untested.",
-        f"- Factors above {high:g} along an axis, or in-plane upsampling, are refused by the "
-        "engine (the card's range); real acquisitions with other slice profiles or "
-        "noise levels than those above may gain less.",
+        f"- Factors above {high:g} along an axis are refused by the engine (the card's range); "
+        "a thick-slice model learned one low-resolution axis, so `volsr upsample` does not "
+        "pick it by default when more than one axis is upsampled; real acquisitions with "
+        "other slice profiles or noise levels than those above may gain less.",
         "- Validation numbers come from simulated thick slices of held-out volumes, not from "
         "real thick-slice acquisitions; `chris_t1` is validation only (its licence forbids "
         "training on it).",
