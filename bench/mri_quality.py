@@ -1,7 +1,8 @@
 """MRI thick-slice SR quality: interpolation vs the trained networks, on a clean and a noisy brain.
 
-Run: ``.venv/bin/python bench/mri_quality.py [--factors 2,3,4] [--axes 2] [--weights W ...]
-[--crop X,Y,Z] [--volumes icbm152,chris_t1]``. Prints Markdown (the command first).
+Run: ``.venv/bin/python bench/mri_quality.py [--factors 2,3,4] [--axes 2 | --isotropic]
+[--weights W ...] [--crop X,Y,Z] [--volumes icbm152,chris_t1]``. Prints Markdown (the
+command first). ``--isotropic`` thick-slices all three axes alike (axis column ``0,1,2``).
 
 Volumes (never trained on): the ICBM152 2009a T1 template inside the nilearn wheel (clean,
 skull-stripped look) and the real noisy full-head scan ``mri/validation/chris_t1.nii.gz`` of
@@ -64,7 +65,8 @@ def score(case: ValidationCase, model: str | torch.nn.Module, max_memory: str | 
             "ssim": ssim(case.hr, estimate, data_range=1.0), "seconds": seconds}
 
 
-def table(name: str, path: str, *, factors: Sequence[float], axes: Sequence[int],
+def table(name: str, path: str, *, factors: Sequence[float],
+          axes: Sequence[int | tuple[int, ...]],
           crop: Sequence[int] | None, compared: Sequence[str | torch.nn.Module],
           max_memory: str | None = None) -> list[str]:
     """Markdown rows for one volume: every axis x factor x model."""
@@ -80,7 +82,8 @@ def table(name: str, path: str, *, factors: Sequence[float], axes: Sequence[int]
                     for m in compared]
             cubic = dict(rows)["cubic"]["psnr"]
             for label, s in rows:
-                lines.append(f"| {axis} | {factor:g} | {label} | {s['psnr']:.2f} | "
+                where = axis if isinstance(axis, int) else ",".join(map(str, axis))
+                lines.append(f"| {where} | {factor:g} | {label} | {s['psnr']:.2f} | "
                              f"{s['psnr'] - cubic:+.2f} | {s['psnr_fg']:.2f} | {s['ssim']:.4f} | "
                              f"{s['seconds']:.1f} |")
             print(lines[-1], file=sys.stderr, flush=True)  # progress on long runs
@@ -102,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--factors", type=_numbers(float), default=(2.0, 3.0, 4.0))
     parser.add_argument("--axes", type=_numbers(int), default=(2,),
                         help="slice axes, e.g. 0,1,2 (default 2)")
+    parser.add_argument("--isotropic", action="store_true",
+                        help="thick-slice all three axes alike (instead of --axes)")
     parser.add_argument("--weights", action="append", default=[], metavar="PATH",
                         help="export or checkpoint .safetensors to add (repeatable)")
     parser.add_argument("--volumes", default=",".join(VOLUMES),
@@ -129,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if VOLUMES[name] is not None and not (shared_data_root() / VOLUMES[name]).is_file():
             print(f"\n## {name}: skipped, {path} not found (set VOLSR_DATA)")
             continue
-        print("\n".join(table(name, path, factors=args.factors, axes=args.axes, crop=args.crop,
+        axes = [(0, 1, 2)] if args.isotropic else args.axes
+        print("\n".join(table(name, path, factors=args.factors, axes=axes, crop=args.crop,
                               compared=compared, max_memory=args.max_memory)), flush=True)
 
 

@@ -82,7 +82,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def test_default_model_is_the_shipped_network_for_its_scale_only(shipped_x4) -> None:
     assert default_model_name(spectral=True, scale=(4, 4)) == "attn1d2d.x4"
     assert default_model_name(spectral=True, scale=4.0) == "attn1d2d.x4"
-    for other in ((2, 2), (3.5, 3.5), (4, 2)):
+    assert default_model_name(spectral=True, scale=(2, 2)) == "attn1d2d.x2"  # shipped weights
+    for other in ((3, 3), (3.5, 3.5), (4, 2)):
         assert default_model_name(spectral=True, scale=other) == "bicubic"
     assert default_model_name(spectral=False, scale=(4, 4, 4)) != "attn1d2d.x4"
 
@@ -110,12 +111,12 @@ def test_scale_without_a_shipped_network_falls_back_to_bicubic_with_a_note(
     cube = np.broadcast_to(np.linspace(10.0, 40.0, 31, dtype=np.float32), (8, 7, 31)).copy()
     scipy.io.savemat(tmp_path / "c.mat", {"c": cube, "wavelengths": WAVELENGTHS})
     err = _run(["upsample", f"{tmp_path / 'c.mat'}:c", str(tmp_path / "sr.zarr"),
-                "--scale", "2"], capsys)  # fmt: skip
+                "--scale", "3"], capsys)  # fmt: skip (x2 and x4 have shipped networks)
     assert "model: bicubic" in err
-    assert "no shipped hyperspectral network for scale 2x2: using bicubic" in err
+    assert "no shipped hyperspectral network for scale 3x3: using bicubic" in err
     result = io.load(tmp_path / "sr.zarr")
-    assert result.shape == (16, 14, 31)
-    np.testing.assert_allclose(result.numpy(), np.broadcast_to(cube[:1, :1], (16, 14, 31)), rtol=1e-6)
+    assert result.shape == (24, 21, 31)
+    np.testing.assert_allclose(result.numpy(), np.broadcast_to(cube[:1, :1], (24, 21, 31)), rtol=1e-6)
     np.testing.assert_allclose(result.wavelengths, WAVELENGTHS)
 
 

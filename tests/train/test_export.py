@@ -197,17 +197,19 @@ def test_models_lists_and_prints_cards(tmp_path, capsys, monkeypatch):
     assert "did you mean cubic" in capsys.readouterr().err
 
 
-def test_default_model_prefers_a_shipped_mdcsrn(monkeypatch):
+def test_default_model_prefers_a_shipped_mdcsrn_to_cubic(monkeypatch):
     from volsr.models import default_model_name, registry
 
-    before = default_model_name(spectral=False)
+    # No shipped MRI network but this one (a shipped meta_srgan.* would come first).
+    monkeypatch.setattr(registry, "_REGISTRY", {
+        k: v for k, v in registry._REGISTRY.items() if not k.startswith(("mdcsrn.", "meta_srgan."))})
+    assert default_model_name(spectral=False) == "cubic"
     card = dataclasses.replace(registry.get_card("cubic"), name="mdcsrn.zz", kind="network")
     monkeypatch.setitem(registry._REGISTRY, "mdcsrn.zz", (card, lambda: None))
-    expected = "mdcsrn.t1" if before == "mdcsrn.t1" else "mdcsrn.zz"
-    assert default_model_name(spectral=False) == expected
-    assert default_model_name(spectral=False, scale=(1.0, 1.0, 4.0)) == expected
+    assert default_model_name(spectral=False) == "mdcsrn.zz"
+    assert default_model_name(spectral=False, scale=(1.0, 1.0, 4.0)) == "mdcsrn.zz"
     # Thick-slice weights are not the default for isotropic upsampling.
     assert not default_model_name(spectral=False, scale=(2.0, 2.0, 2.0)).startswith("mdcsrn")
     # Spectral cubes never get an MRI network (their default depends on shipped HSI weights).
     assert not default_model_name(spectral=True).startswith("mdcsrn")
-    assert default_model_name(spectral=True, scale=(2.0, 2.0)) in {"bicubic", "attn1d2d.x2"}
+    assert default_model_name(spectral=True, scale=(2.0, 2.0)) == "attn1d2d.x2"

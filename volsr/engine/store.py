@@ -76,7 +76,7 @@ def _spatial_chunks(chunks: Sequence[int] | None, volume: Volume, shape_out: tup
 def auto_tile(
     fits: Callable[[tuple[int, ...]], bool], start: Sequence[int], chunks: Sequence[int]
 ) -> tuple[int, ...]:
-    """The largest tile (output voxels) from ``start`` that ``fits``, halving the longest axis.
+    """The largest tile (output voxels) from ``start`` that ``fits``, shrinking the longest axis.
 
     The engine calls it with ``fits`` judging a candidate on a notional volume three tiles
     wide, so the choice depends on the budget, the model and the scale, never on the
@@ -89,7 +89,9 @@ def auto_tile(
     start : (D,) sequence of int
         First candidate (output voxels per spatial axis), see :func:`start_tile`.
     chunks : (D,) sequence of int
-        Output chunk shape: halving keeps whole chunks while the tile is larger than one.
+        Output chunk shape: while the longest axis spans more than one chunk it loses one
+        chunk per step (whole chunks, and a tile close to the budget: halving could waste up
+        to half of it, and smaller tiles recompute more halo); below one chunk it is halved.
 
     Returns
     -------
@@ -104,15 +106,21 @@ def auto_tile(
     --------
     >>> auto_tile(lambda t: t[0] * t[1] <= 4096, (128, 512), (64, 64))
     (64, 64)
+    >>> auto_tile(lambda t: t[0] * t[1] <= 40000, (128, 512), (64, 64))  # halving: (128, 256)
+    (128, 256)
+    >>> auto_tile(lambda t: t[0] * t[1] <= 50000, (128, 512), (64, 64))
+    (128, 384)
     """
     tile = [int(t) for t in start]
     while not fits(tuple(tile)):
         longest = int(np.argmax(tile))
         if tile[longest] <= 8:
             raise VolsrError("max_memory is too small for even an 8-voxel tile; raise it")
-        half = max(8, tile[longest] // 2)
         chunk = chunks[longest]
-        tile[longest] = max(chunk, half // chunk * chunk) if half > chunk else half
+        if tile[longest] > chunk:
+            tile[longest] = max(chunk, math.ceil(tile[longest] / chunk) * chunk - chunk)
+        else:
+            tile[longest] = max(8, tile[longest] // 2)
     return tuple(tile)
 
 

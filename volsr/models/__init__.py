@@ -24,11 +24,12 @@ __all__ = [
     "register_model",
 ]
 
-#: Preference order for the default model: the first one registered wins. Trained networks
-#: go in front of the baselines as their weights ship. An entry ending in "." is a name
-#: prefix: the first registered name (sorted) starting with it, so any shipped
-#: ``mdcsrn.<tag>`` replaces cubic interpolation as soon as its weights are in the package.
-_DEFAULTS = {"mri": ("mdcsrn.t1", "mdcsrn.", "cubic"),
+#: Preference order for the default model: the first one registered (and supporting the
+#: run's factors) wins. Trained networks go in front of the baselines as their weights ship,
+#: in the order of their measured quality (``bench/mri_quality.py``: the shipped Meta-SRGAN
+#: beats the shipped mDCSRN at every thick-slice factor from 1.5 to 5). An entry ending in
+#: "." is a name prefix: the first registered name (sorted) starting with it.
+_DEFAULTS = {"mri": ("meta_srgan.t1", "meta_srgan.", "mdcsrn.t1", "mdcsrn.", "cubic"),
              "hsi": ("attn1d2d.x2", "attn1d2d.x3", "attn1d2d.x4", "bicubic")}
 
 
@@ -43,10 +44,8 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
         Per-axis factors of the run: a model whose card does not support them (outside its
         ``scale_range``, or not integers for an integer-scale model) is passed over, so a
         spectral cube at a factor with no shipped network gets ``"bicubic"`` (if none
-        supports them, the first registered preference is returned). When a factor
-        of a volume is not an integer, a registered ``meta_srgan.*`` model that supports
-        them comes first; thick-slice ``mdcsrn.*`` models are passed over when more than one
-        factor differs from 1.
+        supports them, the first registered preference is returned). Thick-slice
+        ``mdcsrn.*`` models are passed over when more than one factor differs from 1.
 
     Returns
     -------
@@ -62,14 +61,13 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
     --------
     >>> default_model_name(spectral=True, scale=1.5)
     'bicubic'
-    >>> default_model_name(spectral=False) in ("cubic", "mdcsrn.t1")  # mdcsrn.t1 once shipped
-    True
+    >>> default_model_name(spectral=False, scale=(1, 1, 4))  # the shipped arbitrary-scale network
+    'meta_srgan.t1'
+    >>> default_model_name(spectral=False, scale=(1, 1, 8))  # beyond every network's range
+    'cubic'
     """
     cards = {card.name: card for card in list_models()}
     preference = _DEFAULTS["hsi" if spectral else "mri"]
-    if not spectral and scale is not None and not _integers(scale):
-        # Arbitrary-scale networks were trained for non-integer factors: they go first.
-        preference = ("meta_srgan.", *preference)
     if not spectral and scale is not None and sum(abs(float(f) - 1.0) > 1e-6 for f in np.ravel(scale)) > 1:
         # mDCSRN weights learn thick slices (one low-resolution axis): other requests go to
         # an arbitrary-scale network or to interpolation.
@@ -92,9 +90,3 @@ def _supports(card: ModelCard, scale: float | Sequence[float]) -> bool:
     low, high = card.scale_range
     fits = all(low - 1e-9 <= f <= high + 1e-9 for f in factors)
     return fits and (card.scales != "integer" or all(abs(f - round(f)) < 1e-9 for f in factors))
-
-
-def _integers(scale: float | Sequence[float]) -> bool:
-    """Whether every factor is an integer (to 1e-6)."""
-    factors = [float(f) for f in (scale if isinstance(scale, Sequence) else [scale])]
-    return all(abs(f - round(f)) < 1e-6 for f in factors)

@@ -60,7 +60,7 @@ def prepare_case(
     *,
     name: str,
     factor: float,
-    axis: int,
+    axis: int | Sequence[int],
     crop: Sequence[int] | None = None,
 ) -> ValidationCase:
     """Normalise, crop and thick-slice one HR volume into a validation case.
@@ -73,8 +73,9 @@ def prepare_case(
         Name of its metrics.
     factor : float
         Thick-slice factor along ``axis`` (>= 1); Gaussian profile with FWHM = factor.
-    axis : int
-        Slice axis (spatial axis index).
+    axis : int or sequence of int
+        Slice axis (spatial axis index); several axes are thick-sliced alike one after the
+        other (``(0, 1, 2)``: an isotropic low-resolution volume).
     crop : (3,) sequence of int, optional
         Centre crop (voxels; axes shorter than the crop are kept whole).
 
@@ -96,6 +97,8 @@ def prepare_case(
     >>> case = prepare_case(hr, name="noise", factor=4, axis=2)
     >>> case.lr.shape, case.hr.shape, case.scale
     ((8, 8, 2), (8, 8, 8), (1.0, 1.0, 4.0))
+    >>> prepare_case(hr, name="noise", factor=2, axis=(0, 1, 2)).lr.shape
+    (4, 4, 4)
     """
     if volume.ndim != 3 or len(volume.spatial_axes) != 3:
         raise ValueError(f"validation volume {name!r} must have 3 spatial axes, got {volume.axes}")
@@ -106,13 +109,16 @@ def prepare_case(
         start = [(n - c) // 2 for n, c in zip(data.shape, size)]
         data = data[tuple(slice(s, s + c) for s, c in zip(start, size))]
         affine = crop_affine(affine, start)
-    hr = Volume(data, affine, ("i", "j", "k"))
-    lr = thick_slice(hr, axis=axis, factor=factor, profile="gaussian")
+    lr = Volume(data, affine, ("i", "j", "k"))
+    reference, scale = data, [1.0, 1.0, 1.0]
+    for a in (axis,) if isinstance(axis, int) else tuple(axis):
+        lr = thick_slice(lr, axis=a, factor=factor, profile="gaussian")
+        n_lr, n_cov = downsampled_grid(data.shape[a], factor)
+        reference = np.take(reference, np.arange(n_cov), axis=a)
+        scale[a] = n_cov / n_lr
     lr = lr.replace(data=np.asarray(lr.data.compute(), dtype=np.float32))
-    n_lr, n_cov = downsampled_grid(data.shape[axis], factor)
-    reference = np.take(data, np.arange(n_cov), axis=axis)
-    scale = tuple(n_cov / n_lr if d == axis else 1.0 for d in range(3))
-    return ValidationCase(name=name, lr=lr, hr=np.ascontiguousarray(reference), scale=scale)
+    return ValidationCase(name=name, lr=lr, hr=np.ascontiguousarray(reference),
+                          scale=tuple(scale))
 
 
 def _volume_name(path: Path) -> str:
