@@ -16,7 +16,7 @@ grid the LR slices cover: PSNR (data range 1), PSNR on the foreground (reference
 3-D SSIM (data range 1); seconds per volume (wall clock, this machine, CPU threads as set);
 gain = PSNR - cubic's PSNR on the same row group.
 
-Models: nearest, linear, cubic, every registered ``mdcsrn*`` / ``meta_srgan*`` model, and each
+Models: nearest, linear, cubic, every registered ``mdcsrn*`` / ``meta_srgan*`` model (or those `--networks` names), and each
 ``--weights`` file (an export ``NAME.safetensors`` + ``.json``, or a trainer checkpoint
 ``runs/<run>/checkpoints/step_*.safetensors`` / ``best.safetensors``), loaded without
 registering. With no weights anywhere the table has the baselines only.
@@ -46,9 +46,10 @@ VOLUMES = {"icbm152": None, "chris_t1": "mri/validation/chris_t1.nii.gz"}
 FOREGROUND = 0.05
 
 
-def models(weights: Sequence[str]) -> list[str | torch.nn.Module]:
-    """Baseline names, registered network names, then the ``--weights`` models."""
-    names = [c.name for c in list_models() if c.name.startswith(NETWORK_PREFIXES)]
+def models(weights: Sequence[str], only: Sequence[str] | None = None) -> list[str | torch.nn.Module]:
+    """Baseline names, registered network names (those in ``only``, if given), then ``weights``."""
+    names = [c.name for c in list_models() if c.name.startswith(NETWORK_PREFIXES)
+             and (only is None or c.name in only)]
     return [*BASELINES, *names, *(load_trained_model(w) for w in weights)]
 
 
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="thick-slice all three axes alike (instead of --axes)")
     parser.add_argument("--weights", action="append", default=[], metavar="PATH",
                         help="export or checkpoint .safetensors to add (repeatable)")
+    parser.add_argument("--networks", help="comma-separated registered networks to compare "
+                        "(default: every mdcsrn* / meta_srgan*; 'none': baselines and --weights only)")
     parser.add_argument("--volumes", default=",".join(VOLUMES),
                         help=f"comma-separated subset of {', '.join(VOLUMES)}")
     parser.add_argument("--crop", type=_numbers(int), help="centre crop X,Y,Z (faster)")
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           .rstrip())
     print(f"\ntorch threads: {torch.get_num_threads()}; thick slices: Gaussian profile, "
           f"FWHM = factor; metrics on the covered HR grid, data range 1 after P99.9 scaling.")
-    compared = models(args.weights)
+    compared = models(args.weights, None if args.networks is None else args.networks.split(","))
     for name in chosen:
         path = str(icbm152_t1_path()) if VOLUMES[name] is None else str(
             shared_data_root() / VOLUMES[name])

@@ -193,9 +193,8 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
         "contrasts and scanners outside them (lesions, children, non-T1 contrasts) are "
         "untested.",
         f"- Factors above {high:g} along an axis are refused by the engine (the card's range); "
-        "a thick-slice model learned one low-resolution axis, so `volsr upsample` does not "
-        "pick it by default when more than one axis is upsampled; real acquisitions with "
-        "other slice profiles or noise levels than those above may gain less.",
+        f"{_axes_limit(data)}; real acquisitions with other slice profiles or noise levels "
+        "than those above may gain less.",
         "- Validation numbers come from simulated thick slices of held-out volumes, not from "
         "real thick-slice acquisitions; `chris_t1` is validation only (its licence forbids "
         "training on it).",
@@ -244,3 +243,14 @@ def write_model_card(weights: str | Path, folder: str | Path) -> Path:
     path = folder / f"{document['card']['name']}.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _axes_limit(data: Mapping[str, Any]) -> str:
+    """Which upsampled-axis combinations the training covered (one clause)."""
+    if data.get("isotropic_probability"):
+        low, high = data.get("isotropic_factor_range", (1.0, 4.0))
+        return ("trained on one thick-slice axis and on isotropic low resolution (all three "
+                f"axes alike, factors {low:g}-{high:g}); other combinations (e.g. 2,2,4) are "
+                "untested")
+    return ("a thick-slice model learned one low-resolution axis, so `volsr upsample` does "
+            "not pick it by default when more than one axis is upsampled")
