@@ -275,3 +275,17 @@ def test_console_script_exit_status_and_stderr(inputs: Path, tmp_path: Path) -> 
     )
     assert worked.returncode == 0, worked.stderr
     assert '"shape"' in worked.stdout
+
+
+def test_stdout_closed_by_the_reader_is_not_an_error(tmp_path: Path) -> None:
+    # `volsr info scan.nii.gz | head -1`: the reader may leave before volsr writes.
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), tmp_path / "x.nii")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "volsr.cli", "info", str(tmp_path / "x.nii")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

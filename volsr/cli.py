@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -201,7 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in commands.take_notes():
         print(note, file=sys.stderr)
     if result is not None:
-        print(result if isinstance(result, str) else json.dumps(result, indent=2))
+        try:
+            print(result if isinstance(result, str) else json.dumps(result, indent=2), flush=True)
+        except BrokenPipeError:  # `volsr info x | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
