@@ -16,8 +16,8 @@ grid the LR slices cover: PSNR (data range 1), PSNR on the foreground (reference
 3-D SSIM (data range 1); seconds per volume (wall clock, this machine, CPU threads as set);
 gain = PSNR - cubic's PSNR on the same row group.
 
-Models: nearest, linear, cubic, every registered ``mdcsrn*`` / ``meta_srgan*`` model (or those `--networks` names), and each
-``--weights`` file (an export ``NAME.safetensors`` + ``.json``, or a trainer checkpoint
+Models: nearest, linear, cubic, every registered ``mdcsrn*`` / ``meta_srgan*`` model (or the
+``--networks`` names), and each ``--weights`` file (an export ``NAME.safetensors`` + ``.json``, or a trainer checkpoint
 ``runs/<run>/checkpoints/step_*.safetensors`` / ``best.safetensors``), loaded without
 registering. With no weights anywhere the table has the baselines only.
 """
