@@ -17,9 +17,10 @@ grid the LR slices cover: PSNR (data range 1), PSNR on the foreground (reference
 gain = PSNR - cubic's PSNR on the same row group.
 
 Models: nearest, linear, cubic, every registered ``mdcsrn*`` / ``meta_srgan*`` model (or the
-``--networks`` names), and each ``--weights`` file (an export ``NAME.safetensors`` + ``.json``, or a trainer checkpoint
-``runs/<run>/checkpoints/step_*.safetensors`` / ``best.safetensors``), loaded without
-registering. With no weights anywhere the table has the baselines only.
+``--networks`` names), and each ``--weights`` file (an export ``NAME.safetensors`` +
+``.json``, or a trainer checkpoint ``runs/<run>/checkpoints/step_*.safetensors`` /
+``best.safetensors``), loaded without registering. With no weights anywhere the table has
+the baselines only.
 """
 
 from __future__ import annotations
