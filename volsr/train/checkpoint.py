@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "list_checkpoints",
     "prune_checkpoints",
     "atomic_write",
+    "restore_generator",
 ]
 
 _STEP_STEM = re.compile(r"^step_(\d{9})$")
@@ -329,3 +330,43 @@ def prune_checkpoints(folder: str | os.PathLike, *, keep_last: int) -> list[Path
         meta_path.unlink(missing_ok=True)
         meta_path.with_suffix(".safetensors").unlink(missing_ok=True)
     return removed
+
+
+def restore_generator(generator: torch.Generator, state: Sequence[int], *, fallback_seed: int) -> bool:
+    """Set a checkpoint's random-generator state, or reseed when it came from another device.
+
+    A CUDA generator's state (16 bytes) does not fit a CPU generator (5056 bytes) and the
+    other way round, so a run checkpointed on a GPU and resumed on a CPU (or back) cannot
+    continue the same random stream; it is reseeded with ``fallback_seed`` instead (the
+    resumed run is then reproducible, though not bit-identical to an uninterrupted one).
+
+    Parameters
+    ----------
+    generator : torch.Generator
+        The generator to restore, on the device of the resumed run.
+    state : sequence of int
+        Bytes of ``generator.get_state()`` as saved in the checkpoint's JSON.
+    fallback_seed : int
+        Seed used when the saved state belongs to another device kind.
+
+    Returns
+    -------
+    bool
+        True if the saved state was restored, False if the generator was reseeded.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(1)
+    >>> restore_generator(g, torch.Generator().manual_seed(2).get_state().tolist(), fallback_seed=0)
+    True
+    >>> restore_generator(g, [0] * 16, fallback_seed=3)  # a CUDA generator's state
+    False
+    >>> torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+    True
+    """
+    saved = torch.tensor(list(state), dtype=torch.uint8)
+    if saved.numel() != generator.get_state().numel():
+        generator.manual_seed(fallback_seed)
+        return False
+    generator.set_state(saved)
+    return True

@@ -42,6 +42,7 @@ from volsr.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    restore_generator,
     save_checkpoint,
     unflatten_optimizer_state,
 )
@@ -174,8 +175,7 @@ class Trainer:
         model: nn.Module,
         batches: BatchSource,
         *,
-        run: RunConfig,
-        optim: OptimConfig,
+        run: RunConfig, optim: OptimConfig,
         critic: nn.Module | None = None,
         gan: GanConfig | None = None,
         validator: Validator | None = None,
@@ -576,8 +576,8 @@ class Trainer:
             path = found[-1]
         tensors, meta = load_checkpoint(path)
         self._load_modules(tensors, meta)
-        self.penalty_rng.set_state(torch.tensor(meta["rng"]["penalty"], dtype=torch.uint8))
         self.step, self.batches_seen = int(meta["step"]), int(meta["batches_seen"])
+        restore_generator(self.penalty_rng, meta["rng"]["penalty"], fallback_seed=self.run.seed + self.step)
         self.history, self.best = list(meta["history"]), meta["best"]
         return self.step
 
