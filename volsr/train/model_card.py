@@ -181,7 +181,7 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
           if config["run"].get("init_from") else []),
         "", "## Intended use", "",
         f"Thick-slice MRI (T1-weighted) to isotropic: per-axis factors {low:g}-{high:g} "
-        f"(in-plane 1, slices up to {high:g}), slices along any axis. Inputs are divided by "
+        f"(the axis combinations trained: see Limits), slices along any axis. Inputs are divided by "
         f"their whole-volume 99.9th percentile before the network and scaled back after "
         f"(`input_scaling = p99.9`). `volsr upsample IN OUT --scale 1,1,4 --model {card['name']}`.",
         "", "## Training data", "", *_data_lines(data, metadata.get("datasets", [])),
