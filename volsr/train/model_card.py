@@ -181,8 +181,8 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
           if config["run"].get("init_from") else []),
         "", "## Intended use", "",
         f"Thick-slice MRI (T1-weighted) to isotropic: per-axis factors {low:g}-{high:g} "
-        f"(the axis combinations trained: see Limits), slices along any axis. Inputs are divided by "
-        f"their whole-volume 99.9th percentile before the network and scaled back after "
+        f"(the axis combinations trained: see Limits), slices along any axis. Inputs are "
+        f"divided by their whole-volume 99.9th percentile before the network and scaled back after "
         f"(`input_scaling = p99.9`). `volsr upsample IN OUT --scale 1,1,4 --model {card['name']}`.",
         "", "## Training data", "", *_data_lines(data, metadata.get("datasets", [])),
         "", "## Degradation model (low-resolution inputs made on the fly)", "",
