@@ -11,7 +11,12 @@ fixed random weights. MONAI's ``sliding_window_inference`` maps an input ROI to 
 output ROI of the same shape, so it runs the way MONAI users run SR: on the cubic-
 interpolated whole volume (computed in its subprocess, counted in its time and memory)
 with the CNN as the predictor, ROI 64^3, overlap 0.25, Gaussian blending. volsr runs the
-same module through ``upsample_to_store`` (default ``--max-memory``, tile and chunks).
+same module through ``upsample_to_store`` (default ``--max-memory``, tile and chunks); its
+card declares ``layout="channels_last"`` (the table first prints
+:func:`volsr.engine.layout.time_layouts` of it, the measurement that justifies it). MONAI
+runs twice, with the module as it is and with its weights converted to channels-last, so
+the gap between volsr and MONAI is not just the layout. The conv rate is the faster
+layout's.
 Each row runs in its own subprocess; peak RSS is that process's ``ru_maxrss`` (taken
 before the output is read back for the comparison). The difference is the max abs
 difference to the whole-volume forward pass divided by that pass's data range.
@@ -34,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from volsr.engine.layout import apply_layout, time_layouts
 from volsr.geometry import output_coordinates, resampled_shape
 from volsr.models import ModelCard
 from volsr.models.interpolation import SeparableInterpolation
@@ -45,7 +51,8 @@ class HRCNN(nn.Module):
     """Cubic upsampling, then 5 conv layers (32 channels, 3^3) on the output grid, residual."""
 
     card = ModelCard(name="bench-hr-cnn", kind="network", grid="hr", halo=len(LAYERS) - 1, scales="real",
-                     scale_range=(0.5, 16.0), modality="any", description="bench")  # fmt: skip
+                     scale_range=(0.5, 16.0), modality="any", description="bench",
+                     layout="channels_last")  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,6 +105,8 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     else:
         from monai.inferers import sliding_window_inference
 
+        if name == "monai-cl":
+            apply_layout(net, "channels_last")
         with torch.inference_mode():
             hr = net.up(torch.from_numpy(data)[None, None], positions)
             out = sliding_window_inference(hr, (64, 64, 64), 1, net.refine, overlap=0.25,
@@ -177,16 +186,20 @@ def _size_run(source: str, output: str, scale, chunks) -> dict:
 
 
 def _conv_rate() -> float:
-    """FLOP/s of a plain Conv3d(32, 32, 3) loop on a 96^3 volume (this machine, now)."""
-    conv = nn.Conv3d(32, 32, 3, padding=1).eval()
-    x = torch.randn(1, 32, 96, 96, 96)
-    with torch.inference_mode():
-        conv(x)
-        start = time.perf_counter()
-        for _ in range(3):
+    """FLOP/s of a plain Conv3d(32, 32, 3) loop on a 96^3 volume (this machine, now): the
+    faster of the channels-first and channels-last layouts."""
+    best = 0.0
+    for layout in ("contiguous", "channels_last"):
+        conv = apply_layout(nn.Conv3d(32, 32, 3, padding=1).eval(), layout)
+        x = torch.randn(1, 32, 96, 96, 96)
+        with torch.inference_mode():
             conv(x)
-        seconds = time.perf_counter() - start
-    return 3 * 2 * 27 * 32 * 32 * 96**3 / seconds
+            start = time.perf_counter()
+            for _ in range(3):
+                conv(x)
+            seconds = time.perf_counter() - start
+        best = max(best, 3 * 2 * 27 * 32 * 32 * 96**3 / seconds)
+    return best
 
 
 def _spawn(function: str, *args) -> dict:
@@ -200,13 +213,14 @@ def _spawn(function: str, *args) -> dict:
 
 def _comparison(shape, scale, workdir: Path) -> dict:
     rows = {name: _spawn("_method", name, shape, scale, str(workdir))
-            for name in ("whole", "volsr-exact", "volsr-gaussian", "monai")}  # fmt: skip
+            for name in ("whole", "volsr-exact", "volsr-gaussian", "monai", "monai-cl")}  # fmt: skip
     reference = np.load(workdir / "whole.npy")
     data_range = float(reference.max() - reference.min())
     print("| method | wall s | peak RSS MiB | max abs diff / data range |")
     print("|---|---|---|---|")
     labels = {"whole": "whole-volume pass", "volsr-exact": "volsr exact", "volsr-gaussian":
-              "volsr Gaussian (overlap 0.25)", "monai": "MONAI sliding_window_inference (0.25, Gaussian)"}  # fmt: skip
+              "volsr Gaussian (overlap 0.25)", "monai": "MONAI sliding_window_inference (0.25, Gaussian)",
+              "monai-cl": "MONAI, the CNN's weights in channels-last"}  # fmt: skip
     for name, row in rows.items():
         diff = float(np.abs(np.load(workdir / f"{name}.npy") - reference).max()) / data_range
         print(f"| {labels[name]} | {row['seconds']:.1f} | {row['rss_mib']:.0f} | {diff:.1e} |")
@@ -236,6 +250,9 @@ def main() -> None:
         if args.memory:
             _memory_table(shape, scale, workdir, args.memory, args.budgets.split(","))
             return
+        seconds = _layout_seconds(shape, scale)
+        print(f"layout (volsr.engine.layout.time_layouts, one 64^3 output tile, best of 2): channels-first "
+              f"{seconds['contiguous']:.3f} s, channels-last {seconds['channels_last']:.3f} s\n")  # fmt: skip
         rate = _spawn_rate()
         if not args.skip_comparison:
             rows = _comparison(shape, scale, workdir)
@@ -245,6 +262,15 @@ def main() -> None:
             print("|---|---|---|")
             print(f"| {rate / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / rate:.0%} |\n")
         _size_table(shape, scale, workdir, args.big)
+
+
+def _layout_seconds(shape, scale) -> dict[str, float]:
+    from volsr.engine.plan import make_plan
+
+    net = HRCNN().eval()
+    plan = make_plan(net.card, shape, resampled_shape(shape, scale), chunks=(64,) * len(shape),
+                     tile=(64,) * len(shape))  # fmt: skip
+    return time_layouts(net, plan, 1, torch.device("cpu"))
 
 
 def _spawn_rate() -> float:

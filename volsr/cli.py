@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_argument("--resume", action="store_true", help="continue an interrupted run")
     upsample.add_argument("--max-memory", metavar="SIZE", help="memory per worker, e.g. 2G (default 1G)")
     upsample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    upsample.add_argument("--layout", choices=("contiguous", "channels_last"),
+                          help="memory layout of the network's convolutions (default: the model card's)")
     upsample.add_argument("--quiet", action="store_true", help="no plan, budget or progress bar")
     upsample.add_argument("--check-halo", action="store_true",
                           help="first check the model's declared halo against its receptive field")

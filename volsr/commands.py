@@ -330,6 +330,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
+        layout=getattr(args, "layout", None),
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from volsr.engine.execute import channel_first, read_box, run_task
+from volsr.engine.layout import apply_layout
 from volsr.engine.plan import Plan
 from volsr.errors import VolsrError
 from volsr.volume import Volume
@@ -56,6 +57,8 @@ class WorkerJob:
         Global intensity scale.
     threads : int
         Torch intra-op threads per worker.
+    layout : str
+        Memory layout of the model's weights (:func:`volsr.engine.layout.apply_layout`).
     """
 
     key: str
@@ -67,6 +70,7 @@ class WorkerJob:
     batch: int
     input_scale: float
     threads: int
+    layout: str = "contiguous"
 
 
 def open_output_array(store: str | os.PathLike[str]) -> Any:
@@ -141,7 +145,7 @@ def _worker_state(job: WorkerJob) -> tuple[Any, nn.Module, Any]:
         _WORKER_STATE.clear()
         torch.set_num_threads(job.threads)
         volume = io.load(job.source) if isinstance(job.source, str) else job.source
-        net = resolve_model(job.model).eval().to(torch.device(job.device))
+        net = apply_layout(resolve_model(job.model).eval().to(torch.device(job.device)), job.layout)
         state = (channel_first(volume), net, open_output_array(job.store))
         _WORKER_STATE[job.key] = state
     return state

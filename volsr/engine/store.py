@@ -31,6 +31,7 @@ from volsr import io
 from volsr.engine import progress
 from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
 from volsr.engine.execute import channel_first, run_in_process
+from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
 from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.plan import Plan, make_plan
@@ -233,6 +234,7 @@ def upsample_to_store(
     device: str | torch.device = "cpu",
     quiet: bool = False,
     force: bool = False,
+    layout: str | None = None,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -281,6 +283,9 @@ def upsample_to_store(
     force : bool
         Run at factors outside the model's ``scale_range`` with a warning instead of
         refusing them (:func:`volsr.engine.resolve.check_supported`).
+    layout : {"contiguous", "channels_last"}, optional
+        Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
+        the one its card declares.
 
     Returns
     -------
@@ -322,7 +327,8 @@ def upsample_to_store(
     output_path = io.check_output(output, overwrite=overwrite or resume)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
-    net = net.eval().to(where)
+    layout = layout or net.card.layout
+    net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     plan, batch, budget = plan_run(
         net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
@@ -333,7 +339,7 @@ def upsample_to_store(
         "model": model_identity(net),
         "options": {
             "shape_out": list(shape_out), "plan": dataclasses.asdict(plan), "batch": batch,
-            "device": where.type, "output": str(output),
+            "device": where.type, "output": str(output), "layout": layout,
         },
     }  # fmt: skip
     manifest = _open_manifest(store, header, resume=resume, overwrite=overwrite, quiet=quiet)
@@ -456,6 +462,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
         input_scale = volume_scale(net.card.input_scaling, volume.data)
         manifest.state["input_scale"] = input_scale
         manifest.save()
+    layout = manifest.header["options"]["layout"]
     done = manifest.done
     # Generators, not lists: nothing held per task beyond the manifest's one byte.
     todo = (n for n in range(plan.n_tasks) if not done[n])
@@ -464,7 +471,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
     total = math.prod(plan.shape_out)
     _note(
         f"plan: {plan.n_tasks} tasks ({remaining} to run), chunks {plan.chunks}, tile {plan.tile}, "
-        f"batch {batch}, blend {plan.blend}; {budget.describe()}", quiet,
+        f"batch {batch}, blend {plan.blend}, layout {layout}; {budget.describe()}", quiet,
     )  # fmt: skip
     with progress.progress_bar(total, initial=done_voxels, quiet=quiet) as bar:
 
@@ -486,6 +493,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
             model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
             store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
+            layout=layout,
         )  # fmt: skip
         run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
+from volsr.engine.layout import apply_layout
 from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.progress import parse_size
 from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
@@ -45,6 +46,7 @@ def upsample(
     device: str | torch.device = "cpu",
     force: bool = False,
     max_memory: str | int | None = None,
+    layout: str | None = None,
 ) -> Volume:
     """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
@@ -70,6 +72,9 @@ def upsample(
         Memory budget of one task (``"4G"`` or bytes; default that of
         :func:`volsr.engine.upsample_to_store`): sets the tile size inside each slab
         (larger tiles recompute less halo).
+    layout : {"contiguous", "channels_last"}, optional
+        Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
+        the one its card declares.
 
     Returns
     -------
@@ -104,7 +109,7 @@ def upsample(
     where = resolve_device(device)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
-    net = net.eval().to(where)
+    net = apply_layout(net.eval().to(where), layout or net.card.layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     source = channel_first(volume)
     channels = source.shape[0]

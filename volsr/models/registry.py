@@ -43,6 +43,10 @@ class ModelCard:
         percentile (its maximum) (computed once per volume, never per tile) before
         ``forward`` and multiplies the output back; the network was trained on inputs
         scaled so.
+    layout : {"contiguous", "channels_last"}
+        Memory layout the engine runs the model's convolutions in (its 4-D/5-D weights are
+        converted; :mod:`volsr.engine.layout`): declare ``channels_last`` when
+        :func:`volsr.engine.layout.time_layouts` measures it faster.
     """
 
     name: str
@@ -55,6 +59,7 @@ class ModelCard:
     description: str
     weights: str | None = None
     input_scaling: Literal["none", "p99.9", "max"] = "none"
+    layout: Literal["contiguous", "channels_last"] = "contiguous"
 
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}
