@@ -17,7 +17,7 @@ card declares ``layout="channels_last"`` (the table first prints
 runs twice, with the module as it is and with its weights converted to channels-last, so
 the gap between volsr and MONAI is not just the layout. The conv rate is the faster
 layout's.
-Each row runs in its own subprocess; peak RSS is that process's ``ru_maxrss`` (taken
+Each row runs in its own subprocess; peak RSS is that process's ``VmHWM`` (taken
 before the output is read back for the comparison). The difference is the max abs
 difference to the whole-volume forward pass divided by that pass's data range.
 TorchIO is not installed and is not a dependency: its GridAggregator row is skipped.
@@ -81,6 +81,17 @@ def flops_per_output_voxel() -> int:
 
 
 def _rss_mib() -> float:
+    """Peak RSS of this process (MiB): ``VmHWM``, the high-water mark of its own address space.
+
+    Not ``ru_maxrss``: Linux carries that over ``fork`` + ``exec``, so a subprocess started
+    by a parent holding 900 MiB reports at least 900 MiB whatever it uses itself.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -258,10 +269,36 @@ def main() -> None:
             rows = _comparison(shape, scale, workdir)
             voxels = np.prod(resampled_shape(shape, scale))
             achieved = flops_per_output_voxel() * voxels / rows["volsr-exact"]["seconds"]
-            print("| conv3d loop GFLOP/s | model GFLOP per output voxel x output voxels/s (volsr exact) | fraction |")
-            print("|---|---|---|")
-            print(f"| {rate / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / rate:.0%} |\n")
+            tile, compute, alone = _model_alone(shape, scale)
+            halo = np.prod(compute) / np.prod(tile)
+            print("| conv3d loop GFLOP/s | volsr exact: model FLOP per output voxel x output voxels/s | "
+                  f"the CNN alone on one tile's computed box {compute} (no engine) | halo factor |")  # fmt: skip
+            print("|---|---|---|---|")
+            print(f"| {rate / 1e9:.1f} | {achieved / 1e9:.1f} ({achieved / rate:.0%}) | {alone / 1e9:.1f} "
+                  f"({alone / rate:.0%}) | {halo:.3f} (tile {tile}) |\n")  # fmt: skip
         _size_table(shape, scale, workdir, args.big)
+
+
+def _model_alone(shape, scale) -> tuple[tuple[int, ...], tuple[int, ...], float]:
+    """The tile volsr exact picks (default budget), the box its model computes (tile plus
+    halo), and the FLOP rate of the CNN alone on that box: the ceiling without the engine's
+    reads, interpolation, crops and writes, and without the halo it recomputes."""
+    from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
+    from volsr.volume import Volume
+
+    net = apply_layout(HRCNN().eval(), HRCNN.card.layout)
+    volume = Volume(np.zeros(shape, np.float32), np.eye(4), ("i", "j", "k"))
+    plan, _, _ = plan_run(net, volume, resampled_shape(shape, scale), scale, None, None, "exact", 0.25,
+                          DEFAULT_MAX_MEMORY, torch.device("cpu"))  # fmt: skip
+    compute = tuple(t + 2 * plan.out_halo for t in plan.tile)
+    x = torch.rand(1, 1, *compute)
+    with torch.inference_mode():
+        net.refine(x)
+        start = time.perf_counter()
+        for _ in range(2):
+            net.refine(x)
+        seconds = (time.perf_counter() - start) / 2
+    return plan.tile, compute, flops_per_output_voxel() * float(np.prod(compute)) / seconds
 
 
 def _layout_seconds(shape, scale) -> dict[str, float]:
