@@ -165,3 +165,15 @@ def test_kernels_and_profiles_have_their_defining_properties():
         gaussian_profile(0.0)
     with pytest.raises(ValueError, match="width must be > 0"):
         box_profile(-1.0)
+
+
+@pytest.mark.parametrize("method", ["nearest", "linear", "cubic", "lanczos"])
+def test_separable_interpolation_passes_factor_one_axes_through_untouched(method):
+    from volsr.models.interpolation import SeparableInterpolation
+
+    x = torch.rand(1, 2, 9, 10, 11, generator=torch.Generator().manual_seed(0))
+    same = SeparableInterpolation(method=method)(x, (np.arange(9.0), np.arange(10.0), np.arange(11.0)))
+    assert torch.equal(same, x)  # no float rounding from an identity product
+    out = SeparableInterpolation(method=method)(x, (np.arange(9.0), np.arange(10.0), output_coordinates(11, 22)))
+    reference = torch.from_numpy(apply_matrix(x.numpy(), interpolation_matrix(11, 22, method), 4))
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)  # the resampled axis still is

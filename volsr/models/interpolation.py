@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -114,8 +115,18 @@ class SeparableInterpolation(nn.Module):
         order = sorted(range(len(grids)), key=lambda d: grids[d].size / x.shape[2 + d])
         for axis in order:
             matrix = interpolation_matrix_at(grids[axis], x.shape[2 + axis], self.method)
-            x = apply_matrix(x, matrix, 2 + axis)
+            # An axis sampled at its own voxel centres (factor 1: in-plane axes of a
+            # thick-slice volume) has identity weights (``cubic`` from 8 voxels on; on
+            # shorter axes its mirrored prefilter is not exact and is applied); a matrix
+            # product would only copy it.
+            if not _is_identity(matrix):
+                x = apply_matrix(x, matrix, 2 + axis)
         return x
+
+
+def _is_identity(matrix: sp.spmatrix, tolerance: float = 1e-8) -> bool:
+    rows, cols = matrix.shape
+    return rows == cols and abs(matrix - sp.identity(rows, format="csr")).max() <= tolerance
 
 
 def _check_inputs(x: torch.Tensor, positions: Positions) -> list[np.ndarray]:
