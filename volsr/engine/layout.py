@@ -3,7 +3,7 @@
 oneDNN (CPU) and cuDNN run many convolutions faster on channels-last tensors (NDHWC), and
 a convolution follows the layout of its weight, so converting a model's 4-D / 5-D
 parameters is enough. Whether it pays depends on the network (measured on 2 CPU cores
-with :func:`time_layouts`: a plain 5-layer 32-channel 3-D CNN 1.3-1.4x faster; the shipped
+with :func:`time_layouts`: a plain 5-layer 32-channel 3-D CNN 1.2-1.4x faster; the shipped
 densely connected networks within the timing noise), so it is a property a model
 declares on its card (``ModelCard.layout``, default channels-first) and a run may
 override (``--layout``). It is fixed before a run starts and recorded with its options:
@@ -117,6 +117,8 @@ def time_layouts(
         for _ in range(repeats):
             for layout in LAYOUTS:
                 apply_layout(net, layout)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 net(x, positions)
                 if device.type == "cuda":
