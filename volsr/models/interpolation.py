@@ -116,9 +116,9 @@ class SeparableInterpolation(nn.Module):
         for axis in order:
             matrix = interpolation_matrix_at(grids[axis], x.shape[2 + axis], self.method)
             # An axis sampled at its own voxel centres (factor 1: in-plane axes of a
-            # thick-slice volume) has identity weights (``cubic`` from 8 voxels on; on
-            # shorter axes its mirrored prefilter is not exact and is applied); a matrix
-            # product would only copy it.
+            # thick-slice volume) has identity weights (``cubic``: to 4e-9 from 7 voxels on;
+            # on shorter axes its mirrored prefilter is further off and is applied); a
+            # matrix product would only copy it.
             if not _is_identity(matrix):
                 x = apply_matrix(x, matrix, 2 + axis)
         return x
