@@ -107,9 +107,7 @@ def time_layouts(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    size = [min(c, t) for c, t in zip(plan.chunks, plan.tile, strict=True)]
-    region = tuple(((n - c) // 2, (n - c) // 2 + c) for n, c in zip(plan.shape_out, size, strict=True))
-    tile = plan.tiles(region)[0]
+    tile = plan.central_tile([min(c, t) for c, t in zip(plan.chunks, plan.tile, strict=True)])
     x = torch.rand((1, channels, *(b - a for a, b in tile.source)), device=device)
     positions = plan.positions(tile)
     best = {layout: float("inf") for layout in LAYOUTS}

@@ -168,6 +168,15 @@ class Plan:
         profiles = [_gaussian_weights(b - a) for a, b in tile.region]
         return math.prod(np.ix_(*profiles)) if len(profiles) > 1 else profiles[0]
 
+    def central_tile(self, size: Sequence[int]) -> Tile:
+        """The tile of a ``size`` box (output voxels, clipped to the volume) at the volume's centre.
+
+        It has the full halo on every side, as most tiles of a run do: what probes measure.
+        """
+        edges = [min(int(c), n) for c, n in zip(size, self.shape_out, strict=True)]
+        region = tuple(((n - c) // 2, (n - c) // 2 + c) for n, c in zip(self.shape_out, edges, strict=True))
+        return self.tiles(region)[0]
+
     def task_voxels(self, index: int) -> int:
         """Output voxels (per channel) of task ``index``."""
         return math.prod(b - a for a, b in self.task_region(index))

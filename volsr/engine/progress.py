@@ -170,8 +170,7 @@ def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.de
     """
     # A central region: its tile has the full halo on every side, as most tiles of a run do
     # (a corner tile's widened box is clipped, and per voxel it holds less).
-    region = tuple(((n - min(24, n)) // 2, (n - min(24, n)) // 2 + min(24, n)) for n in plan.shape_out)
-    tile = plan.tiles(region)[0]
+    tile = plan.central_tile([24] * len(plan.shape_out))
     x = torch.zeros((1, channels, *(b - a for a, b in tile.source)), device=device)
     counter = _LiveBytes()
     with torch.inference_mode(), counter:
