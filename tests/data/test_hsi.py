@@ -94,6 +94,11 @@ def test_batches_are_deterministic_and_mix_band_counts_by_windows(tmp_path):
     assert np.array_equal(first["lr"], again["lr"]) and np.array_equal(first["hr"], again["hr"])
     whole = HSIPatchDataset(specs, scale=2, lr_patch=4, batch_size=2, band_window_probability=0.0)
     assert {whole.batch(i)["lr"].shape[1] for i in range(20)} == {31, 50}
+    capped = HSIPatchDataset(specs, scale=2, lr_patch=4, batch_size=4, band_window_probability=1.0,
+                             min_bands=8, max_bands=12, seed=0)
+    assert {capped.batch(i)["lr"].shape[1] for i in range(40)} == set(range(8, 13))
+    with pytest.raises(ValueError, match="max_bands must be None or an integer >= min_bands"):
+        HSIPatchDataset(specs, scale=2, lr_patch=4, batch_size=1, min_bands=8, max_bands=4)
 
 
 def test_band_reversal(tmp_path):

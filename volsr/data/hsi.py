@@ -167,10 +167,14 @@ class HSIPatchDataset(IterableDataset):
         Random flips/rotations of rows and columns.
     band_window_probability : float
         Probability that a batch mixes cubes, each patch cut to a random contiguous window
-        of one common band count in ``[min_bands, fewest bands among the drawn cubes]``;
-        otherwise the batch comes from one cube with all its bands.
+        of one common band count in ``[min_bands, min(max_bands, fewest bands among the
+        drawn cubes)]``; otherwise the batch comes from one cube with all its bands.
     min_bands : int
         Smallest band window (>= 2).
+    max_bands : int or None
+        Largest band window (>= ``min_bands``; None: the drawn cubes' fewest bands). Small
+        windows make a step cheaper (the network's cost grows with the band count) while
+        every patch keeps its full spatial extent.
     reverse_probability : float
         Probability that a batch's bands are reversed.
     seed : int
@@ -207,6 +211,7 @@ class HSIPatchDataset(IterableDataset):
         augment: bool = True,
         band_window_probability: float = 0.5,
         min_bands: int = 24,
+        max_bands: int | None = None,
         reverse_probability: float = 0.5,
         seed: int = 0,
     ) -> None:
@@ -215,12 +220,16 @@ class HSIPatchDataset(IterableDataset):
                                  ("min_bands", min_bands, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if max_bands is not None and (isinstance(max_bands, bool) or not isinstance(max_bands, int)
+                                      or max_bands < min_bands):
+            raise ValueError(f"max_bands must be None or an integer >= min_bands ({min_bands}), "
+                             f"got {max_bands!r}")
         for name, value in (("band_window_probability", band_window_probability),
                             ("reverse_probability", reverse_probability)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         self.scale, self.lr_patch, self.batch_size = scale, lr_patch, batch_size
-        self.augment, self.min_bands, self.seed = augment, min_bands, seed
+        self.augment, self.min_bands, self.max_bands, self.seed = augment, min_bands, max_bands, seed
         self.p_window, self.p_reverse = band_window_probability, reverse_probability
         self.pairs = self._load(specs, degradation)
         sizes = np.array([p.lr.shape[0] * p.lr.shape[1] for p in self.pairs], dtype=np.float64)
@@ -268,6 +277,8 @@ class HSIPatchDataset(IterableDataset):
         if mixed:
             chosen = rng.choice(len(self.pairs), size=self.batch_size, p=self.weights)
             fewest = min(self.pairs[i].lr.shape[2] for i in chosen)
+            if self.max_bands is not None:
+                fewest = min(fewest, self.max_bands)
             count = int(rng.integers(min(self.min_bands, fewest), fewest + 1))
         else:
             chosen = np.full(self.batch_size, rng.choice(len(self.pairs), p=self.weights))

@@ -81,6 +81,7 @@ class HSIDataConfig:
     augment: bool = True
     band_window_probability: float = 0.5
     min_bands: int = 24
+    max_bands: int | None = None
     reverse_probability: float = 0.5
 
 
