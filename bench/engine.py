@@ -45,6 +45,8 @@ from volsr.models import ModelCard
 from volsr.models.interpolation import SeparableInterpolation
 
 LAYERS = (1, 32, 32, 32, 32, 1)
+#: The second volsr exact row's --max-memory: larger tiles, less halo recomputed.
+BIG_BUDGET = "4G"
 
 
 class HRCNN(nn.Module):
@@ -63,7 +65,8 @@ class HRCNN(nn.Module):
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2 / (27 * a)) ** 0.5)
                 conv.bias.zero_()
-            layers += [conv] + ([nn.ReLU()] if n < len(LAYERS) - 2 else [])
+            # In-place ReLUs, as inference code writes them (MONAI runs the same module).
+            layers += [conv] + ([nn.ReLU(inplace=True)] if n < len(LAYERS) - 2 else [])
         self.body = nn.Sequential(*layers)
         self.up = SeparableInterpolation(method="cubic")
 
@@ -104,13 +107,15 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     net, data = HRCNN().eval(), np.random.default_rng(0).random(shape, dtype=np.float32)
     shape_out = resampled_shape(shape, scale)
     positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
+    budget = name.partition("@")[2] or None
+    rate_before = _conv_rate() if name.startswith("volsr-exact") else None
     start = time.perf_counter()
     if name == "whole":
         with torch.inference_mode():
             out = net(torch.from_numpy(data)[None, None], positions)[0, 0].numpy()
     elif name.startswith("volsr"):
         path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
-                                 scale=scale, model=net, quiet=True, overwrite=True,
+                                 scale=scale, model=net, quiet=True, overwrite=True, max_memory=budget,
                                  blend="gaussian" if "gauss" in name else "exact")  # fmt: skip
         out = None
     else:
@@ -123,11 +128,17 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
             out = sliding_window_inference(hr, (64, 64, 64), 1, net.refine, overlap=0.25,
                                            mode="gaussian")[0, 0].numpy()  # fmt: skip
     seconds, rss = time.perf_counter() - start, _rss_mib()
+    row = {"seconds": seconds, "rss_mib": rss}
+    if rate_before is not None:
+        # The conv rate just before and after the run, and the CNN alone on the tile's box,
+        # in this process: the machine's speed drifts (shared cores) between processes.
+        tile, compute, alone = _model_alone(shape, scale, budget)
+        row.update(rates=[rate_before, _conv_rate()], tile=tile, compute=compute, alone=alone)
     if out is None:
         out = io.load(path).numpy()
         shutil.rmtree(path)
     np.save(work / f"{name}.npy", out)
-    return {"seconds": seconds, "rss_mib": rss}
+    return row
 
 
 def _memory_method(name: str, source: str, scale, workdir: str) -> dict:
@@ -224,12 +235,14 @@ def _spawn(function: str, *args) -> dict:
 
 def _comparison(shape, scale, workdir: Path) -> dict:
     rows = {name: _spawn("_method", name, shape, scale, str(workdir))
-            for name in ("whole", "volsr-exact", "volsr-gaussian", "monai", "monai-cl")}  # fmt: skip
+            for name in ("whole", "volsr-exact", f"volsr-exact@{BIG_BUDGET}", "volsr-gaussian", "monai",
+                         "monai-cl")}  # fmt: skip
     reference = np.load(workdir / "whole.npy")
     data_range = float(reference.max() - reference.min())
     print("| method | wall s | peak RSS MiB | max abs diff / data range |")
     print("|---|---|---|---|")
-    labels = {"whole": "whole-volume pass", "volsr-exact": "volsr exact", "volsr-gaussian":
+    labels = {"whole": "whole-volume pass", "volsr-exact": "volsr exact",
+              f"volsr-exact@{BIG_BUDGET}": f"volsr exact, --max-memory {BIG_BUDGET}", "volsr-gaussian":
               "volsr Gaussian (overlap 0.25)", "monai": "MONAI sliding_window_inference (0.25, Gaussian)",
               "monai-cl": "MONAI, the CNN's weights in channels-last"}  # fmt: skip
     for name, row in rows.items():
@@ -264,33 +277,45 @@ def main() -> None:
         seconds = _layout_seconds(shape, scale)
         print(f"layout (volsr.engine.layout.time_layouts, one 64^3 output tile, best of 2): channels-first "
               f"{seconds['contiguous']:.3f} s, channels-last {seconds['channels_last']:.3f} s\n")  # fmt: skip
-        rate = _spawn_rate()
         if not args.skip_comparison:
             rows = _comparison(shape, scale, workdir)
-            voxels = np.prod(resampled_shape(shape, scale))
-            achieved = flops_per_output_voxel() * voxels / rows["volsr-exact"]["seconds"]
-            tile, compute, alone = _model_alone(shape, scale)
-            halo = np.prod(compute) / np.prod(tile)
-            print("| conv3d loop GFLOP/s | volsr exact: model FLOP per output voxel x output voxels/s | "
-                  f"the CNN alone on one tile's computed box {compute} (no engine) | halo factor | "
-                  "volsr exact / (CNN alone / halo factor) |")  # fmt: skip
-            print("|---|---|---|---|---|")
-            print(f"| {rate / 1e9:.1f} | {achieved / 1e9:.1f} ({achieved / rate:.0%}) | {alone / 1e9:.1f} "
-                  f"({alone / rate:.0%}) | {halo:.3f} (tile {tile}) | {achieved * halo / alone:.0%} |\n")  # fmt: skip
+            _throughput_table(rows, np.prod(resampled_shape(shape, scale)))
         _size_table(shape, scale, workdir, args.big)
 
 
-def _model_alone(shape, scale) -> tuple[tuple[int, ...], tuple[int, ...], float]:
-    """The tile volsr exact picks (default budget), the box its model computes (tile plus
-    halo), and the FLOP rate of the CNN alone on that box: the ceiling without the engine's
-    reads, interpolation, crops and writes, and without the halo it recomputes."""
+def _throughput_table(rows: dict, voxels: int) -> None:
+    """Each volsr exact row's FLOP rate against the conv loop measured around it."""
+    print("| volsr exact | conv3d loop GFLOP/s (before / after the run) | volsr exact: model FLOP per "
+          "output voxel x output voxels/s | the CNN alone on one tile's computed box (no engine) | "
+          "halo factor | volsr exact / (CNN alone / halo factor) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        if "rates" not in row:
+            continue
+        rate = float(np.mean(row["rates"]))
+        achieved = flops_per_output_voxel() * voxels / row["seconds"]
+        halo = np.prod(row["compute"]) / np.prod(row["tile"])
+        budget = name.partition("@")[2] or "default (1G)"
+        print(f"| --max-memory {budget} | {rate / 1e9:.1f} ({row['rates'][0] / 1e9:.0f} / "
+              f"{row['rates'][1] / 1e9:.0f}) | {achieved / 1e9:.1f} ({achieved / rate:.0%}) | "
+              f"{row['alone'] / 1e9:.1f} ({row['alone'] / rate:.0%}) on {tuple(row['compute'])} | "
+              f"{halo:.3f} (tile {tuple(row['tile'])}) | {achieved * halo / row['alone']:.0%} |")  # fmt: skip
+    print()
+
+
+def _model_alone(shape, scale, budget: str | None) -> tuple[tuple[int, ...], tuple[int, ...], float]:
+    """The tile volsr exact picks under ``budget`` (None: the default), the box its model
+    computes (tile plus halo), and the FLOP rate of the CNN alone on that box: the ceiling
+    without the engine's reads, interpolation, crops and writes, and without the halo it
+    recomputes."""
+    from volsr.engine.progress import parse_size
     from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
     from volsr.volume import Volume
 
     net = apply_layout(HRCNN().eval(), HRCNN.card.layout)
     volume = Volume(np.zeros(shape, np.float32), np.eye(4), ("i", "j", "k"))
     plan, _, _ = plan_run(net, volume, resampled_shape(shape, scale), scale, None, None, "exact", 0.25,
-                          DEFAULT_MAX_MEMORY, torch.device("cpu"))  # fmt: skip
+                          parse_size(budget) if budget else DEFAULT_MAX_MEMORY, torch.device("cpu"))  # fmt: skip
     compute = tuple(t + 2 * plan.out_halo for t in plan.tile)
     x = torch.rand(1, 1, *compute)
     with torch.inference_mode():
@@ -309,13 +334,6 @@ def _layout_seconds(shape, scale) -> dict[str, float]:
     plan = make_plan(net.card, shape, resampled_shape(shape, scale), chunks=(64,) * len(shape),
                      tile=(64,) * len(shape))  # fmt: skip
     return time_layouts(net, plan, 1, torch.device("cpu"))
-
-
-def _spawn_rate() -> float:
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import engine; "
-            f"print(engine._conv_rate())")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
 
 
 def _size_table(shape, scale, workdir: Path, big: bool) -> None:

@@ -177,3 +177,20 @@ def test_separable_interpolation_passes_factor_one_axes_through_untouched(method
     out = SeparableInterpolation(method=method)(x, (np.arange(9.0), np.arange(10.0), output_coordinates(11, 22)))
     reference = torch.from_numpy(apply_matrix(x.numpy(), interpolation_matrix(11, 22, method), 4))
     torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)  # the resampled axis still is
+
+
+@pytest.mark.parametrize("method", ["nearest", "linear", "cubic", "lanczos"])
+def test_separable_interpolation_crops_factor_one_axes_of_a_tile_with_its_halo(method):
+    from volsr.models.interpolation import SeparableInterpolation
+
+    x = torch.rand(1, 1, 30, 31, 12, generator=torch.Generator().manual_seed(1))
+    # A tile's input box: 4 voxels of halo each side of the output rows / columns.
+    grids = (np.arange(4.0, 26.0), np.arange(4.0, 27.0), output_coordinates(12, 30)[3:20])
+    out = SeparableInterpolation(method=method)(x, grids)
+    reference = x.numpy().astype(np.float64)
+    for axis, grid in enumerate(grids):
+        reference = apply_matrix(reference, interpolation_matrix_at(grid, x.shape[2 + axis], method), 2 + axis)
+    torch.testing.assert_close(out, torch.from_numpy(reference).float(), rtol=0, atol=1e-6)
+    # The factor-1 axes are copied, not multiplied: exact voxels of x where axis 2 is too.
+    same = SeparableInterpolation(method=method)(x, (*grids[:2], np.arange(12.0)))
+    assert torch.equal(same, x[:, :, 4:26, 4:27])

@@ -116,17 +116,27 @@ class SeparableInterpolation(nn.Module):
         for axis in order:
             matrix = interpolation_matrix_at(grids[axis], x.shape[2 + axis], self.method)
             # An axis sampled at its own voxel centres (factor 1: in-plane axes of a
-            # thick-slice volume) has identity weights (``cubic``: to 4e-9 from 7 voxels on;
-            # on shorter axes its mirrored prefilter is further off and is applied); a
-            # matrix product would only copy it.
-            if not _is_identity(matrix):
+            # thick-slice volume, or a tile of them with its halo) has the weights of a
+            # shifted identity (``cubic``: to 4e-9 from 7 voxels on; on shorter axes its
+            # mirrored prefilter is further off and is applied); a matrix product would
+            # only copy the voxels (slowly: a dense product along a non-last axis).
+            start = _copied_start(matrix)
+            if start is None:
                 x = apply_matrix(x, matrix, 2 + axis)
+            else:
+                x = x.narrow(2 + axis, start, matrix.shape[0])
         return x
 
 
-def _is_identity(matrix: sp.spmatrix, tolerance: float = 1e-8) -> bool:
+def _copied_start(matrix: sp.spmatrix, tolerance: float = 1e-8) -> int | None:
+    """First input voxel of a matrix that copies consecutive voxels (a crop), else None."""
     rows, cols = matrix.shape
-    return rows == cols and abs(matrix - sp.identity(rows, format="csr")).max() <= tolerance
+    first_row = matrix.getrow(0).toarray()[0]
+    start = int(np.argmax(np.abs(first_row)))
+    if rows > cols - start:
+        return None
+    crop = sp.eye(rows, cols, k=start, format="csr")
+    return start if abs(matrix - crop).max() <= tolerance else None
 
 
 def _check_inputs(x: torch.Tensor, positions: Positions) -> list[np.ndarray]:
