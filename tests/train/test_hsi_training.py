@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.io
@@ -44,6 +46,23 @@ def test_resume_reproduces_an_uninterrupted_run_and_exports_loadable_weights(tmp
     for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), key
     assert a.scale == 2 and float(a.residual_scale.detach()) != 0.1  # trained
+
+
+def test_init_from_starts_from_an_earlier_stage(tmp_path):
+    first = run_hsi_training(_config(tmp_path, "stage1"))
+    checkpoint = sorted((tmp_path / "stage1" / "checkpoints").glob("step_*.safetensors"))[-1]
+    config = _config(tmp_path, "stage2")
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, init_from=str(checkpoint)),
+                                 optim=dataclasses.replace(config.optim, lr=0.0))
+    second = run_hsi_training(config)  # lr 0: stage 2 keeps stage 1's weights
+    a, b = (load_module(Attn1D2D, r["export"]) for r in (first, second))
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+    wrong = _config(tmp_path, "wrong")
+    wrong = dataclasses.replace(wrong, run=dataclasses.replace(wrong.run, init_from=str(checkpoint)),
+                                model=dataclasses.replace(wrong.model, features=3))
+    with pytest.raises(ValueError, match="does not match the configured model"):
+        run_hsi_training(wrong)
 
 
 def test_config_errors_name_the_key():

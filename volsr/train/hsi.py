@@ -39,6 +39,7 @@ from volsr.models.attn1d2d import Attn1D2D
 from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
+from volsr.train.build import load_initial_weights
 from volsr.train.config import OptimConfig, RunConfig, _section
 from volsr.train.hsi_losses import hsi_loss
 from volsr.train.trainer import Trainer
@@ -390,6 +391,8 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run.seed)  # restored on exit: nothing global changes
         model = Attn1D2D(**dataclasses.asdict(config.model))
+    if config.run.init_from is not None and not resume:  # an earlier stage's (EMA) weights
+        load_initial_weights(model, config.run.init_from)
     model.card = _hsi_card(model, f"attn1d2d.{config.run.name}")
     data = dataclasses.asdict(config.data)
     data_specs = resolve_cubes(data.pop("cubes"))
