@@ -101,6 +101,22 @@ def test_batches_are_deterministic_and_mix_band_counts_by_windows(tmp_path):
         HSIPatchDataset(specs, scale=2, lr_patch=4, batch_size=1, min_bands=8, max_bands=4)
 
 
+def test_grid_phases_degrade_the_cube_on_shifted_lr_grids(tmp_path):
+    rows = np.arange(40.0)[:, None, None] * np.ones((40, 36, 3))
+    ds = HSIPatchDataset([_write(tmp_path, "ramp", rows / 40)], scale=4, lr_patch=4, batch_size=1,
+                         grid_phases=2)
+    assert len(ds.pairs) == 4  # HR offsets (0, 0), (0, 2), (2, 0), (2, 2)
+    base, down = ds.pairs[0], ds.pairs[2]
+    # A linear ramp is reproduced by the (normalised, symmetric) cubic kernel away from the
+    # borders: LR pixel k of a grid starting 2 HR rows later sits 2 rows further on.
+    step = base.hr[1, 0, 0] - base.hr[0, 0, 0]  # one HR row of the ramp (as loaded)
+    np.testing.assert_allclose(down.lr[2:7] - base.lr[2:7], 2 * step, atol=1e-5)
+    np.testing.assert_array_equal(down.hr, base.hr[2 : 2 + down.hr.shape[0]])
+    with pytest.raises(ValueError, match=r"grid_phases must be an integer in \[1, scale=4\]"):
+        HSIPatchDataset([_write(tmp_path, "ramp", rows / 40)], scale=4, lr_patch=4, batch_size=1,
+                        grid_phases=5)
+
+
 def test_band_reversal(tmp_path):
     cube = np.random.default_rng(5).random((8, 8, 7))
     kwargs = dict(scale=2, lr_patch=4, batch_size=1, augment=False, band_window_probability=0.0)

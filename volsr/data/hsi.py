@@ -177,6 +177,12 @@ class HSIPatchDataset(IterableDataset):
         every patch keeps its full spatial extent.
     reverse_probability : float
         Probability that a batch's bands are reversed.
+    grid_phases : int
+        LR sampling grids per spatial axis (1 to ``scale``): each cube is also degraded
+        after cutting ``round(k * scale / grid_phases)`` HR rows and columns off its start
+        (``k < grid_phases``), so the same scene gives LR pixels centred elsewhere: up to
+        ``scale**2`` distinct pairs per cube (scarce training scenes, and every pair obeys
+        the same degradation).
     seed : int
         Seed of the stream.
 
@@ -213,6 +219,7 @@ class HSIPatchDataset(IterableDataset):
         min_bands: int = 24,
         max_bands: int | None = None,
         reverse_probability: float = 0.5,
+        grid_phases: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -220,6 +227,9 @@ class HSIPatchDataset(IterableDataset):
                                  ("min_bands", min_bands, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(grid_phases, bool) or not isinstance(grid_phases, int) or not (
+                1 <= grid_phases <= scale):
+            raise ValueError(f"grid_phases must be an integer in [1, scale={scale}], got {grid_phases!r}")
         if max_bands is not None and (isinstance(max_bands, bool) or not isinstance(max_bands, int)
                                       or max_bands < min_bands):
             raise ValueError(f"max_bands must be None or an integer >= min_bands ({min_bands}), "
@@ -231,20 +241,22 @@ class HSIPatchDataset(IterableDataset):
         self.scale, self.lr_patch, self.batch_size = scale, lr_patch, batch_size
         self.augment, self.min_bands, self.max_bands, self.seed = augment, min_bands, max_bands, seed
         self.p_window, self.p_reverse = band_window_probability, reverse_probability
-        self.pairs = self._load(specs, degradation)
+        offsets = sorted({round(k * scale / grid_phases) for k in range(grid_phases)})
+        self.pairs = self._load(specs, degradation, offsets)
         sizes = np.array([p.lr.shape[0] * p.lr.shape[1] for p in self.pairs], dtype=np.float64)
         self.weights = sizes / sizes.sum()
 
-    def _load(self, specs: Sequence[str], degradation: str) -> list[HSIPair]:
+    def _load(self, specs: Sequence[str], degradation: str, offsets: Sequence[int]) -> list[HSIPair]:
         pairs = []
         for spec in specs:
-            pair = make_pair(load_cube(spec)[0], scale=self.scale, degradation=degradation,
-                             name=str(spec))
-            if min(pair.lr.shape[:2]) < self.lr_patch:
-                warnings.warn(f"skipping {spec}: LR {pair.lr.shape[:2]} is smaller than "
+            cube = load_cube(spec)[0]
+            shifted = [make_pair(cube[dr:, dc:], scale=self.scale, degradation=degradation,
+                                 name=str(spec)) for dr in offsets for dc in offsets]
+            large = [pair for pair in shifted if min(pair.lr.shape[:2]) >= self.lr_patch]
+            if not large:
+                warnings.warn(f"skipping {spec}: LR {shifted[0].lr.shape[:2]} is smaller than "
                               f"lr_patch={self.lr_patch}", stacklevel=3)
-                continue
-            pairs.append(pair)
+            pairs.extend(large)
         if not pairs:
             raise ValueError(f"no cube has at least {self.lr_patch} LR rows and columns "
                              f"at scale {self.scale} (got {len(specs)} specs)")

@@ -84,6 +84,7 @@ class HSIDataConfig:
     min_bands: int = 24
     max_bands: int | None = None
     reverse_probability: float = 0.5
+    grid_phases: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
