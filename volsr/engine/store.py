@@ -259,9 +259,10 @@ def upsample_to_store(
     chunks : sequence of int, optional
         Output chunk shape (one per spatial axis, or one per array axis); default 64.
     tile : sequence of int, optional
-        Output tile shape per spatial axis; default: from :func:`start_tile` (128 voxels
-        per axis of the grid the model reads), halved until it fits ``max_memory`` --
-        independent of the volume's size, so peak memory is too.
+        Output tile shape per spatial axis; default: from :func:`start_tile`
+        (:data:`MAX_TILE_EDGE` voxels per axis of the grid the model reads), shrunk by
+        :func:`auto_tile` until it fits ``max_memory`` -- independent of the volume's size,
+        so peak memory is too.
     blend : {"exact", "gaussian"}
         ``exact`` crops halos; ``gaussian`` blends tiles overlapping by ``overlap``.
     overlap : float
