@@ -69,9 +69,11 @@ def test_hsi_config_builds_dataset_and_model(path):
     config = load_hsi_config(path)
     model = Attn1D2D(**dataclasses.asdict(config.model))
     data = dataclasses.asdict(config.data)
-    dataset = HSIPatchDataset(resolve_cubes(data.pop("cubes")), scale=config.model.scale,
-                              seed=config.run.seed, **data)
-    assert len(dataset.pairs) == len(config.data.cubes)
+    specs = resolve_cubes(data.pop("cubes"))
+    dataset = HSIPatchDataset(specs, scale=config.model.scale, seed=config.run.seed, **data)
+    # Every cube is used (grid_phases > 1: on up to grid_phases**2 shifted LR grids each).
+    assert {pair.name for pair in dataset.pairs} == set(specs)
+    assert len(specs) <= len(dataset.pairs) <= len(specs) * config.data.grid_phases**2
     assert sum(p.numel() for p in model.parameters()) > 0
     if config.validation is not None:
         assert all(Path(spec.split(":")[0]).is_file()
