@@ -50,7 +50,7 @@ DEFAULT_MAX_MEMORY = 2**30
 #: Default output chunk edge (voxels): 64^3 float32 = 1 MiB per chunk.
 DEFAULT_CHUNK = 64
 #: Largest tile edge tried, in voxels of the grid the model reads (:func:`start_tile`):
-#: a 5-voxel halo costs 4 % per axis there (18 % at 64). The budget shrinks it from here.
+#: a 5-voxel halo costs 4 % per axis there (16 % at 64). The budget shrinks it from here.
 MAX_TILE_EDGE = 256
 
 
