@@ -16,7 +16,9 @@ card declares ``layout="channels_last"`` (the table first prints
 :func:`volsr.engine.layout.time_layouts` of it, the measurement that justifies it). MONAI
 runs twice, with the module as it is and with its weights converted to channels-last, so
 the gap between volsr and MONAI is not just the layout. The conv rate is the faster
-layout's.
+layout's. volsr exact runs at the default budget and at ``--max-memory 4G``; the throughput
+table takes the best of 3 runs of each against the best conv-loop rate measured around them
+in the same process (the wall-time table shows the first run, like every other row).
 Each row runs in its own subprocess; peak RSS is that process's ``VmHWM`` (taken
 before the output is read back for the comparison). The difference is the max abs
 difference to the whole-volume forward pass divided by that pass's data range.
@@ -47,6 +49,8 @@ from volsr.models.interpolation import SeparableInterpolation
 LAYERS = (1, 32, 32, 32, 32, 1)
 #: The second volsr exact row's --max-memory: larger tiles, less halo recomputed.
 BIG_BUDGET = "4G"
+#: volsr exact runs (and conv-loop rates around them) behind each throughput row: best of.
+THROUGHPUT_RUNS = 3
 
 
 class HRCNN(nn.Module):
@@ -108,15 +112,19 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     shape_out = resampled_shape(shape, scale)
     positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
     budget = name.partition("@")[2] or None
+
+    def run_volsr() -> Path:
+        return upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
+                                 scale=scale, model=net, quiet=True, overwrite=True, max_memory=budget,
+                                 blend="gaussian" if "gauss" in name else "exact")  # fmt: skip
+
     rate_before = _conv_rate() if name.startswith("volsr-exact") else None
     start = time.perf_counter()
     if name == "whole":
         with torch.inference_mode():
             out = net(torch.from_numpy(data)[None, None], positions)[0, 0].numpy()
     elif name.startswith("volsr"):
-        path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
-                                 scale=scale, model=net, quiet=True, overwrite=True, max_memory=budget,
-                                 blend="gaussian" if "gauss" in name else "exact")  # fmt: skip
+        path = run_volsr()
         out = None
     else:
         from monai.inferers import sliding_window_inference
@@ -130,10 +138,19 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     seconds, rss = time.perf_counter() - start, _rss_mib()
     row = {"seconds": seconds, "rss_mib": rss}
     if rate_before is not None:
-        # The conv rate just before and after the run, and the CNN alone on the tile's box,
-        # in this process: the machine's speed drifts (shared cores) between processes.
+        # Throughput on a shared machine: the best of THROUGHPUT_RUNS runs against the best
+        # conv-loop rate taken before, between and after them, and the CNN alone on the
+        # tile's box, all in this process. Other tenants only ever slow a run down, so the
+        # best of each is the closest to this machine's own speed (the table's wall time
+        # above is the first run, as for every other method).
+        rates, best = [rate_before, _conv_rate()], seconds
+        for _ in range(THROUGHPUT_RUNS - 1):
+            start = time.perf_counter()
+            path = run_volsr()
+            best = min(best, time.perf_counter() - start)
+            rates.append(_conv_rate())
         tile, compute, alone = _model_alone(shape, scale, budget)
-        row.update(rates=[rate_before, _conv_rate()], tile=tile, compute=compute, alone=alone)
+        row.update(rates=rates, best_seconds=best, tile=tile, compute=compute, alone=alone)
     if out is None:
         out = io.load(path).numpy()
         shutil.rmtree(path)
@@ -284,20 +301,21 @@ def main() -> None:
 
 
 def _throughput_table(rows: dict, voxels: int) -> None:
-    """Each volsr exact row's FLOP rate against the conv loop measured around it."""
-    print("| volsr exact | conv3d loop GFLOP/s (before / after the run) | volsr exact: model FLOP per "
-          "output voxel x output voxels/s | the CNN alone on one tile's computed box (no engine) | "
-          "halo factor | volsr exact / (CNN alone / halo factor) |")  # fmt: skip
+    """Each volsr exact row's FLOP rate (best run) against the best conv-loop rate around it."""
+    print(f"| volsr exact | conv3d loop GFLOP/s (best of {THROUGHPUT_RUNS + 1} around the runs; all) | "
+          f"volsr exact, best of {THROUGHPUT_RUNS} runs: model FLOP per output voxel x output voxels/s | "
+          "the CNN alone on one tile's computed box (no engine) | halo factor | "
+          "volsr exact / (CNN alone / halo factor) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for name, row in rows.items():
         if "rates" not in row:
             continue
-        rate = float(np.mean(row["rates"]))
-        achieved = flops_per_output_voxel() * voxels / row["seconds"]
+        rate = max(row["rates"])
+        achieved = flops_per_output_voxel() * voxels / row["best_seconds"]
         halo = np.prod(row["compute"]) / np.prod(row["tile"])
         budget = name.partition("@")[2] or "default (1G)"
-        print(f"| --max-memory {budget} | {rate / 1e9:.1f} ({row['rates'][0] / 1e9:.0f} / "
-              f"{row['rates'][1] / 1e9:.0f}) | {achieved / 1e9:.1f} ({achieved / rate:.0%}) | "
+        print(f"| --max-memory {budget} | {rate / 1e9:.1f} ({' / '.join(f'{r / 1e9:.0f}' for r in row['rates'])}) | "
+              f"{achieved / 1e9:.1f} ({achieved / rate:.0%}; {row['best_seconds']:.1f} s) | "
               f"{row['alone'] / 1e9:.1f} ({row['alone'] / rate:.0%}) on {tuple(row['compute'])} | "
               f"{halo:.3f} (tile {tuple(row['tile'])}) | {achieved * halo / row['alone']:.0%} |")  # fmt: skip
     print()
@@ -320,10 +338,11 @@ def _model_alone(shape, scale, budget: str | None) -> tuple[tuple[int, ...], tup
     x = torch.rand(1, 1, *compute)
     with torch.inference_mode():
         net.refine(x)
-        start = time.perf_counter()
-        for _ in range(2):
+        seconds = float("inf")
+        for _ in range(THROUGHPUT_RUNS):
+            start = time.perf_counter()
             net.refine(x)
-        seconds = (time.perf_counter() - start) / 2
+            seconds = min(seconds, time.perf_counter() - start)
     return plan.tile, compute, flops_per_output_voxel() * float(np.prod(compute)) / seconds
 
 
