@@ -323,7 +323,8 @@ class Attn1D2D(nn.Module):
                     f"{self.scale}"
                 )
             index.append(torch.as_tensor(found[1], device=x.device))
-        hr = self.interpolate(x, positions)
+        with torch.autocast(x.device.type, enabled=False):  # bf16 would blur the base ~1e-3
+            hr = self.interpolate(x, positions)
         residual = self.residual(x)[:, :, index[0]][:, :, :, index[1]]
         return hr + self.residual_scale.to(x.dtype) * residual
 

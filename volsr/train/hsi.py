@@ -451,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # one layer shape per band count: cuDNN picks once
     result = run_hsi_training(load_hsi_config(args.config), resume=args.resume,
                               max_steps=args.max_steps, device=args.device)
     print(yaml.safe_dump(_jsonable(result), sort_keys=False))  # noqa: T201 (CLI report)
