@@ -218,8 +218,9 @@ class HSIValidator:
     def _scores(pair: HSIPair, model: torch.nn.Module) -> dict[str, float]:
         h, w, _ = pair.lr.shape
         grid = (output_coordinates(h, h * pair.scale), output_coordinates(w, w * pair.scale))
-        x = torch.from_numpy(pair.lr.transpose(2, 0, 1).copy())[None]
-        y = model(x, grid)[0].numpy().transpose(1, 2, 0).clip(0, 1)
+        device = next(model.parameters(), torch.empty(0)).device  # the trainer's (CUDA too)
+        x = torch.from_numpy(pair.lr.transpose(2, 0, 1).copy())[None].to(device)
+        y = model(x, grid)[0].cpu().numpy().transpose(1, 2, 0).clip(0, 1)
         return {"mpsnr": mpsnr(pair.hr, y, data_range=1.0), "sam": sam(pair.hr, y)}
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
