@@ -112,6 +112,8 @@ def test_grid_phases_degrade_the_cube_on_shifted_lr_grids(tmp_path):
     step = base.hr[1, 0, 0] - base.hr[0, 0, 0]  # one HR row of the ramp (as loaded)
     np.testing.assert_allclose(down.lr[2:7] - base.lr[2:7], 2 * step, atol=1e-5)
     np.testing.assert_array_equal(down.hr, base.hr[2 : 2 + down.hr.shape[0]])
+    # The shifted HR crops are views of one loaded cube, not grid_phases**2 copies of it.
+    assert all(np.shares_memory(base.hr, pair.hr) for pair in ds.pairs[1:])
     with pytest.raises(ValueError, match=r"grid_phases must be an integer in \[1, scale=4\]"):
         HSIPatchDataset([_write(tmp_path, "ramp", rows / 40)], scale=4, lr_patch=4, batch_size=1,
                         grid_phases=5)

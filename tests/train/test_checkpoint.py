@@ -14,6 +14,7 @@ from volsr.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    restore_generator,
     save_checkpoint,
     unflatten_optimizer_state,
 )
@@ -100,3 +101,12 @@ def test_missing_and_bad_values_raise(tmp_path):
         load_checkpoint(tmp_path / "nothing.json")
     with pytest.raises(TypeError, match="cannot store"):
         flatten_optimizer_state({"state": {0: {"x": object()}}, "param_groups": []}, prefix="o")
+
+
+def test_a_random_state_from_another_device_reseeds_with_a_warning():
+    generator = torch.Generator().manual_seed(1)
+    cuda_sized = [7] * 16  # a CUDA generator's state is 16 bytes, a CPU one's 5056
+    with pytest.warns(UserWarning, match="another device's: reseeded with 5"):
+        restored = restore_generator(generator, cuda_sized, fallback_seed=5)
+    assert restored is False
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(5).get_state())

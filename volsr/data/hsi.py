@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from volsr import io
+from volsr.data._options import positive_ints
 from volsr.degrade import bicubic_downsample, gaussian_decimate
 from volsr.geometry import downsampled_grid, output_coordinates
 
@@ -118,7 +119,8 @@ def make_pair(cube: np.ndarray, *, scale: int, degradation: str = "bicubic",
     Returns
     -------
     HSIPair
-        Float32 arrays; ``hr`` is ``cube`` cut to the rows and columns the LR grid covers.
+        Float32 arrays; ``hr`` is ``cube`` cut to the rows and columns the LR grid covers
+        (a view of a float32 ``cube``, not a copy: shifted pairs of one cube share memory).
 
     Raises
     ------
@@ -139,7 +141,7 @@ def make_pair(cube: np.ndarray, *, scale: int, degradation: str = "bicubic",
     if cube.ndim != 3:
         raise ValueError(f"cube must be (rows, cols, bands), got shape {cube.shape}")
     covered = [downsampled_grid(n, scale)[1] for n in cube.shape[:2]]
-    hr = np.ascontiguousarray(cube[: covered[0], : covered[1]])
+    hr = cube[: covered[0], : covered[1]]
     if degradation == "bicubic":
         lr = bicubic_downsample(cube, factors=scale, axes=(0, 1))
     else:
@@ -225,8 +227,7 @@ class HSIPatchDataset(IterableDataset):
         super().__init__()
         for name, value, low in (("lr_patch", lr_patch, 1), ("batch_size", batch_size, 1),
                                  ("min_bands", min_bands, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            positive_ints(value, name, 1, minimum=low)
         if isinstance(grid_phases, bool) or not isinstance(grid_phases, int) or not (
                 1 <= grid_phases <= scale):
             raise ValueError(f"grid_phases must be an integer in [1, scale={scale}], got {grid_phases!r}")

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -337,8 +338,9 @@ def restore_generator(generator: torch.Generator, state: Sequence[int], *, fallb
 
     A CUDA generator's state (16 bytes) does not fit a CPU generator (5056 bytes) and the
     other way round, so a run checkpointed on a GPU and resumed on a CPU (or back) cannot
-    continue the same random stream; it is reseeded with ``fallback_seed`` instead (the
-    resumed run is then reproducible, though not bit-identical to an uninterrupted one).
+    continue the same random stream; it is reseeded with ``fallback_seed`` instead, with a
+    warning (the resumed run is then reproducible, though not bit-identical to an
+    uninterrupted one).
 
     Parameters
     ----------
@@ -359,14 +361,22 @@ def restore_generator(generator: torch.Generator, state: Sequence[int], *, fallb
     >>> g = torch.Generator().manual_seed(1)
     >>> restore_generator(g, torch.Generator().manual_seed(2).get_state().tolist(), fallback_seed=0)
     True
-    >>> restore_generator(g, [0] * 16, fallback_seed=3)  # a CUDA generator's state
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     restore_generator(g, [0] * 16, fallback_seed=3)  # a CUDA generator's state
     False
+    >>> "reseeded with 3" in str(caught[0].message)
+    True
     >>> torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
     True
     """
     saved = torch.tensor(list(state), dtype=torch.uint8)
     if saved.numel() != generator.get_state().numel():
         generator.manual_seed(fallback_seed)
+        warnings.warn(f"the checkpoint's random state is another device's: reseeded with "
+                      f"{fallback_seed} (reproducible, not bit-identical to an unbroken run)",
+                      stacklevel=2)
         return False
     generator.set_state(saved)
     return True
