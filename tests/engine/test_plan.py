@@ -73,7 +73,49 @@ class _HoldsFeatures(torch.nn.Module):
 def test_activation_estimate_counts_every_live_tensor_not_only_module_outputs(n):
     net, channels = _HoldsFeatures(n, 8), 8
     plan = make_plan(net.card, (30, 30, 30), (30, 30, 30), chunks=(30, 30, 30), tile=(30, 30, 30))
-    per_voxel = activation_bytes(net, plan, 1, torch.device("cpu"))
+    cost = activation_bytes(net, plan, 1, torch.device("cpu"))
+    assert cost.per_source == 0.0  # input box = output box: one term (the per-output cost)
+    per_voxel = cost.per_output
     # n float32 maps of 8 channels alive together, then their stacked copy: 2 n 8 4 bytes.
     assert per_voxel >= WORKSPACE_FACTOR * 2 * n * channels * 4
     assert per_voxel <= WORKSPACE_FACTOR * (2 * n + 2) * channels * 4
+
+
+class _HoldsSourceMaps(torch.nn.Module):
+    """An LR-grid network with a halo: n feature maps on its input box, one output map."""
+
+    card = ModelCard(name="lr-maps", kind="network", grid="lr", halo=6, scales="real",
+                     scale_range=(1.0, 8.0), modality="any", description="test")  # fmt: skip
+
+    def __init__(self, n: int, channels: int) -> None:
+        super().__init__()
+        self.n, self.channels = n, channels
+
+    def forward(self, x, positions):
+        maps = [x.expand(-1, self.channels, -1, -1, -1) * (i + 1.0) for i in range(self.n)]
+        total = torch.stack(maps).sum()
+        return torch.zeros((x.shape[0], 1, *(len(p) for p in positions))) + total
+
+
+def test_activation_cost_splits_input_box_maps_from_outputs():
+    # Each source voxel holds n maps of 8 channels, then their stacked copy (2 n 8 4 bytes);
+    # each output voxel one float32: a single small probe would charge the halo's maps to
+    # the outputs, the two-probe fit gives each its own term.
+    net, n, channels = _HoldsSourceMaps(3, 8), 3, 8
+    plan = make_plan(net.card, (40, 40, 40), (160, 160, 160), chunks=(32, 32, 32), tile=(32, 32, 32))
+    cost = activation_bytes(net, plan, 1, torch.device("cpu"))
+    np.testing.assert_allclose(cost.per_source, WORKSPACE_FACTOR * 2 * n * channels * 4, rtol=0.05)
+    assert cost.per_output <= WORKSPACE_FACTOR * 4 * 2
+    tile = plan.central_tile([32, 32, 32])
+    source = np.prod([b - a for a, b in tile.source])
+    output = np.prod([b - a for a, b in tile.compute])
+    one_probe = WORKSPACE_FACTOR * 2 * n * channels * 4 * 10**3 / 4**3  # 16-voxel probe: 10 LR source
+    assert cost.bytes(tile_in=source, tile_out=output) < one_probe * output / 2
+
+
+def test_a_tile_spanning_the_volume_is_one_task():
+    # 200 output voxels with chunks of 64: a clipped 200-voxel tile covers the axis, so one
+    # task of 4 chunks (not 3-chunk tasks plus an 8-voxel one recomputing the halo).
+    plan = make_plan(get_card("bicubic"), (50, 50), (200, 200), chunks=(64, 64), tile=(1024, 1024))
+    assert plan.task_chunks == (4, 4) and plan.n_tasks == 1
+    assert make_plan(get_card("bicubic"), (50, 50), (200, 200), chunks=(64, 64), tile=(128, 128)).n_tasks == 4

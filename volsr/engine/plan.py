@@ -302,8 +302,9 @@ def make_plan(
         out_halo=out_halo,
         in_halo=in_halo,
         task_chunks=tuple(
-            max(1, (t if blend == "exact" else BLEND_TASK_TILES * t) // c)
-            for t, c in zip(sizes["tile"], sizes["chunks"], strict=True)
+            # A tile spanning the axis makes one task of it (no partial task recomputing halos).
+            -(-n // c) if t >= n else max(1, (t if blend == "exact" else BLEND_TASK_TILES * t) // c)
+            for t, c, n in zip(sizes["tile"], sizes["chunks"], shape_out, strict=True)
         ),
     )
 

@@ -6,8 +6,8 @@ and weight sum, and per batch the tile inputs, outputs and the model's activatio
 activation footprint is measured, not guessed: one small forward pass runs under a
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` that adds up the bytes of every
 tensor storage the model's operators create while it is alive (concatenations, skip
-connections and dense-block features included), and the peak per computed output voxel is
-the model's cost. (Counting module outputs alone, two of the largest, undercounted a densely
+connections and dense-block features included), on two probe tiles whose peaks give the
+model's cost per source voxel and per output voxel (:class:`ActivationCost`). (Counting module outputs alone, two of the largest, undercounted a densely
 connected network 3.6-fold: its concatenated features are not module outputs.) Operators
 also use buffers of their own that no tensor shows (oneDNN's reordered copies in a CPU
 convolution): :data:`WORKSPACE_FACTOR` covers them.
@@ -31,8 +31,8 @@ from tqdm import tqdm
 from volsr.engine.plan import Plan
 
 __all__ = [
-    "WORKSPACE_FACTOR", "Budget", "parse_size", "format_size", "activation_bytes", "estimate",
-    "progress_bar",
+    "WORKSPACE_FACTOR", "PROBE_EDGES", "ActivationCost", "Budget", "parse_size", "format_size",
+    "activation_bytes", "estimate", "progress_bar",
 ]  # fmt: skip
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -134,15 +134,55 @@ class _LiveBytes(TorchDispatchMode):
         return result
 
 
-def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.device) -> float:
-    """Peak activation bytes per computed output voxel, measured on one small tile.
+@dataclasses.dataclass(frozen=True)
+class ActivationCost:
+    """Peak activation bytes of one tile: ``per_source`` x source voxels + ``per_output`` x outputs.
+
+    Parameters
+    ----------
+    per_source : float
+        Bytes per voxel of the tile's input box (halo included): what a network holds on
+        the grid it reads (an LR-grid network's feature maps).
+    per_output : float
+        Bytes per computed output voxel (its output, an upsampled residual).
+
+    Examples
+    --------
+    >>> ActivationCost(per_source=10.0, per_output=2.0).bytes(tile_in=100, tile_out=400)
+    1800.0
+    """
+
+    per_source: float
+    per_output: float
+
+    def bytes(self, *, tile_in: int, tile_out: int) -> float:
+        """Planned peak bytes of a tile with ``tile_in`` source and ``tile_out`` output voxels."""
+        return self.per_source * tile_in + self.per_output * tile_out
+
+
+#: Output voxels per axis of the two central probe tiles :func:`activation_bytes` runs.
+PROBE_EDGES = (16, 32)
+
+
+def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.device) -> ActivationCost:
+    """Peak activation bytes per source voxel and per output voxel, measured on two tiles.
+
+    One probe tile cannot tell the two apart, and the split matters: an LR-grid network with
+    a wide halo (26 LR pixels for ``attn1d2d.x4``) holds its features on the input box, so a
+    small probe's cost per *output* voxel is mostly halo, and charging it to every output of
+    a large tile overestimated a 256-pixel tile's memory about 20-fold (the planner then cut
+    the tile to 8 LR pixels and recomputed each halo 50 times). Two central tiles of
+    :data:`PROBE_EDGES` output voxels per axis give a two-term fit; where it is degenerate
+    (input box proportional to the output, as for factor-1 or halo-free models) the larger
+    per-output cost of the two is used alone; a term that comes out negative is dropped and
+    the other one charged with the larger of the two probes' costs.
 
     Parameters
     ----------
     net : torch.nn.Module
         Eval mode, on ``device``.
     plan : Plan
-        The volume's plan (a central tile of at most 24 output voxels per axis is probed).
+        The volume's plan (central tiles, clipped to the volume, are probed).
     channels : int
         Input channels.
     device : torch.device
@@ -150,14 +190,14 @@ def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.de
 
     Returns
     -------
-    float
+    ActivationCost
         Peak bytes of the tensors the forward pass holds at once (its input excluded) times
-        :data:`WORKSPACE_FACTOR`, per computed output voxel.
+        :data:`WORKSPACE_FACTOR`, split into per-source and per-output terms.
 
     Raises
     ------
     ValueError
-        If the model's forward fails on the probe tile.
+        If the model's forward fails on a probe tile.
 
     Examples
     --------
@@ -165,17 +205,30 @@ def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.de
     >>> from volsr.models import create_model
     >>> net = create_model("linear")
     >>> plan = make_plan(net.card, (4, 4), (8, 8), chunks=(8, 8), tile=(8, 8))
-    >>> activation_bytes(net, plan, 1, torch.device("cpu")) >= 4.0 * WORKSPACE_FACTOR  # its output
+    >>> activation_bytes(net, plan, 1, torch.device("cpu")).per_output >= 4.0 * WORKSPACE_FACTOR
     True
     """
-    # A central region: its tile has the full halo on every side, as most tiles of a run do
-    # (a corner tile's widened box is clipped, and per voxel it holds less).
-    tile = plan.central_tile([24] * len(plan.shape_out))
-    x = torch.zeros((1, channels, *(b - a for a, b in tile.source)), device=device)
-    counter = _LiveBytes()
-    with torch.inference_mode(), counter:
-        net(x, plan.positions(tile))
-    return WORKSPACE_FACTOR * counter.peak / math.prod(b - a for a, b in tile.compute)
+    probes = []
+    for edge in PROBE_EDGES:
+        # A central region: its tile has the full halo on every side, as most tiles of a run
+        # do (a corner tile's widened box is clipped, and per voxel it holds less).
+        tile = plan.central_tile([edge] * len(plan.shape_out))
+        source = math.prod(b - a for a, b in tile.source)
+        x = torch.zeros((1, channels, *(b - a for a, b in tile.source)), device=device)
+        counter = _LiveBytes()
+        with torch.inference_mode(), counter:
+            net(x, plan.positions(tile))
+        probes.append((source, math.prod(b - a for a, b in tile.compute), WORKSPACE_FACTOR * counter.peak))
+    (s1, o1, p1), (s2, o2, p2) = probes
+    det = s1 * o2 - s2 * o1
+    if abs(det) <= 1e-9 * s1 * o2:  # input box proportional to the output: one term
+        return ActivationCost(per_source=0.0, per_output=max(p1 / o1, p2 / o2))
+    per_source, per_output = (p1 * o2 - p2 * o1) / det, (s1 * p2 - s2 * p1) / det
+    if per_output < 0:  # all on the input box (a negative term is rounding): that term alone
+        return ActivationCost(per_source=max(p1 / s1, p2 / s2), per_output=0.0)
+    if per_source < 0:
+        return ActivationCost(per_source=0.0, per_output=max(p1 / o1, p2 / o2))
+    return ActivationCost(per_source=per_source, per_output=per_output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +267,8 @@ class Budget:
 
 
 def estimate(
-    plan: Plan, *, channels: int, batch: int, per_voxel: float, weights: int, prefetch: int = 1
+    plan: Plan, *, channels: int, batch: int, activation: ActivationCost, weights: int,
+    prefetch: int = 1,
 ) -> Budget:
     """The :class:`Budget` of a plan (largest task and tile, sampled over the volume).
 
@@ -226,8 +280,8 @@ def estimate(
         Input channels (bands).
     batch : int
         Tiles per forward call.
-    per_voxel : float
-        Activation bytes per computed output voxel (:func:`activation_bytes`).
+    activation : ActivationCost
+        The model's activation bytes per tile (:func:`activation_bytes`).
     weights : int
         Parameter and buffer bytes of the model.
     prefetch : int
@@ -246,7 +300,8 @@ def estimate(
     >>> from volsr.engine.plan import make_plan
     >>> from volsr.models import get_card
     >>> plan = make_plan(get_card("linear"), (8, 8), (16, 16), chunks=(16, 16), tile=(16, 16))
-    >>> estimate(plan, channels=1, batch=1, per_voxel=8.0, weights=0).accumulator
+    >>> cost = ActivationCost(per_source=0.0, per_output=8.0)
+    >>> estimate(plan, channels=1, batch=1, activation=cost, weights=0).accumulator
     3072
     """
     sample = sorted({0, plan.n_tasks // 2, plan.n_tasks - 1})
@@ -259,7 +314,7 @@ def estimate(
         for tile in tiles[:64]:
             tile_in = max(tile_in, math.prod(b - a for a, b in tile.source))
             tile_out = max(tile_out, math.prod(b - a for a, b in tile.compute))
-    per_tile = 4 * channels * (tile_in + tile_out) + per_voxel * tile_out
+    per_tile = 4 * channels * (tile_in + tile_out) + activation.bytes(tile_in=tile_in, tile_out=tile_out)
     return Budget(
         inputs=4 * channels * box_voxels * (prefetch + 1),
         accumulator=4 * (2 * channels + 1) * task_voxels,

@@ -80,8 +80,9 @@ def auto_tile(
     """The largest tile (output voxels) from ``start`` that ``fits``, shrinking the longest axis.
 
     The engine calls it with ``fits`` judging a candidate on a notional volume three tiles
-    wide, so the choice depends on the budget, the model and the scale, never on the
-    size of the volume being processed (only the final clip to the volume does).
+    wide, so the choice depends on the budget, the model and the scale, not on the size of
+    the volume being processed, except that a tile holding the whole volume is judged on
+    the volume itself (a small volume then runs as one task, with no halo recomputed).
 
     Parameters
     ----------
@@ -430,17 +431,20 @@ def plan_run(
         return make_plan(net.card, shape_in, resampled_shape(shape_in, factors), chunks=spatial_chunks,
                          tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
 
-    per_voxel = progress.activation_bytes(net, notional(spatial_chunks), channels, where)
+    activation = progress.activation_bytes(net, notional(spatial_chunks), channels, where)
 
     def fits(plan: Plan, batch: int = 1) -> bool:
-        budget = progress.estimate(plan, channels=channels, batch=batch, per_voxel=per_voxel, weights=weights)
+        budget = progress.estimate(plan, channels=channels, batch=batch, activation=activation, weights=weights)
         return budget.total <= budget_bytes
 
     if tile is None:
         start = start_tile(net.card.grid, factors, spatial_chunks)
         # The real plan too: its tasks can be larger than the notional ones (the lazy API's
         # slabs hold a whole slab's accumulator).
-        chosen = auto_tile(lambda t: fits(notional(t)) and fits(plan_for(t)), start, spatial_chunks)
+        # A tile holding the whole volume is judged on the volume itself: one task, no halo.
+        whole = lambda t: all(a >= n for a, n in zip(t, shape_out, strict=True))  # noqa: E731
+        chosen = auto_tile(lambda t: fits(plan_for(t)) and (whole(t) or fits(notional(t))), start,
+                           spatial_chunks)
     else:
         chosen = tuple(tile)
     plan = plan_for(chosen)
@@ -448,7 +452,7 @@ def plan_run(
     # Batching pays on accelerators; on a CPU one tile already keeps every core busy.
     while where.type != "cpu" and batch < 16 and fits(plan, batch * 2):
         batch *= 2
-    budget = progress.estimate(plan, channels=channels, batch=batch, per_voxel=per_voxel, weights=weights)
+    budget = progress.estimate(plan, channels=channels, batch=batch, activation=activation, weights=weights)
     if budget.total > budget_bytes:
         raise VolsrError(
             f"tile {chosen} needs ~{progress.format_size(budget.total)} per worker, more than "
