@@ -102,6 +102,14 @@ def test_init_from_loads_the_checkpoints_ema_weights(tmp_path):
         load_initial_weights(wider, tmp_path / "best.safetensors")
 
 
+def test_init_from_loads_exported_weights_as_they_are(tmp_path):
+    config = ModelConfig(blocks=1, units=1, growth=4, base=4)
+    trained, fresh = build_model(config, seed=0), build_model(config, seed=1)
+    save_checkpoint(tmp_path, "shipped", tensors=trained.state_dict(), meta={"card": {}})
+    load_initial_weights(fresh, tmp_path / "shipped.safetensors")
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
 def test_missing_files_are_reported():
     with pytest.raises(FileNotFoundError, match="no file matches"):
         resolve_data_paths("/no/such/dir/*.nii.gz")

@@ -417,7 +417,8 @@ def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     model : torch.nn.Module
         The generator :func:`build_model` made (same architecture as the checkpoint's).
     path : str or path
-        A trainer checkpoint ``.safetensors`` (with its ``.json`` partner).
+        A trainer checkpoint ``.safetensors`` (with its ``.json`` partner), or exported /
+        shipped weights (``volsr/models/weights/*.safetensors`` with their JSON sidecar).
 
     Raises
     ------
@@ -432,7 +433,8 @@ def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     'load_initial_weights'
     """
     tensors, _ = load_checkpoint(path)
-    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    # A trainer checkpoint's EMA (or raw) weights; exported weights have no prefix.
+    prefix = next((p for p in ("ema.", "model.") if any(k.startswith(p) for k in tensors)), "")
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(weights)
