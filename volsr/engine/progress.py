@@ -7,8 +7,9 @@ activation footprint is measured, not guessed: one small forward pass runs under
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` that adds up the bytes of every
 tensor storage the model's operators create while it is alive (concatenations, skip
 connections and dense-block features included), on two probe tiles whose peaks give the
-model's cost per source voxel and per output voxel (:class:`ActivationCost`). (Counting module outputs alone, two of the largest, undercounted a densely
-connected network 3.6-fold: its concatenated features are not module outputs.) Operators
+model's cost per source voxel and per output voxel (:class:`ActivationCost`). (Counting
+module outputs alone, two of the largest, undercounted a densely connected network
+3.6-fold: its concatenated features are not module outputs.) Operators
 also use buffers of their own that no tensor shows (oneDNN's reordered copies in a CPU
 convolution): :data:`WORKSPACE_FACTOR` covers them.
 """
@@ -170,8 +171,8 @@ def activation_bytes(net: nn.Module, plan: Plan, channels: int, device: torch.de
     One probe tile cannot tell the two apart, and the split matters: an LR-grid network with
     a wide halo (26 LR pixels for ``attn1d2d.x4``) holds its features on the input box, so a
     small probe's cost per *output* voxel is mostly halo, and charging it to every output of
-    a large tile overestimated a 256-pixel tile's memory about 20-fold (the planner then cut
-    the tile to 8 LR pixels and recomputed each halo 50 times). Two central tiles of
+    a large tile overestimated a 256-pixel tile's memory about 45-fold (the planner then cut
+    a 103-band cube's tiles to 8x8 LR pixels, each inside a 26-pixel halo). Two central tiles of
     :data:`PROBE_EDGES` output voxels per axis give a two-term fit; where it is degenerate
     (input box proportional to the output, as for factor-1 or halo-free models) the larger
     per-output cost of the two is used alone; a term that comes out negative is dropped and
