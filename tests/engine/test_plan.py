@@ -54,19 +54,19 @@ def test_blend_tasks_span_several_tiles_so_little_is_computed_twice():
 
 
 class _HoldsFeatures(torch.nn.Module):
-    """Keeps ``n`` full-size feature maps alive at once, as a densely connected block does;
-    none of them is a module output (only the final sum is)."""
+    """Keeps ``n`` feature maps of its input box alive at once, as a densely connected block
+    does; none of them is a module output (only the final one-channel output is)."""
 
-    card = ModelCard(name="holds", kind="network", grid="lr", halo=0, scales="real",
-                     scale_range=(1.0, 1.0), modality="any", description="test")  # fmt: skip
-
-    def __init__(self, n: int, channels: int) -> None:
+    def __init__(self, n: int, channels: int, *, halo: int = 0) -> None:
         super().__init__()
         self.n, self.channels = n, channels
+        self.card = ModelCard(name="holds", kind="network", grid="lr", halo=halo, scales="real",
+                              scale_range=(1.0, 8.0), modality="any", description="test")  # fmt: skip
 
     def forward(self, x, positions):
         features = [x.expand(-1, self.channels, -1, -1, -1) * (i + 1.0) for i in range(self.n)]
-        return torch.stack(features).sum(0)[:, :1]
+        total = torch.stack(features).sum()
+        return torch.zeros((x.shape[0], 1, *(len(p) for p in positions))) + total
 
 
 @pytest.mark.parametrize("n", [1, 4])
@@ -81,27 +81,11 @@ def test_activation_estimate_counts_every_live_tensor_not_only_module_outputs(n)
     assert per_voxel <= WORKSPACE_FACTOR * (2 * n + 2) * channels * 4
 
 
-class _HoldsSourceMaps(torch.nn.Module):
-    """An LR-grid network with a halo: n feature maps on its input box, one output map."""
-
-    card = ModelCard(name="lr-maps", kind="network", grid="lr", halo=6, scales="real",
-                     scale_range=(1.0, 8.0), modality="any", description="test")  # fmt: skip
-
-    def __init__(self, n: int, channels: int) -> None:
-        super().__init__()
-        self.n, self.channels = n, channels
-
-    def forward(self, x, positions):
-        maps = [x.expand(-1, self.channels, -1, -1, -1) * (i + 1.0) for i in range(self.n)]
-        total = torch.stack(maps).sum()
-        return torch.zeros((x.shape[0], 1, *(len(p) for p in positions))) + total
-
-
 def test_activation_cost_splits_input_box_maps_from_outputs():
     # Each source voxel holds n maps of 8 channels, then their stacked copy (2 n 8 4 bytes);
     # each output voxel one float32: a single small probe would charge the halo's maps to
     # the outputs, the two-probe fit gives each its own term.
-    net, n, channels = _HoldsSourceMaps(3, 8), 3, 8
+    net, n, channels = _HoldsFeatures(3, 8, halo=6), 3, 8
     plan = make_plan(net.card, (40, 40, 40), (160, 160, 160), chunks=(32, 32, 32), tile=(32, 32, 32))
     cost = activation_bytes(net, plan, 1, torch.device("cpu"))
     np.testing.assert_allclose(cost.per_source, WORKSPACE_FACTOR * 2 * n * channels * 4, rtol=0.05)

@@ -442,9 +442,11 @@ def plan_run(
         # The real plan too: its tasks can be larger than the notional ones (the lazy API's
         # slabs hold a whole slab's accumulator).
         # A tile holding the whole volume is judged on the volume itself: one task, no halo.
-        whole = lambda t: all(a >= n for a, n in zip(t, shape_out, strict=True))  # noqa: E731
-        chosen = auto_tile(lambda t: fits(plan_for(t)) and (whole(t) or fits(notional(t))), start,
-                           spatial_chunks)
+        def acceptable(t: tuple[int, ...]) -> bool:
+            whole = all(a >= n for a, n in zip(t, shape_out, strict=True))
+            return fits(plan_for(t)) and (whole or fits(notional(t)))
+
+        chosen = auto_tile(acceptable, start, spatial_chunks)
     else:
         chosen = tuple(tile)
     plan = plan_for(chosen)
