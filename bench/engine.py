@@ -11,12 +11,12 @@ fixed random weights. MONAI's ``sliding_window_inference`` maps an input ROI to 
 output ROI of the same shape, so it runs the way MONAI users run SR: on the cubic-
 interpolated whole volume (computed in its subprocess, counted in its time and memory)
 with the CNN as the predictor, ROI 64^3, overlap 0.25, Gaussian blending. volsr runs the
-same module through ``upsample_to_store`` (default ``--max-memory``, tile and chunks); its
+same module through ``upsample_to_store`` (``--max-memory 1G``, default tile and chunks); its
 card declares ``layout="channels_last"`` (the table first prints
 :func:`volsr.engine.layout.time_layouts` of it, the measurement that justifies it). MONAI
 runs twice, with the module as it is and with its weights converted to channels-last, so
 the gap between volsr and MONAI is not just the layout. The conv rate is the faster
-layout's. volsr exact runs at the default budget and at ``--max-memory 4G``; the throughput
+layout's. volsr exact runs at ``--max-memory 1G`` and ``4G``; the throughput
 table takes the best of 3 runs of each against the best conv-loop rate measured around them
 in the same process (the wall-time table shows the first run, like every other row).
 Each row runs in its own subprocess; peak RSS is that process's ``VmHWM`` (taken
@@ -47,6 +47,8 @@ from volsr.models import ModelCard
 from volsr.models.interpolation import SeparableInterpolation
 
 LAYERS = (1, 32, 32, 32, 32, 1)
+#: The first volsr exact row's --max-memory (fixed, not the machine-dependent default).
+BASE_BUDGET = "1G"
 #: The second volsr exact row's --max-memory: larger tiles, less halo recomputed.
 BIG_BUDGET = "4G"
 #: volsr exact runs (and conv-loop rates around them) behind each throughput row: best of.
@@ -111,7 +113,7 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     net, data = HRCNN().eval(), np.random.default_rng(0).random(shape, dtype=np.float32)
     shape_out = resampled_shape(shape, scale)
     positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
-    budget = name.partition("@")[2] or None
+    budget = name.partition("@")[2] or BASE_BUDGET
 
     def run_volsr() -> Path:
         return upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
@@ -168,7 +170,7 @@ def _memory_method(name: str, source: str, scale, workdir: str) -> dict:
     start = time.perf_counter()
     if name.startswith("volsr"):
         upsample_to_store(source, Path(workdir) / "mem.zarr", scale=scale, model=net, quiet=True,
-                          overwrite=True, max_memory=name.partition("@")[2] or None)  # fmt: skip
+                          overwrite=True, max_memory=name.partition("@")[2] or BASE_BUDGET)  # fmt: skip
         shutil.rmtree(Path(workdir) / "mem.zarr")
     else:
         from monai.inferers import sliding_window_inference
@@ -313,7 +315,7 @@ def _throughput_table(rows: dict, voxels: int) -> None:
         rate = max(row["rates"])
         achieved = flops_per_output_voxel() * voxels / row["best_seconds"]
         halo = np.prod(row["compute"]) / np.prod(row["tile"])
-        budget = name.partition("@")[2] or "default (1G)"
+        budget = name.partition("@")[2] or BASE_BUDGET
         print(f"| --max-memory {budget} | {rate / 1e9:.1f} ({' / '.join(f'{r / 1e9:.0f}' for r in row['rates'])}) | "
               f"{achieved / 1e9:.1f} ({achieved / rate:.0%}; {row['best_seconds']:.1f} s) | "
               f"{row['alone'] / 1e9:.1f} ({row['alone'] / rate:.0%}) on {tuple(row['compute'])} | "
@@ -327,13 +329,13 @@ def _model_alone(shape, scale, budget: str | None) -> tuple[tuple[int, ...], tup
     without the engine's reads, interpolation, crops and writes, and without the halo it
     recomputes."""
     from volsr.engine.progress import parse_size
-    from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
+    from volsr.engine.store import plan_run
     from volsr.volume import Volume
 
     net = apply_layout(HRCNN().eval(), HRCNN.card.layout)
     volume = Volume(np.zeros(shape, np.float32), np.eye(4), ("i", "j", "k"))
     plan, _, _ = plan_run(net, volume, resampled_shape(shape, scale), scale, None, None, "exact", 0.25,
-                          parse_size(budget) if budget else DEFAULT_MAX_MEMORY, torch.device("cpu"))  # fmt: skip
+                          parse_size(budget or BASE_BUDGET), torch.device("cpu"))  # fmt: skip
     compute = tuple(t + 2 * plan.out_halo for t in plan.tile)
     x = torch.rand(1, 1, *compute)
     with torch.inference_mode():

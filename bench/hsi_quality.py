@@ -12,7 +12,9 @@ spectra skipped), ERGAS with the true r, CC (mean per-band Pearson), seconds per
 Cubes: the held-out San Diego AVIRIS scene (both crops; never in the training configs) and
 one CAVE scene (visible range, 31 bands, also never trained on). Network rows appear when
 weights are found: ``--weights-xS``, else the shipped model ``attn1d2d.xS``, else the export
-of the training config ``runs/attn1d2d_xS/export/attn1d2d_xS.safetensors``.
+of the training config ``runs/attn1d2d_xS/export/attn1d2d_xS.safetensors``. ``+SE``: the
+same network as the engine runs it by default, the mean over the 8 flips and row/column
+swaps of the input (:class:`volsr.models.ensemble.SelfEnsemble`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from volsr.geometry import output_coordinates
 from volsr.metrics import cc, ergas, mpsnr, mssim, sam
 from volsr.models import create_model, list_models
 from volsr.models.attn1d2d import Attn1D2D
+from volsr.models.ensemble import SelfEnsemble
 from volsr.models.weights import load_module
 
 SCALES = (2, 4)
@@ -70,6 +73,7 @@ def table(scale: int, weights: str | None) -> list[str]:
     network = network_for(scale, weights)
     if network is not None:
         models["attn1d2d"] = network
+        models["attn1d2d +SE"] = SelfEnsemble(network, (scale, scale))
     lines = [f"### x{scale}", "", "| cube | bands | model | MPSNR (dB) | MSSIM | SAM (deg) "
              "| ERGAS | CC | s |", "|---|---|---|---|---|---|---|---|---|"]
     root = shared_data_root()

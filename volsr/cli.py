@@ -109,11 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N workers")
     where.add_argument("--scheduler", metavar="ADDR", help="run on the Dask scheduler at ADDR")
     upsample.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    upsample.add_argument("--max-memory", metavar="SIZE", help="memory per worker, e.g. 2G (default 1G)")
+    upsample.add_argument("--max-memory", metavar="SIZE", help="memory per worker, e.g. 2G (default: half the free memory, at least 1G)")
     upsample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     upsample.add_argument("--layout", choices=("contiguous", "channels_last"),
                           help="memory layout of the network's convolutions (default: the model card's)")
     upsample.add_argument("--quiet", action="store_true", help="no plan, budget or progress bar")
+    upsample.add_argument("--self-ensemble", action=argparse.BooleanOptionalAction, default=None,
+                          help="average the model over flips and axis swaps (8 forwards for a "
+                               "cube; default: the model card's, on for the shipped HSI networks)")
     upsample.add_argument("--check-halo", action="store_true",
                           help="first check the model's declared halo against its receptive field")
     upsample.add_argument("--force", action="store_true",

@@ -303,6 +303,8 @@ def run_upsample(args: argparse.Namespace) -> str:
     from volsr.engine import check_halo, upsample_to_store
     from volsr.engine.resolve import resolve_factors
     from volsr.models import default_model_name, get_card
+    from volsr.models.ensemble import symmetries
+    from volsr.models.files import is_model_file, register_model_file
 
     io.check_output(args.output, overwrite=args.overwrite or args.resume)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
@@ -313,11 +315,17 @@ def run_upsample(args: argparse.Namespace) -> str:
     spectral = volume.band_axis is not None
     factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
     model = args.model or default_model_name(spectral=spectral, scale=factors)
+    self_ensemble = getattr(args, "self_ensemble", None)
     if not args.quiet:
         why = " (arbitrary-scale network: non-integer factors)" if (
             not args.model and model.startswith("meta_srgan.")) else ""
         _note(f"model: {model}{why}")
-        if spectral and not args.model and get_card(model).kind != "network":
+        card = register_model_file(model) if is_model_file(model) else get_card(model)
+        if card.self_ensemble if self_ensemble is None else self_ensemble:
+            count = len(symmetries(factors))
+            _note(f"self-ensemble: the mean over {count} flips and axis swaps "
+                  f"(--no-self-ensemble: {count}x faster)")
+        if spectral and not args.model and card.kind != "network":
             shown = "x".join(f"{f:g}" for f in factors)
             _note(f"no shipped hyperspectral network for scale {shown}: using {model} "
                   f"(see `volsr models`)")
@@ -330,7 +338,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
-        layout=getattr(args, "layout", None),
+        layout=getattr(args, "layout", None), self_ensemble=self_ensemble,
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)

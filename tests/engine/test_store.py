@@ -161,3 +161,50 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([*args[:2], str(tmp_path / "o.nii.gz"), *args[3:], "--blend", "gaussian", "--check-halo"]) == 0
     assert io.load(tmp_path / "o.nii.gz").shape == (12, 10, 12)
     assert not any(p.name.endswith("partial.zarr") for p in tmp_path.iterdir())
+
+
+def test_the_default_budget_is_half_the_free_memory_shared_among_local_workers(monkeypatch):
+    from collections import namedtuple
+
+    from volsr.engine import progress
+
+    memory = namedtuple("memory", "available")
+    monkeypatch.setattr(progress.psutil, "virtual_memory", lambda: memory(10 * 2**30))
+    assert progress.default_budget() == 5 * 2**30
+    assert progress.default_budget(workers=4) == 5 * 2**30 // 4
+    assert progress.default_budget(local=False) == 2**30  # a remote cluster's memory is unknown here
+    monkeypatch.setattr(progress.psutil, "virtual_memory", lambda: memory(2**29))
+    assert progress.default_budget() == 2**30  # never below 1 GiB
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        progress.default_budget(workers=0)
+
+
+def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkeypatch):
+    # The default follows the free memory; a resume on a busier machine must still plan
+    # the same tiles (the manifest refuses changed options).
+    from volsr.engine import progress
+
+    volume, calls = _volume(shape=(40, 32, 16)), []
+    original = store_module.write_result
+
+    def failing(array, region, result):
+        calls.append(region)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        original(array, region, result)
+
+    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(8, 8, 8), quiet=True)
+    monkeypatch.setattr(progress, "default_budget", lambda **_: 2**19)  # 20 tasks
+    monkeypatch.setattr(store_module, "write_result", failing)
+    with pytest.raises(OSError, match="No space left"):
+        upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
+    first = json.loads((tmp_path / "a.zarr" / MANIFEST_NAME).read_text())
+    assert first["state"]["budget_bytes"] == 2**19
+    monkeypatch.setattr(store_module, "write_result", original)
+    monkeypatch.setattr(progress, "default_budget", lambda **_: 2**32)  # one task, if planned anew
+    upsample_to_store(volume, tmp_path / "a.zarr", resume=True, **kwargs)
+    upsample_to_store(volume, tmp_path / "b.zarr", max_memory=2**19, **kwargs)
+    assert np.array_equal(io.load(tmp_path / "a.zarr").numpy(), io.load(tmp_path / "b.zarr").numpy())
+    upsample_to_store(volume, tmp_path / "c.zarr", **kwargs)  # fresh: the new default, one tile
+    c = json.loads((tmp_path / "c.zarr" / MANIFEST_NAME).read_text())
+    assert c["header"]["options"]["plan"]["tile"] != first["header"]["options"]["plan"]["tile"]

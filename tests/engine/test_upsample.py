@@ -51,7 +51,7 @@ def test_slab_by_slab_equals_one_whole_pass(name, monkeypatch):
 
 def test_tiles_inside_a_slab_follow_the_memory_budget_and_stay_exact(monkeypatch):
     # One slab holds the whole output; a 6 MiB budget forces tiles much smaller than it.
-    monkeypatch.setattr(upsample_module, "DEFAULT_MAX_MEMORY", 6 * 2**20)
+    monkeypatch.setattr(upsample_module, "default_budget", lambda: 6 * 2**20)
     seen = []
     original = upsample_module.plan_run
     monkeypatch.setattr(upsample_module, "plan_run", lambda *a: seen.append(original(*a)) or seen[-1])

@@ -23,6 +23,7 @@ import sys
 import weakref
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -32,8 +33,9 @@ from tqdm import tqdm
 from volsr.engine.plan import Plan
 
 __all__ = [
-    "WORKSPACE_FACTOR", "PROBE_EDGES", "ActivationCost", "Budget", "parse_size", "format_size",
-    "activation_bytes", "estimate", "progress_bar",
+    "WORKSPACE_FACTOR", "PROBE_EDGES", "MIN_DEFAULT_BUDGET", "DEFAULT_MEMORY_SHARE", "ActivationCost",
+    "Budget", "parse_size", "format_size", "default_budget", "activation_bytes", "estimate",
+    "progress_bar",
 ]  # fmt: skip
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -75,6 +77,56 @@ def parse_size(text: str | int) -> int:
     if match is None or float(match.group(1)) <= 0:
         raise ValueError(f"max_memory must be a positive size such as 512M or 2G, got {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+#: Floor of the default budget per worker (bytes), and the whole default for a remote
+#: scheduler (whose workers' memory this machine cannot see).
+MIN_DEFAULT_BUDGET = 2**30
+#: Share of the memory available when a run starts that the default budget takes (the
+#: rest is left to the interpreter, PyTorch, the allocator's slack and other processes).
+DEFAULT_MEMORY_SHARE = 0.5
+
+
+def default_budget(*, workers: int | None = None, local: bool = True) -> int:
+    """The memory budget per worker when none is given: a share of what this machine has free.
+
+    A fixed default (1 GiB, before) refused a 189-band cube at x4 (the smallest tile of
+    the shipped network, with its 26-pixel halo, needs more) and tiled a 100 x 100 cube
+    into 28 tasks that recomputed the halo 11-fold; like Dask's ``memory_limit="auto"``,
+    the default now follows the machine.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Local worker processes sharing the machine (default one).
+    local : bool
+        False for a remote scheduler: :data:`MIN_DEFAULT_BUDGET`.
+
+    Returns
+    -------
+    int
+        ``max(MIN_DEFAULT_BUDGET, DEFAULT_MEMORY_SHARE * available / workers)`` bytes,
+        ``available`` being ``psutil.virtual_memory().available`` now.
+
+    Raises
+    ------
+    ValueError
+        If ``workers`` is not a positive integer.
+
+    Examples
+    --------
+    >>> default_budget(local=False) == MIN_DEFAULT_BUDGET
+    True
+    >>> default_budget() >= default_budget(workers=4) >= MIN_DEFAULT_BUDGET
+    True
+    """
+    count = 1 if workers is None else workers
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if not local:
+        return MIN_DEFAULT_BUDGET
+    share = int(DEFAULT_MEMORY_SHARE * psutil.virtual_memory().available) // count
+    return max(MIN_DEFAULT_BUDGET, share)
 
 
 def format_size(count: float) -> str:

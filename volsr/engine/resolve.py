@@ -12,11 +12,14 @@ from torch import nn
 
 from volsr.geometry import scale_for_target_spacing
 from volsr.models import create_model
+from volsr.models.ensemble import SelfEnsemble
 from volsr.models.files import is_model_file, register_model_file
 from volsr.models.registry import ModelCard
 from volsr.volume import Volume
 
-__all__ = ["resolve_model", "resolve_factors", "check_supported", "resolve_device"]
+__all__ = [
+    "resolve_model", "resolve_factors", "check_supported", "resolve_device", "with_self_ensemble",
+]
 
 
 def resolve_model(model: str | nn.Module) -> nn.Module:
@@ -49,6 +52,44 @@ def resolve_model(model: str | nn.Module) -> nn.Module:
     1
     """
     return _resolve_model(model)
+
+
+def with_self_ensemble(
+    net: nn.Module, factors: Sequence[float], self_ensemble: bool | None
+) -> nn.Module:
+    """The model as the engine runs it: alone, or averaged over its input's symmetries.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        With a ``card``.
+    factors : (D,) sequence of float
+        Per-axis factors of the run (:func:`volsr.models.ensemble.symmetries`).
+    self_ensemble : bool or None
+        Wrap in a :class:`~volsr.models.ensemble.SelfEnsemble`; None: as the card says
+        (``card.self_ensemble``).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``net`` itself, or a ``SelfEnsemble`` holding it (same ``card``).
+
+    Raises
+    ------
+    TypeError
+        If ``self_ensemble`` is neither a bool nor None.
+
+    Examples
+    --------
+    >>> type(with_self_ensemble(resolve_model("linear"), (2.0, 2.0), True)).__name__
+    'SelfEnsemble'
+    >>> type(with_self_ensemble(resolve_model("linear"), (2.0, 2.0), None)).__name__
+    'SeparableInterpolation'
+    """
+    if self_ensemble is not None and not isinstance(self_ensemble, bool):
+        raise TypeError(f"self_ensemble must be True, False or None, got {self_ensemble!r}")
+    wanted = net.card.self_ensemble if self_ensemble is None else self_ensemble
+    return SelfEnsemble(net, factors) if wanted else net
 
 
 def resolve_factors(

@@ -35,18 +35,22 @@ from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
 from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.plan import Plan, make_plan
-from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
+from volsr.engine.resolve import (
+    check_supported,
+    resolve_device,
+    resolve_factors,
+    resolve_model,
+    with_self_ensemble,
+)
 from volsr.errors import OutputExistsError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
 __all__ = [
-    "upsample_to_store", "DEFAULT_MAX_MEMORY", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile",
+    "upsample_to_store", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile",
     "start_tile", "plan_run",
 ]  # fmt: skip
 
-#: Budget used to choose tile sizes when ``max_memory`` is not given (bytes per worker).
-DEFAULT_MAX_MEMORY = 2**30
 #: Default output chunk edge (voxels): 64^3 float32 = 1 MiB per chunk.
 DEFAULT_CHUNK = 64
 #: Largest tile edge tried, in voxels of the grid the model reads (:func:`start_tile`):
@@ -200,6 +204,19 @@ def _work_store(output: Path) -> Path:
     return output.with_name(f".{output.name}.volsr-partial.zarr")
 
 
+def _budget_bytes(
+    max_memory: str | int | None, resumed: Path | None, workers: int | None, scheduler: str | None
+) -> int:
+    """The budget asked for; else the one a resumed run started with (same plan); else the default."""
+    if max_memory is not None:
+        return progress.parse_size(max_memory)
+    if resumed is not None and (resumed / MANIFEST_NAME).exists():
+        recorded = Manifest.load(resumed / MANIFEST_NAME).state.get("budget_bytes")
+        if isinstance(recorded, int) and recorded > 0:
+            return recorded
+    return progress.default_budget(workers=workers, local=scheduler is None)
+
+
 def _open_manifest(store: Path, header: dict, *, resume: bool, overwrite: bool, quiet: bool) -> Manifest | None:
     path = store / MANIFEST_NAME
     if resume and store.exists():
@@ -236,6 +253,7 @@ def upsample_to_store(
     quiet: bool = False,
     force: bool = False,
     layout: str | None = None,
+    self_ensemble: bool | None = None,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -277,7 +295,10 @@ def upsample_to_store(
     overwrite : bool
         Replace an existing output.
     max_memory : str or int, optional
-        Budget per worker (``"2G"``); picks tile and batch sizes (default 1 GiB).
+        Budget per worker (``"2G"``); picks tile and batch sizes. Default: half the memory
+        free when the run starts, shared among local workers, at least 1 GiB
+        (:func:`volsr.engine.progress.default_budget`); a resumed run keeps the budget it
+        started with.
     device : str or torch.device
         Where the model runs.
     quiet : bool
@@ -288,6 +309,10 @@ def upsample_to_store(
     layout : {"contiguous", "channels_last"}, optional
         Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
         the one its card declares.
+    self_ensemble : bool, optional
+        Average the model over the flips and axis swaps of each tile
+        (:class:`volsr.models.ensemble.SelfEnsemble`: 8 forwards for a cube, better
+        estimates); default as the model's card says (on for the shipped HSI networks).
 
     Returns
     -------
@@ -325,17 +350,18 @@ def upsample_to_store(
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    budget_bytes = DEFAULT_MAX_MEMORY if max_memory is None else progress.parse_size(max_memory)
     output_path = io.check_output(output, overwrite=overwrite or resume)
+    store = _work_store(output_path)
+    budget_bytes = _budget_bytes(max_memory, store if resume else None, workers, scheduler)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
+    net = with_self_ensemble(net, factors, self_ensemble)
     layout = layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     plan, batch, budget = plan_run(
         net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
     )
-    store = _work_store(output_path)
     header = {
         "input": input_fingerprint(volume, spec),
         "model": model_identity(net),
@@ -349,6 +375,8 @@ def upsample_to_store(
     if manifest is None:
         _create_store(store, template, plan.chunks)
         manifest = Manifest.create(store / MANIFEST_NAME, header, plan.n_tasks)
+        manifest.state["budget_bytes"] = budget_bytes
+        manifest.save()
     if not manifest.complete:
         _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet)
         _finalise_store(store, template)
@@ -446,7 +474,19 @@ def plan_run(
             whole = all(a >= n for a, n in zip(t, shape_out, strict=True))
             return fits(plan_for(t)) and (whole or fits(notional(t)))
 
-        chosen = auto_tile(acceptable, start, spatial_chunks)
+        try:
+            chosen = auto_tile(acceptable, start, spatial_chunks)
+        except VolsrError:
+            smallest = tuple(min(8, c) for c in spatial_chunks)
+            need = max(
+                progress.estimate(p, channels=channels, batch=1, activation=activation, weights=weights).total
+                for p in (plan_for(smallest), notional(smallest))
+            )
+            raise VolsrError(
+                f"max_memory {progress.format_size(budget_bytes)} is too small for even an "
+                f"8-voxel tile of {net.card.name!r} on {channels} channels (needs "
+                f"~{progress.format_size(need)}); raise max_memory (--max-memory)"
+            ) from None
     else:
         chosen = tuple(tile)
     plan = plan_for(chosen)

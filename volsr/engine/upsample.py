@@ -23,9 +23,15 @@ from torch import nn
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.layout import apply_layout
 from volsr.engine.normalise import input_scale as volume_scale
-from volsr.engine.progress import parse_size
-from volsr.engine.resolve import check_supported, resolve_device, resolve_factors, resolve_model
-from volsr.engine.store import DEFAULT_MAX_MEMORY, plan_run
+from volsr.engine.progress import default_budget, parse_size
+from volsr.engine.resolve import (
+    check_supported,
+    resolve_device,
+    resolve_factors,
+    resolve_model,
+    with_self_ensemble,
+)
+from volsr.engine.store import plan_run
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 
@@ -47,6 +53,7 @@ def upsample(
     force: bool = False,
     max_memory: str | int | None = None,
     layout: str | None = None,
+    self_ensemble: bool | None = None,
 ) -> Volume:
     """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
@@ -75,6 +82,10 @@ def upsample(
     layout : {"contiguous", "channels_last"}, optional
         Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
         the one its card declares.
+    self_ensemble : bool, optional
+        Average the model over the flips and axis swaps of each tile
+        (:class:`volsr.models.ensemble.SelfEnsemble`: 8 forwards for a cube, better
+        estimates); default as the model's card says (on for the shipped HSI networks).
 
     Returns
     -------
@@ -109,6 +120,7 @@ def upsample(
     where = resolve_device(device)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
+    net = with_self_ensemble(net, factors, self_ensemble)
     net = apply_layout(net.eval().to(where), layout or net.card.layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     source = channel_first(volume)
@@ -117,7 +129,7 @@ def upsample(
     chunks = (rows, *shape_out[1:])
     # Tiles inside a slab as large as the default budget allows (a slab-sized tile of a
     # densely connected network needed over 10 GB).
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
+    budget = default_budget() if max_memory is None else parse_size(max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
     input_scale = volume_scale(net.card.input_scaling, volume.data)
 

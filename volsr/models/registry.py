@@ -47,6 +47,10 @@ class ModelCard:
         Memory layout the engine runs the model's convolutions in (its 4-D/5-D weights are
         converted; :mod:`volsr.engine.layout`): declare ``channels_last`` when
         :func:`volsr.engine.layout.time_layouts` measures it faster.
+    self_ensemble : bool
+        The engine runs the model as a :class:`volsr.models.ensemble.SelfEnsemble` (the
+        mean over flips and axis swaps of its input) unless told not to: declare it for a
+        network trained with flip and rotation augmentation whose card shows the gain.
     """
 
     name: str
@@ -60,6 +64,7 @@ class ModelCard:
     weights: str | None = None
     input_scaling: Literal["none", "p99.9", "max"] = "none"
     layout: Literal["contiguous", "channels_last"] = "contiguous"
+    self_ensemble: bool = False
 
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}
