@@ -27,6 +27,7 @@ from volsr.engine.normalise import input_scale
 from volsr.geometry import output_coordinates
 from volsr.models import ModelCard, default_model_name, registry
 from volsr.models.attn1d2d import Attn1D2D
+from volsr.models.ensemble import SelfEnsemble
 from volsr.volume import Volume
 
 WAVELENGTHS = np.linspace(400.0, 700.0, 31)
@@ -102,6 +103,34 @@ def test_mat_cube_at_x4_runs_the_shipped_network_and_keeps_wavelengths(
     result = io.load(f"{tmp_path / 'sr.mat'}:sr")
     assert result.axes == ("i", "j", "band") and result.shape == (40, 36, 31)
     np.testing.assert_allclose(result.wavelengths, WAVELENGTHS)
+
+
+def test_the_card_peak_and_self_ensemble_reach_the_cli(
+    tmp_path: Path, network: Attn1D2D, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The shipped cards map an input's maximum to the training LR peak and average over
+    # the 8 flips/swaps; expected: that mean, computed here on the whole cube.
+    card = ModelCard(
+        name="attn1d2d.x4", kind="network", grid="lr", halo=network.halo, scales="integer",
+        scale_range=(4.0, 4.0), modality="hsi", description="test stand-in",
+        input_scaling="max", input_peak=0.75, self_ensemble=True,
+    )  # fmt: skip
+    monkeypatch.setitem(registry._REGISTRY, card.name, (card, lambda: copy.deepcopy(network)))
+    cube = _cube((9, 8, 12))
+    scipy.io.savemat(tmp_path / "cube.mat", {"cube": cube})
+    divisor = float(cube.max()) / 0.75
+    x = torch.from_numpy(np.ascontiguousarray(cube.transpose(2, 0, 1)) / divisor)[None]
+    grid = (output_coordinates(9, 36), output_coordinates(8, 32))
+    with torch.no_grad():
+        expected = {True: SelfEnsemble(network, (4, 4))(x, grid), False: network(x, grid)}
+    for ensemble in (True, False):
+        flag = [] if ensemble else ["--no-self-ensemble"]
+        err = _run(["upsample", f"{tmp_path / 'cube.mat'}:cube", f"{tmp_path / 'sr.mat'}:sr",
+                    "--scale", "4", "--overwrite", *flag], capsys)  # fmt: skip
+        assert ("self-ensemble: the mean over 8 flips" in err) == ensemble
+        want = expected[ensemble][0].numpy().transpose(1, 2, 0) * divisor
+        np.testing.assert_allclose(scipy.io.loadmat(tmp_path / "sr.mat")["sr"], want, rtol=2e-5, atol=0.05)
 
 
 def test_scale_without_a_shipped_network_falls_back_to_bicubic_with_a_note(
@@ -183,5 +212,8 @@ def test_input_scale_max_is_the_whole_cube_maximum() -> None:
     assert input_scale("max", chunked) == float(np.max(values))
     assert input_scale("none", chunked) == 1.0
     assert input_scale("max", da.zeros((3, 3), chunks=2)) == 1.0  # not positive: no scaling
+    assert input_scale("max", chunked, peak=0.75) == pytest.approx(float(np.max(values)) / 0.75)
+    with pytest.raises(ValueError, match="peak must be positive"):
+        input_scale("max", chunked, peak=0.0)
     with pytest.raises(ValueError, match="input_scaling must be one of .* got 'p99'"):
         input_scale("p99", chunked)

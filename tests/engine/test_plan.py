@@ -10,7 +10,7 @@ import torch
 
 from volsr.engine.plan import make_plan
 from volsr.engine.progress import WORKSPACE_FACTOR, activation_bytes
-from volsr.models import ModelCard, get_card
+from volsr.models import ModelCard, create_model, get_card
 
 
 def _task_owner(plan) -> np.ndarray:
@@ -103,3 +103,26 @@ def test_a_tile_spanning_the_volume_is_one_task():
     plan = make_plan(get_card("bicubic"), (50, 50), (200, 200), chunks=(64, 64), tile=(1024, 1024))
     assert plan.task_chunks == (4, 4) and plan.n_tasks == 1
     assert make_plan(get_card("bicubic"), (50, 50), (200, 200), chunks=(64, 64), tile=(128, 128)).n_tasks == 4
+
+
+@pytest.mark.parametrize("name", ["tiny_attn1d2d", "linear"])
+def test_activation_cost_of_many_channels_is_extrapolated_from_few(monkeypatch, name):
+    # The probes run with PROBE_CHANNELS channels; probing with the real count is the reference.
+    from volsr.engine import progress
+    from volsr.models.attn1d2d import Attn1D2D
+
+    if name == "linear":
+        net = create_model("linear")
+    else:
+        net = Attn1D2D(scale=2, features=4, stages=2).eval()
+        net.card = ModelCard(name=name, kind="network", grid="lr", halo=net.halo, scales="integer",
+                             scale_range=(2.0, 2.0), modality="hsi", description="test")  # fmt: skip
+    plan = make_plan(net.card, (40, 40), (80, 80), chunks=(32, 32), tile=(32, 32))
+    channels = 30
+    extrapolated = progress.activation_bytes(net, plan, channels, torch.device("cpu"))
+    monkeypatch.setattr(progress, "PROBE_CHANNELS", (channels - 1, channels))
+    measured = progress.activation_bytes(net, plan, channels, torch.device("cpu"))
+    for tile_in, tile_out in ((36 * 36, 32 * 32), (80 * 80, 76 * 76)):
+        a = extrapolated.bytes(tile_in=tile_in, tile_out=tile_out)
+        b = measured.bytes(tile_in=tile_in, tile_out=tile_out)
+        assert a == pytest.approx(b, rel=0.02)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from volsr.geometry import input_window, output_coordinates
+from volsr.models import get_card
 from volsr.models.attn1d2d import Attn1D2D, icnr_, implied_scale
 from volsr.models.interpolation import SeparableInterpolation
 
@@ -129,3 +132,25 @@ def test_forward_rejects_another_factor_and_bad_input():
         Attn1D2D(scale=5)
     with pytest.raises(ValueError, match="attention_kernel must be odd"):
         Attn1D2D(attention_kernel=4)
+
+
+@pytest.mark.parametrize("name", ["attn1d2d_x2", "attn1d2d_x4"])
+def test_shipped_input_peak_is_the_median_lr_peak_of_the_training_cubes(name):
+    # The sidecar's input_peak must be what volsr.data.hsi.lr_peak gives on the cubes its
+    # training config names (the export computes it so;
+    # the two shipped sidecars got it after training, from the same function).
+    import json
+
+    from volsr.data.hsi import lr_peak
+    from volsr.models.weights import WEIGHTS_DIR
+    from volsr.train.hsi import resolve_cubes
+
+    sidecar = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    data = sidecar["metadata"]["training_config"]["data"]
+    specs = resolve_cubes(data["cubes"])
+    if not all(Path(spec.split(":")[0]).is_file() for spec in specs):
+        pytest.skip("training cubes not available")
+    scale = sidecar["config"]["scale"]
+    expected = lr_peak(specs, scale=scale, degradation=data["degradation"])
+    assert sidecar["card"]["input_peak"] == pytest.approx(expected, rel=1e-6)
+    assert get_card(f"attn1d2d.x{scale}").input_peak == pytest.approx(expected, rel=1e-6)

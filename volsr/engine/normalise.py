@@ -86,7 +86,7 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
     return values[0] + (rank - ranks[0]) * (values[1] - values[0])
 
 
-def input_scale(input_scaling: str, data: da.Array) -> float:
+def input_scale(input_scaling: str, data: da.Array, *, peak: float = 1.0) -> float:
     """The one number a card's ``input_scaling`` divides the whole input by (1.0 for none).
 
     Parameters
@@ -95,17 +95,19 @@ def input_scale(input_scaling: str, data: da.Array) -> float:
         A :class:`volsr.models.ModelCard`'s ``input_scaling``.
     data : dask.array.Array
         The whole input, any shape (streamed over; memory: one block).
+    peak : float
+        The card's ``input_peak``: the value the statistic is mapped to.
 
     Returns
     -------
     float
         1.0 for ``"none"``; else the 99.9th percentile (:func:`streamed_percentile`) or the
-        maximum of ``data``, replaced by 1.0 when it is not positive.
+        maximum of ``data`` (replaced by 1.0 when it is not positive), over ``peak``.
 
     Raises
     ------
     ValueError
-        If ``input_scaling`` is not one of the allowed values.
+        If ``input_scaling`` is not one of the allowed values or ``peak`` is not positive.
     InvalidDataError
         If the data holds NaN or Inf.
 
@@ -113,6 +115,8 @@ def input_scale(input_scaling: str, data: da.Array) -> float:
     --------
     >>> input_scale("max", da.from_array(np.array([0.5, 4.0, 2.0]), chunks=2))
     4.0
+    >>> input_scale("max", da.from_array(np.array([0.5, 4.0, 2.0]), chunks=2), peak=0.8)
+    5.0
     """
     if input_scaling == "none":
         return 1.0
@@ -124,7 +128,9 @@ def input_scale(input_scaling: str, data: da.Array) -> float:
             raise InvalidDataError("the volume holds NaN or Inf voxels; cannot compute its maximum")
     else:
         raise ValueError(f"input_scaling must be one of 'none', 'p99.9', 'max'; got {input_scaling!r}")
-    return value if value > 0 else 1.0
+    if not (math.isfinite(peak) and peak > 0):
+        raise ValueError(f"peak must be positive and finite, got {peak!r}")
+    return (value if value > 0 else 1.0) / peak
 
 
 def _locate(cumulative: np.ndarray, rank: int) -> tuple[int, int]:

@@ -506,7 +506,7 @@ def plan_run(
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet):
     input_scale = manifest.state.get("input_scale")
     if input_scale is None:
-        input_scale = volume_scale(net.card.input_scaling, volume.data)
+        input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
         manifest.state["input_scale"] = input_scale
         manifest.save()
     layout = manifest.header["options"]["layout"]

@@ -131,7 +131,7 @@ def upsample(
     # densely connected network needed over 10 GB).
     budget = default_budget() if max_memory is None else parse_size(max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
-    input_scale = volume_scale(net.card.input_scaling, volume.data)
+    input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
         values = np.asarray(block, dtype=np.float32)

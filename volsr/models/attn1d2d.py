@@ -387,7 +387,7 @@ def implied_scale(
 
 
 def register_attn1d2d(
-    name: str, *, weights: str, config: dict, description: str
+    name: str, *, weights: str, config: dict, description: str, input_peak: float = 1.0
 ) -> ModelCard:
     """Register trained :class:`Attn1D2D` weights shipped in ``volsr/models/weights``.
 
@@ -402,6 +402,9 @@ def register_attn1d2d(
         :class:`Attn1D2D` constructor arguments (``scale`` among them).
     description : str
         One line for ``volsr models``.
+    input_peak : float
+        The card's ``input_peak``: the median maximum of the training LR cubes
+        (:func:`volsr.data.hsi.lr_peak`, written into the sidecar at export).
 
     Returns
     -------
@@ -433,7 +436,7 @@ def register_attn1d2d(
         name=name, kind="network", grid="lr", halo=probe.halo, scales="integer",
         scale_range=(float(probe.scale), float(probe.scale)), modality="hsi",
         description=description, weights=path.name, input_scaling="max",
-        self_ensemble=True,
+        input_peak=input_peak, self_ensemble=True,
     )
 
     def factory() -> Attn1D2D:
@@ -446,7 +449,7 @@ def register_attn1d2d(
 def _register_shipped() -> None:
     for shipped in shipped_weights(prefix="attn1d2d", factory=Attn1D2D):
         register_attn1d2d(shipped.name, weights=shipped.file, config=shipped.config,
-                          description=shipped.description)
+                          description=shipped.description, input_peak=shipped.input_peak)
 
 
 _register_shipped()

@@ -85,7 +85,8 @@ class SelfEnsemble(nn.Module):
     ----------
     model : torch.nn.Module
         Follows the engine's ``forward(x, positions)`` contract
-        (:class:`volsr.models.interpolation.SeparableInterpolation`) and has a ``card``.
+        (:class:`volsr.models.interpolation.SeparableInterpolation`); its ``card``, if it
+        has one, becomes the ensemble's.
     factors : (D,) sequence of float
         Per-spatial-axis factor of the run (fixes which axes may swap, once for every tile).
 
@@ -116,7 +117,8 @@ class SelfEnsemble(nn.Module):
     def __init__(self, model: nn.Module, factors: Sequence[float]) -> None:
         super().__init__()
         self.model = model
-        self.card = model.card
+        if getattr(model, "card", None) is not None:
+            self.card = model.card
         self.symmetries = symmetries(factors)
 
     def forward(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:

@@ -96,7 +96,8 @@ def register_model_file(path: str | Path) -> ModelCard:
     factory, register = _ARCHITECTURES[arch]
     facts = read_shipped(path.resolve(), factory=factory)
     if arch == "attn1d2d":  # its scale comes from the config
-        return register(name, weights=facts.file, config=facts.config, description=facts.description)
+        return register(name, weights=facts.file, config=facts.config, description=facts.description,
+                        input_peak=facts.input_peak)
     return register(name, weights=facts.file, config=facts.config, description=facts.description,
                     scale_range=facts.scale_range)
 

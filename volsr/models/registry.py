@@ -43,6 +43,11 @@ class ModelCard:
         percentile (its maximum) (computed once per volume, never per tile) before
         ``forward`` and multiplies the output back; the network was trained on inputs
         scaled so.
+    input_peak : float
+        What the statistic is mapped to: the engine divides the input by
+        ``statistic / input_peak``. 1.0 unless training inputs peaked elsewhere: an HSI
+        network trained on LR cubes of cubes divided by their maximum saw LR maxima around
+        0.75 at x4 (blur lowers the peak), so an LR input's maximum is mapped there.
     layout : {"contiguous", "channels_last"}
         Memory layout the engine runs the model's convolutions in (its 4-D/5-D weights are
         converted; :mod:`volsr.engine.layout`): declare ``channels_last`` when
@@ -63,6 +68,7 @@ class ModelCard:
     description: str
     weights: str | None = None
     input_scaling: Literal["none", "p99.9", "max"] = "none"
+    input_peak: float = 1.0
     layout: Literal["contiguous", "channels_last"] = "contiguous"
     self_ensemble: bool = False
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class ShippedWeights:
         One line for ``volsr models``.
     scale_range : tuple of float
         Trained per-axis factor range.
+    input_peak : float
+        The card's ``input_peak`` (optional in the sidecar; default 1.0).
     """
 
     name: str
@@ -72,6 +75,7 @@ class ShippedWeights:
     config: dict
     description: str
     scale_range: tuple[float, float]
+    input_peak: float = 1.0
 
 
 def _sidecar(path: Path) -> Path:
@@ -413,11 +417,15 @@ def read_shipped(path: str | Path, *, factory: Callable[..., nn.Module]) -> Ship
     card = _read_sidecar(path).get("card", {})
     try:
         low, high = (float(v) for v in card["scale_range"])
+        peak = float(card.get("input_peak", 1.0))
+        if not (math.isfinite(peak) and peak > 0):
+            raise ValueError(peak)
         return ShippedWeights(name=str(card["name"]), file=str(path), config=config,
-                              description=str(card["description"]), scale_range=(low, high))
+                              description=str(card["description"]), scale_range=(low, high),
+                              input_peak=peak)
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{_sidecar(path)}: 'card' needs name, description and scale_range "
-                         f"[low, high], got {card!r}") from None
+                         f"[low, high] (and a positive input_peak if any), got {card!r}") from None
 
 
 def shipped_weights(*, prefix: str, factory: Callable[..., nn.Module]) -> list[ShippedWeights]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from volsr.data.hsi import HSIPair, HSIPatchDataset, load_cube, make_pair
+from volsr.data.hsi import HSIPair, HSIPatchDataset, load_cube, lr_peak, make_pair
 from volsr.datasets import shared_data_root
 from volsr.errors import OutputExistsError
 from volsr.geometry import output_coordinates
@@ -348,7 +348,9 @@ def _export(trainer: HSITrainer, config: HSITrainConfig) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     scale = config.model.scale
     card = {"name": f"attn1d2d.x{scale}", "scale_range": [float(scale), float(scale)],
-            "description": f"1D-2D attention network x{scale}, any band count (volsr re-impl.)"}
+            "description": f"1D-2D attention network x{scale}, any band count (volsr re-impl.)",
+            "input_peak": lr_peak(resolve_cubes(config.data.cubes), scale=scale,
+                                  degradation=config.data.degradation)}
     metadata = {"step": trainer.step, "validation": trainer.history[-1] if trainer.history
                 else None, "training_config": _jsonable(config)}
     return save_weights(model, folder / f"{config.run.name}.safetensors",
