@@ -12,9 +12,12 @@ spectra skipped), ERGAS with the true r, CC (mean per-band Pearson), seconds per
 Cubes: the held-out San Diego AVIRIS scene (both crops; never in the training configs) and
 one CAVE scene (visible range, 31 bands, also never trained on). Network rows appear when
 weights are found: ``--weights-xS``, else the shipped model ``attn1d2d.xS``, else the export
-of the training config ``runs/attn1d2d_xS/export/attn1d2d_xS.safetensors``. ``+SE``: the
-same network as the engine runs it by default, the mean over the 8 flips and row/column
-swaps of the input (:class:`volsr.models.ensemble.SelfEnsemble`).
+of the training config ``runs/attn1d2d_xS/export/attn1d2d_xS.safetensors``. Network rows
+run through the engine, as ``volsr upsample cube.mat:key out.mat:key --scale S`` runs them:
+the LR cube divided by its maximum over the card's ``input_peak`` and multiplied back,
+``+SE`` with the self-ensemble the engine applies by default (the mean over the 8 flips and
+row/column swaps of the input, :class:`volsr.models.ensemble.SelfEnsemble`), the other row
+with ``--no-self-ensemble``; their seconds include the engine's planning.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +33,11 @@ import torch
 
 from volsr.data.hsi import HSIPair, load_cube, make_pair
 from volsr.datasets import shared_data_root
+from volsr.engine import upsample
 from volsr.geometry import output_coordinates
 from volsr.metrics import cc, ergas, mpsnr, mssim, sam
 from volsr.models import create_model, list_models
-from volsr.models.attn1d2d import Attn1D2D
-from volsr.models.ensemble import SelfEnsemble
-from volsr.models.weights import load_module
+from volsr.volume import Volume
 
 SCALES = (2, 4)
 BASELINES = ("bicubic", "cubic", "lanczos")
@@ -42,18 +45,31 @@ CUBES = ("hsi/sandiego/sandiego.mat:data", "hsi/sandiego/sandiego_plane.mat:data
          "hsi/cave256/cloth_ms_256.mat")
 
 
-def network_for(scale: int, weights: str | None) -> torch.nn.Module | None:
-    """The trained network for ``scale``, or None when no weights exist."""
+def network_for(scale: int, weights: str | None) -> str | None:
+    """The trained network for ``scale`` (a registry name or a weights file), or None."""
     if weights:
-        return load_module(Attn1D2D, weights).eval()
+        return weights
     if f"attn1d2d.x{scale}" in {card.name for card in list_models()}:
-        return create_model(f"attn1d2d.x{scale}")
+        return f"attn1d2d.x{scale}"
     export = Path(f"runs/attn1d2d_x{scale}/export/attn1d2d_x{scale}.safetensors")
-    return load_module(Attn1D2D, export).eval() if export.is_file() else None
+    return str(export) if export.is_file() else None
+
+
+class Engine:
+    """A network as ``volsr upsample`` runs it: the engine's input scaling, self-ensemble on or off."""
+
+    def __init__(self, model: str, *, self_ensemble: bool) -> None:
+        self.model, self.self_ensemble = model, self_ensemble
+
+    def __call__(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
+        cube = Volume(x[0].numpy().transpose(1, 2, 0), np.eye(4), ("i", "j", "band"))
+        scale = len(grid[0]) / x.shape[2]
+        out = upsample(cube, scale=scale, model=self.model, self_ensemble=self.self_ensemble)
+        return torch.from_numpy(out.numpy().transpose(2, 0, 1).copy())[None]
 
 
 @torch.no_grad()
-def score(pair: HSIPair, model: torch.nn.Module) -> dict[str, float]:
+def score(pair: HSIPair, model: Callable[..., torch.Tensor]) -> dict[str, float]:
     """Metrics and seconds of ``model`` on one cube."""
     h, w, _ = pair.lr.shape
     grid = (output_coordinates(h, h * pair.scale), output_coordinates(w, w * pair.scale))
@@ -72,8 +88,8 @@ def table(scale: int, weights: str | None) -> list[str]:
     models = {name: create_model(name) for name in BASELINES}
     network = network_for(scale, weights)
     if network is not None:
-        models["attn1d2d"] = network
-        models["attn1d2d +SE"] = SelfEnsemble(network, (scale, scale))
+        models["attn1d2d"] = Engine(network, self_ensemble=False)
+        models["attn1d2d +SE"] = Engine(network, self_ensemble=True)
     lines = [f"### x{scale}", "", "| cube | bands | model | MPSNR (dB) | MSSIM | SAM (deg) "
              "| ERGAS | CC | s |", "|---|---|---|---|---|---|---|---|---|"]
     root = shared_data_root()
