@@ -62,18 +62,23 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert a.tobytes() == b.tobytes()
 
 
-def test_full_disk_mid_run_then_resume(tmp_path, monkeypatch):
-    volume, calls = _volume(), []
-    original = store_module.write_result
+def _disk_full_at(write: int):
+    """A ``write_result`` that fails with ENOSPC at its ``write``-th call."""
+    calls, original = [], store_module.write_result
 
     def failing(array, region, result):
         calls.append(region)
-        if len(calls) == 3:
+        if len(calls) == write:
             raise OSError(28, "No space left on device")
         original(array, region, result)
 
+    return failing
+
+
+def test_full_disk_mid_run_then_resume(tmp_path, monkeypatch):
+    volume, original = _volume(), store_module.write_result
     kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
-    monkeypatch.setattr(store_module, "write_result", failing)
+    monkeypatch.setattr(store_module, "write_result", _disk_full_at(3))
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
     monkeypatch.setattr(store_module, "write_result", original)
@@ -184,18 +189,10 @@ def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkey
     # the same tiles (the manifest refuses changed options).
     from volsr.engine import progress
 
-    volume, calls = _volume(shape=(40, 32, 16)), []
-    original = store_module.write_result
-
-    def failing(array, region, result):
-        calls.append(region)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        original(array, region, result)
-
+    volume, original = _volume(shape=(40, 32, 16)), store_module.write_result
     kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(8, 8, 8), quiet=True)
     monkeypatch.setattr(progress, "default_budget", lambda **_: 2**19)  # 20 tasks
-    monkeypatch.setattr(store_module, "write_result", failing)
+    monkeypatch.setattr(store_module, "write_result", _disk_full_at(2))
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
     first = json.loads((tmp_path / "a.zarr" / MANIFEST_NAME).read_text())
