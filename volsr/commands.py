@@ -317,8 +317,9 @@ def run_upsample(args: argparse.Namespace) -> str:
     model = args.model or default_model_name(spectral=spectral, scale=factors)
     self_ensemble = getattr(args, "self_ensemble", None)
     if not args.quiet:
+        fractional = any(abs(f - round(f)) > 1e-9 for f in factors)
         why = " (arbitrary-scale network: non-integer factors)" if (
-            not args.model and model.startswith("meta_srgan.")) else ""
+            not args.model and model.startswith("meta_srgan.") and fractional) else ""
         _note(f"model: {model}{why}")
         card = register_model_file(model) if is_model_file(model) else get_card(model)
         if card.self_ensemble if self_ensemble is None else self_ensemble:
