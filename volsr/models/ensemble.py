@@ -165,5 +165,5 @@ class SelfEnsemble(nn.Module):
             y = self.model(seen, [grids[axis] for axis in order])
             y = y.permute(0, 1, *(2 + int(axis) for axis in np.argsort(order)))
             y = y.flip([2 + axis for axis in flipped]) if flipped else y
-            total = y.float() if total is None else total.add_(y)
-        return (total / len(self.symmetries)).to(y.dtype)
+            total = y.to(torch.float32, copy=True) if total is None else total.add_(y)
+        return total.div_(len(self.symmetries)).to(y.dtype)
