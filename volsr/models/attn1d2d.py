@@ -413,7 +413,7 @@ def register_attn1d2d(
         ``(scale, scale)``, modality ``"hsi"``, ``input_scaling`` ``"max"`` (training divides
         each cube by its maximum, :func:`volsr.data.hsi.load_cube`; the engine does the same),
         ``self_ensemble`` True (training flips and rotates rows and columns; the mean over
-        the 8 symmetries gains 0.03-0.06 dB and 1-2 % SAM, ``bench/hsi_quality.py``).
+        the 8 symmetries gained 0.01-0.07 dB and 1-5 % lower SAM, ``bench/hsi_quality.py``).
 
     Raises
     ------
