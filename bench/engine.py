@@ -55,6 +55,11 @@ BIG_BUDGET = "4G"
 THROUGHPUT_RUNS = 3
 
 
+def _budget_of(name: str) -> str:
+    """The --max-memory of a run name ``volsr[-variant]@BUDGET`` (no ``@``: :data:`BASE_BUDGET`)."""
+    return name.partition("@")[2] or BASE_BUDGET
+
+
 class HRCNN(nn.Module):
     """Cubic upsampling, then 5 conv layers (32 channels, 3^3) on the output grid, residual."""
 
@@ -113,7 +118,7 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     net, data = HRCNN().eval(), np.random.default_rng(0).random(shape, dtype=np.float32)
     shape_out = resampled_shape(shape, scale)
     positions = tuple(output_coordinates(n, m) for n, m in zip(shape, shape_out))
-    budget = name.partition("@")[2] or BASE_BUDGET
+    budget = _budget_of(name)
 
     def run_volsr() -> Path:
         return upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
@@ -170,7 +175,7 @@ def _memory_method(name: str, source: str, scale, workdir: str) -> dict:
     start = time.perf_counter()
     if name.startswith("volsr"):
         upsample_to_store(source, Path(workdir) / "mem.zarr", scale=scale, model=net, quiet=True,
-                          overwrite=True, max_memory=name.partition("@")[2] or BASE_BUDGET)  # fmt: skip
+                          overwrite=True, max_memory=_budget_of(name))  # fmt: skip
         shutil.rmtree(Path(workdir) / "mem.zarr")
     else:
         from monai.inferers import sliding_window_inference
@@ -315,7 +320,7 @@ def _throughput_table(rows: dict, voxels: int) -> None:
         rate = max(row["rates"])
         achieved = flops_per_output_voxel() * voxels / row["best_seconds"]
         halo = np.prod(row["compute"]) / np.prod(row["tile"])
-        budget = name.partition("@")[2] or BASE_BUDGET
+        budget = _budget_of(name)
         print(f"| --max-memory {budget} | {rate / 1e9:.1f} ({' / '.join(f'{r / 1e9:.0f}' for r in row['rates'])}) | "
               f"{achieved / 1e9:.1f} ({achieved / rate:.0%}; {row['best_seconds']:.1f} s) | "
               f"{row['alone'] / 1e9:.1f} ({row['alone'] / rate:.0%}) on {tuple(row['compute'])} | "
@@ -323,8 +328,8 @@ def _throughput_table(rows: dict, voxels: int) -> None:
     print()
 
 
-def _model_alone(shape, scale, budget: str | None) -> tuple[tuple[int, ...], tuple[int, ...], float]:
-    """The tile volsr exact picks under ``budget`` (None: the default), the box its model
+def _model_alone(shape, scale, budget: str) -> tuple[tuple[int, ...], tuple[int, ...], float]:
+    """The tile volsr exact picks under ``budget``, the box its model
     computes (tile plus halo), and the FLOP rate of the CNN alone on that box: the ceiling
     without the engine's reads, interpolation, crops and writes, and without the halo it
     recomputes."""
@@ -335,7 +340,7 @@ def _model_alone(shape, scale, budget: str | None) -> tuple[tuple[int, ...], tup
     net = apply_layout(HRCNN().eval(), HRCNN.card.layout)
     volume = Volume(np.zeros(shape, np.float32), np.eye(4), ("i", "j", "k"))
     plan, _, _ = plan_run(net, volume, resampled_shape(shape, scale), scale, None, None, "exact", 0.25,
-                          parse_size(budget or BASE_BUDGET), torch.device("cpu"))  # fmt: skip
+                          parse_size(budget), torch.device("cpu"))  # fmt: skip
     compute = tuple(t + 2 * plan.out_halo for t in plan.tile)
     x = torch.rand(1, 1, *compute)
     with torch.inference_mode():

@@ -302,9 +302,8 @@ def run_upsample(args: argparse.Namespace) -> str:
     """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
     from volsr.engine import check_halo, upsample_to_store
     from volsr.engine.resolve import resolve_factors
+    from volsr.geometry import integer_factors
     from volsr.models import default_model_name, get_card
-    from volsr.models.ensemble import symmetries
-    from volsr.models.files import is_model_file, register_model_file
 
     io.check_output(args.output, overwrite=args.overwrite or args.resume)
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
@@ -315,18 +314,11 @@ def run_upsample(args: argparse.Namespace) -> str:
     spectral = volume.band_axis is not None
     factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
     model = args.model or default_model_name(spectral=spectral, scale=factors)
-    self_ensemble = getattr(args, "self_ensemble", None)
     if not args.quiet:
-        fractional = any(abs(f - round(f)) > 1e-9 for f in factors)
         why = " (arbitrary-scale network: non-integer factors)" if (
-            not args.model and model.startswith("meta_srgan.") and fractional) else ""
+            not args.model and model.startswith("meta_srgan.") and not integer_factors(factors)) else ""
         _note(f"model: {model}{why}")
-        card = register_model_file(model) if is_model_file(model) else get_card(model)
-        if card.self_ensemble if self_ensemble is None else self_ensemble:
-            count = len(symmetries(factors))
-            _note(f"self-ensemble: the mean over {count} flips and axis swaps "
-                  f"(--no-self-ensemble: {count}x faster)")
-        if spectral and not args.model and card.kind != "network":
+        if spectral and not args.model and get_card(model).kind != "network":
             shown = "x".join(f"{f:g}" for f in factors)
             _note(f"no shipped hyperspectral network for scale {shown}: using {model} "
                   f"(see `volsr models`)")
@@ -339,7 +331,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
-        layout=getattr(args, "layout", None), self_ensemble=self_ensemble,
+        layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)

@@ -44,6 +44,7 @@ __all__ = [
     "input_window",
     "crop_affine",
     "downsampled_grid",
+    "integer_factors",
 ]
 
 _EPS = 1e-9
@@ -397,3 +398,27 @@ def downsampled_grid(n_hr: int, factor: float) -> tuple[int, int]:
         raise GeometryError(f"axis of {n_hr} voxels is too short for factor {factor}")
     (n_covered,) = resampled_shape((n_lr,), (factor,))
     return n_lr, n_covered
+
+
+def integer_factors(factors: Sequence[float]) -> bool:
+    """Whether every per-axis factor is an integer (within 1e-9).
+
+    Parameters
+    ----------
+    factors : (D,) sequence of float
+        Per-axis scale factors.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> integer_factors((1, 1, 4.0)), integer_factors((1, 1, 3.3))
+    (True, False)
+    """
+    return all(abs(float(f) - round(float(f))) < _EPS for f in factors)

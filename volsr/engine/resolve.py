@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from volsr.geometry import scale_for_target_spacing
+from volsr.geometry import integer_factors, scale_for_target_spacing
 from volsr.models import create_model
 from volsr.models.ensemble import SelfEnsemble
 from volsr.models.files import is_model_file, register_model_file
@@ -238,7 +238,7 @@ def _check_supported(card: ModelCard, factors: tuple[float, ...], *, force: bool
             raise ValueError(f"{message} (force it with --force / force=True at your own risk)")
         # stacklevel 4: past this helper, check_supported and the engine entry point.
         warnings.warn(f"{message}: running anyway (force)", UserWarning, stacklevel=4)
-    if card.scales == "integer" and not all(abs(f - round(f)) < 1e-9 for f in factors):
+    if card.scales == "integer" and not integer_factors(factors):
         raise ValueError(
             f"model {card.name!r} supports integer per-axis scales in [{low}, {high}] only, "
             f"got scale {shown}"

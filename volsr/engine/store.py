@@ -44,6 +44,7 @@ from volsr.engine.resolve import (
 )
 from volsr.errors import OutputExistsError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
+from volsr.models.ensemble import SelfEnsemble
 from volsr.volume import Volume
 
 __all__ = [
@@ -204,25 +205,33 @@ def _work_store(output: Path) -> Path:
     return output.with_name(f".{output.name}.volsr-partial.zarr")
 
 
+def _previous_manifest(store: Path, *, resume: bool) -> Manifest | None:
+    """The manifest of the run a resume continues (read once), or None when there is none."""
+    if not (resume and store.exists()):
+        return None
+    path = store / MANIFEST_NAME
+    if not path.exists():
+        raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
+    return Manifest.load(path)
+
+
 def _budget_bytes(
-    max_memory: str | int | None, resumed: Path | None, workers: int | None, scheduler: str | None
+    max_memory: str | int | None, previous: Manifest | None, workers: int | None, scheduler: str | None
 ) -> int:
     """The budget asked for; else the one a resumed run started with (same plan); else the default."""
     if max_memory is not None:
         return progress.parse_size(max_memory)
-    if resumed is not None and (resumed / MANIFEST_NAME).exists():
-        recorded = Manifest.load(resumed / MANIFEST_NAME).state.get("budget_bytes")
-        if isinstance(recorded, int) and recorded > 0:
-            return recorded
+    recorded = None if previous is None else previous.state.get("budget_bytes")
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
     return progress.default_budget(workers=workers, local=scheduler is None)
 
 
-def _open_manifest(store: Path, header: dict, *, resume: bool, overwrite: bool, quiet: bool) -> Manifest | None:
-    path = store / MANIFEST_NAME
-    if resume and store.exists():
-        if not path.exists():
-            raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
-        manifest = Manifest.load(path)
+def _open_manifest(
+    store: Path, header: dict, previous: Manifest | None, *, overwrite: bool, quiet: bool
+) -> Manifest | None:
+    if previous is not None:
+        manifest = previous
         manifest.check(header)
         _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
         return manifest
@@ -352,10 +361,15 @@ def upsample_to_store(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     output_path = io.check_output(output, overwrite=overwrite or resume)
     store = _work_store(output_path)
-    budget_bytes = _budget_bytes(max_memory, store if resume else None, workers, scheduler)
+    previous = _previous_manifest(store, resume=resume)
+    budget_bytes = _budget_bytes(max_memory, previous, workers, scheduler)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
     net = with_self_ensemble(net, factors, self_ensemble)
+    if isinstance(net, SelfEnsemble):
+        count = len(net.symmetries)
+        _note(f"self-ensemble: the mean over {count} flips and axis swaps "
+              f"(--no-self-ensemble: {count}x faster)", quiet)
     layout = layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
@@ -370,7 +384,7 @@ def upsample_to_store(
             "device": where.type, "output": str(output), "layout": layout,
         },
     }  # fmt: skip
-    manifest = _open_manifest(store, header, resume=resume, overwrite=overwrite, quiet=quiet)
+    manifest = _open_manifest(store, header, previous, overwrite=overwrite, quiet=quiet)
     template = _template(volume, shape_out)
     if manifest is None:
         _create_store(store, template, plan.chunks)

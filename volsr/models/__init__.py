@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from volsr.geometry import integer_factors
 from volsr.models import attn1d2d, interpolation, mdcsrn, meta_srgan
 from volsr.models.registry import ModelCard, create_model, get_card, list_models, register_model
 
@@ -89,4 +90,4 @@ def _supports(card: ModelCard, scale: float | Sequence[float]) -> bool:
     factors = [float(f) for f in np.ravel(scale)]
     low, high = card.scale_range
     fits = all(low - 1e-9 <= f <= high + 1e-9 for f in factors)
-    return fits and (card.scales != "integer" or all(abs(f - round(f)) < 1e-9 for f in factors))
+    return fits and (card.scales != "integer" or integer_factors(factors))
