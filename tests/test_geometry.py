@@ -367,3 +367,16 @@ def test_downsampled_grid_invariant():
 def test_downsampled_grid_errors(n_hr, factor, match):
     with pytest.raises(GeometryError, match=match):
         downsampled_grid(n_hr, factor)
+
+
+# --- integer_factors ----------------------------------------------------------------------
+def test_integer_factors_invariant():
+    # Integer factors multiply every axis exactly (resampled_shape gives n * f); a factor
+    # off an integer by float rounding still counts, one off by a visible amount does not.
+    for shape, scale in SHAPE_SCALES:
+        exact = geometry.resampled_shape(shape, scale) == tuple(round(n * s) for n, s in zip(shape, scale))
+        assert geometry.integer_factors(scale) == all(float(s).is_integer() for s in scale)
+        assert exact or not geometry.integer_factors(scale)
+    assert geometry.integer_factors((1, 2.0, 4 + 1e-12)) and geometry.integer_factors(())
+    assert not geometry.integer_factors((1, 1, 4 + 1e-6))
+    assert geometry.integer_factors([3 * f for f in (1, 2, 5)])  # closed under integer multiples
