@@ -193,6 +193,13 @@ def lr_peak(specs: Sequence[str], *, scale: int, degradation: str = "bicubic") -
     return float(np.median(peaks))
 
 
+def _band_major(array: np.ndarray) -> np.ndarray:
+    # The same (rows, cols, bands) array, stored band by band: a batch is (B, bands, rows,
+    # cols), and copying patches out of band-major memory takes half the time of transposing
+    # pixel-major ones (bench/hsi_batches.py); whole-spectrum batches kept a GPU waiting.
+    return np.ascontiguousarray(array.transpose(2, 0, 1)).transpose(1, 2, 0)
+
+
 class HSIPatchDataset(IterableDataset):
     """Endless, deterministic batches of aligned LR/HR patches with all (or a window of) bands.
 
@@ -294,9 +301,10 @@ class HSIPatchDataset(IterableDataset):
     def _load(self, specs: Sequence[str], degradation: str, offsets: Sequence[int]) -> list[HSIPair]:
         pairs = []
         for spec in specs:
-            cube = load_cube(spec)[0]
+            cube = _band_major(load_cube(spec)[0])  # the HR crops are views of it
             shifted = [make_pair(cube[dr:, dc:], scale=self.scale, degradation=degradation,
                                  name=str(spec)) for dr in offsets for dc in offsets]
+            shifted = [dataclasses.replace(pair, lr=_band_major(pair.lr)) for pair in shifted]
             large = [pair for pair in shifted if min(pair.lr.shape[:2]) >= self.lr_patch]
             if not large:
                 warnings.warn(f"skipping {spec}: LR {shifted[0].lr.shape[:2]} is smaller than "
@@ -351,8 +359,8 @@ class HSIPatchDataset(IterableDataset):
         p, s = self.lr_patch, self.scale
         grid = output_coordinates(p, s * p)
 
-        def stack(patches: list[np.ndarray]) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.stack(patches).transpose(0, 3, 1, 2)))
+        def stack(patches: list[np.ndarray]) -> torch.Tensor:  # (rows, cols, bands) views -> (B, bands, rows, cols)
+            return torch.from_numpy(np.stack([patch.transpose(2, 0, 1) for patch in patches]))
 
         return {"lr": stack(lrs), "hr": stack(hrs), "positions": (grid, grid.copy()),
                 "cubes": [self.pairs[i].name for i in chosen]}

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import safetensors.torch
+import torch
 from torch import nn
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "weights_path",
     "read_shipped",
     "read_card",
+    "read_sidecar",
     "shipped_weights",
     "card_path",
 ]
@@ -83,7 +85,7 @@ def _sidecar(path: Path) -> Path:
 
 
 def save_weights(
-    module: nn.Module,
+    module: nn.Module | Mapping[str, torch.Tensor],
     path: str | Path,
     *,
     config: Mapping[str, object],
@@ -94,8 +96,8 @@ def save_weights(
 
     Parameters
     ----------
-    module : torch.nn.Module
-        The module (its ``state_dict``: parameters and buffers).
+    module : torch.nn.Module or mapping of str to Tensor
+        The module (its ``state_dict``: parameters and buffers), or such a state dict.
     path : str or Path
         Destination ending in ``.safetensors``; the sidecar goes beside it as ``.json``.
     config : mapping
@@ -127,7 +129,8 @@ def save_weights(
     if path.suffix != ".safetensors":
         raise ValueError(f"path must end in .safetensors, got {str(path)!r}")
     _check_values(dict(config), str(path))
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    state = module.state_dict() if isinstance(module, nn.Module) else module
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     document = {"config": dict(config), "card": dict(card or {}), "metadata": dict(metadata or {})}
     text = json.dumps(document, indent=2, sort_keys=True)
     safetensors.torch.save_file(tensors, str(path))
@@ -145,8 +148,35 @@ def _check_values(config: dict, where: str) -> None:
             )
 
 
-def _read_sidecar(path: Path) -> dict:
-    sidecar = _sidecar(path)
+def read_sidecar(path: str | Path) -> dict:
+    """The JSON sidecar of a weights file: ``config``, and ``card`` and ``metadata`` if written.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file (its ``.json`` sidecar is read).
+
+    Returns
+    -------
+    dict
+        The document, checked: a JSON object with a ``config`` object and known sections.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sidecar is missing.
+    ValueError
+        If it is not valid JSON, has no ``config`` object, or has unknown sections.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_weights(nn.Linear(2, 1), tempfile.mkdtemp() + "/lin.safetensors",
+    ...                     config={}, metadata={"step": 3})
+    >>> read_sidecar(path)["metadata"]
+    {'step': 3}
+    """
+    sidecar = _sidecar(Path(path))
     try:
         document = json.loads(sidecar.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -191,7 +221,7 @@ def read_config(path: str | Path, *, factory: Callable[..., nn.Module]) -> dict:
     {'in_features': 2, 'out_features': 1}
     """
     path = Path(path)
-    config = _read_sidecar(path)["config"]
+    config = read_sidecar(path)["config"]
     accepted = {
         p.name
         for p in inspect.signature(factory).parameters.values()
@@ -378,7 +408,7 @@ def read_card(path: str | Path) -> dict:
     ...
     FileNotFoundError: ...
     """
-    card = _read_sidecar(Path(path)).get("card", {})
+    card = read_sidecar(Path(path)).get("card", {})
     return card if isinstance(card, dict) else {}
 
 
@@ -414,7 +444,7 @@ def read_shipped(path: str | Path, *, factory: Callable[..., nn.Module]) -> Ship
     """
     path = Path(path)
     config = read_config(path, factory=factory)
-    card = _read_sidecar(path).get("card", {})
+    card = read_sidecar(path).get("card", {})
     try:
         low, high = (float(v) for v in card["scale_range"])
         peak = float(card.get("input_peak", 1.0))

@@ -27,7 +27,7 @@ from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D
 from volsr.models.meta_srgan import MetaSRGAN
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
-from volsr.train.checkpoint import load_checkpoint
+from volsr.train.checkpoint import network_tensors
 from volsr.train.config import DataConfig, ModelConfig, TrainConfig
 from volsr.train.trainer import BatchSource, Trainer
 from volsr.train.validation import VolumeValidator
@@ -432,12 +432,8 @@ def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     >>> load_initial_weights.__name__  # see tests/train/test_build.py
     'load_initial_weights'
     """
-    tensors, _ = load_checkpoint(path)
-    # A trainer checkpoint's EMA (or raw) weights; exported weights have no prefix.
-    prefix = next((p for p in ("ema.", "model.") if any(k.startswith(p) for k in tensors)), "")
-    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(network_tensors(path))
     except RuntimeError as error:
         raise ValueError(f"run.init_from {path} does not match the configured model: "
                          f"{str(error).splitlines()[0]}") from None

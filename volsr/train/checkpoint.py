@@ -29,6 +29,7 @@ __all__ = [
     "unflatten_optimizer_state",
     "save_checkpoint",
     "load_checkpoint",
+    "network_tensors",
     "list_checkpoints",
     "prune_checkpoints",
     "atomic_write",
@@ -264,6 +265,37 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         if not needed.is_file():
             raise FileNotFoundError(f"checkpoint {needed} not found (both .json and .safetensors)")
     return load_file(str(tensor_path)), json.loads(meta_path.read_text())
+
+
+def network_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint (its EMA copy when kept) or an exported weights file.
+
+    Parameters
+    ----------
+    path : path-like
+        A trainer checkpoint (``ema.*`` and ``model.*`` tensors, or an EMA-only copy) or
+        exported / shipped weights (unprefixed tensors), each with its ``.json`` partner.
+
+    Returns
+    -------
+    dict of str to Tensor
+        State-dict keys of the network (prefix removed), on CPU.
+
+    Raises
+    ------
+    FileNotFoundError
+        If either file is missing.
+
+    Examples
+    --------
+    >>> network_tensors("missing")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: checkpoint missing.json not found...
+    """
+    tensors, _ = load_checkpoint(path)
+    prefix = next((p for p in ("ema.", "model.") if any(k.startswith(p) for k in tensors)), "")
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
