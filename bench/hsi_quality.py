@@ -9,8 +9,11 @@ clipped to [0, 1]; no border crop. Metrics (``volsr.metrics``): MPSNR (mean per-
 data range 1), MSSIM (mean per-band SSIM, Gaussian window sigma 1.5), SAM (degrees, zero
 spectra skipped), ERGAS with the true r, CC (mean per-band Pearson), seconds per cube.
 
-Cubes: the held-out San Diego AVIRIS scene (both crops; never in the training configs) and
-one CAVE scene (visible range, 31 bands, also never trained on). Network rows appear when
+Cubes: the held-out San Diego AVIRIS scene (both crops; never in the training configs), at
+x4 two small scenes of other sensors that no x4 training config names (GatorSense's Pavia
+University crop, ROSIS, 103 bands, 50x50 pixels, and MUUFL Gulfport crop, CASI, 72 bands,
+51x88; the x2 network trained on them) and one CAVE scene (visible range, 31 bands, never
+trained on). Network rows appear when
 weights are found: ``--weights-xS``, else the shipped model ``attn1d2d.xS``, else the export
 of the training config ``runs/attn1d2d_xS/export/attn1d2d_xS.safetensors``. Network rows
 run through the engine, as ``volsr upsample cube.mat:key out.mat:key --scale S`` runs them:
@@ -41,8 +44,12 @@ from volsr.volume import Volume
 
 SCALES = (2, 4)
 BASELINES = ("bicubic", "cubic", "lanczos")
-CUBES = ("hsi/sandiego/sandiego.mat:data", "hsi/sandiego/sandiego_plane.mat:data",
-         "hsi/cave256/cloth_ms_256.mat")
+HELD_OUT = ("hsi/sandiego/sandiego.mat:data", "hsi/sandiego/sandiego_plane.mat:data")
+OTHER_SENSORS = ("hsi/gatorsense/paviaU_subimg.mat",
+                 "hsi/gatorsense/an_hsi_image_sub_for_demo.mat:hsi_img_sub")
+CAVE = ("hsi/cave256/cloth_ms_256.mat",)
+#: Cubes per scale: the x2 network trained on the two other-sensor crops, so only x4 shows them.
+CUBES = {2: HELD_OUT + CAVE, 4: HELD_OUT + OTHER_SENSORS + CAVE}
 
 
 def network_for(scale: int, weights: str | None) -> str | None:
@@ -93,7 +100,7 @@ def table(scale: int, weights: str | None) -> list[str]:
     lines = [f"### x{scale}", "", "| cube | bands | model | MPSNR (dB) | MSSIM | SAM (deg) "
              "| ERGAS | CC | s |", "|---|---|---|---|---|---|---|---|---|"]
     root = shared_data_root()
-    for spec in CUBES:
+    for spec in CUBES[scale]:
         pair = make_pair(load_cube(str(root / spec))[0], scale=scale, name=spec)
         for name, model in models.items():
             m = score(pair, model)

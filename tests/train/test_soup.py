@@ -49,6 +49,7 @@ def test_the_soup_is_the_mean_of_the_ema_weights_and_runs_as_that_network(tmp_pa
     sidecar = read_sidecar(out)
     assert sidecar["card"] == {"name": "attn1d2d.x2", "input_peak": 0.9}
     assert [entry["step"] for entry in sidecar["metadata"]["soup_of"]] == [275, 500, None]
+    assert [entry["training_config"] for entry in sidecar["metadata"]["soup_of"]] == [None, None, None]
 
 
 def test_sources_that_do_not_soup_are_refused(tmp_path):

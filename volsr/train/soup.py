@@ -85,14 +85,16 @@ def write_soup(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
     sources : sequence of path-like
         See :func:`soup_tensors`.
     like : path-like
-        Weights file of the same network whose sidecar's ``config`` and ``card`` are taken.
+        Weights file of the same network whose sidecar's ``config`` and ``card`` are taken
+        (its ``input_peak`` too: souping runs trained on other cubes needs a card of its own).
     overwrite : bool
         Replace an existing ``out``.
 
     Returns
     -------
     Path
-        ``out``.
+        ``out``; its sidecar's metadata lists the sources (``soup_of``: path, step and
+        training config of each).
 
     Raises
     ------
@@ -117,8 +119,10 @@ def write_soup(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
     recorded = []
     for source in sources:
         meta = load_checkpoint(source)[1]
-        recorded.append({"source": str(source), "step": meta.get("step"),
-                         "metadata": meta.get("metadata", meta.get("config"))})
+        # An export's sidecar keeps the run's facts under "metadata"; a checkpoint at the top.
+        facts = meta["metadata"] if isinstance(meta.get("metadata"), dict) else meta
+        recorded.append({"source": str(source), "step": facts.get("step"),
+                         "training_config": facts.get("training_config", facts.get("config"))})
     return save_weights(soup, out, config=document["config"], card=document.get("card"),
                         metadata={"soup_of": recorded, "like": str(like)})
 
