@@ -288,10 +288,11 @@ def network_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Examples
     --------
-    >>> network_tensors("missing")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: checkpoint missing.json not found...
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> tensors = {"model.w": torch.zeros(1), "ema.w": torch.ones(1)}
+    >>> network_tensors(save_checkpoint(folder, "best", tensors=tensors, meta={}))
+    {'w': tensor([1.])}
     """
     tensors, _ = load_checkpoint(path)
     prefix = next((p for p in ("ema.", "model.") if any(k.startswith(p) for k in tensors)), "")
