@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(which="best")
     export.add_argument("--weights-dir", help="destination (default: volsr/models/weights)")
     export.add_argument("--cards-dir", help="card folder (default: volsr/models/cards)")
-    export.add_argument("--overwrite", action="store_true", help="replace weights of that name")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace weights of that name (a hand-edited card is kept)")
 
     demo = commands.add_parser("demo", help="thick-slice ICBM152 -> upsample -> metrics + figure")
     demo.add_argument("outdir", nargs="?", default="volsr_demo")

@@ -26,7 +26,7 @@ from volsr.train.build import run_training
 from volsr.train.checkpoint import load_checkpoint
 from volsr.train.config import load_config
 from volsr.train.export import export_checkpoint, load_trained_model
-from volsr.train.model_card import render_model_card
+from volsr.train.model_card import render_model_card, write_model_card
 
 DATA = Path(os.environ.get("VOLSR_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "mri").is_dir(), reason=f"shared data absent: {DATA}")
@@ -169,6 +169,37 @@ def test_card_without_validation_or_data_says_so():
     assert "voxel sizes: unknown" in text and "No validation was recorded" in text
     assert "Rician noise: none (clean)" in text and "raw weights" in text
     assert text.startswith("# Model card: `mdcsrn.a`")
+
+
+def test_a_card_edited_by_hand_survives_a_new_export(tmp_path):
+    config = {"run": {"name": "mdcsrn_a"}, "optim": {"steps": 10, "ema_decay": None},
+              "model": {}, "gan": None, "validation": None,
+              "data": {"volumes": ["/nowhere/*.nii"], "factor_range": [2, 5], "slice_axes": [2],
+                       "profiles": ["box"], "thickness_ratio_range": [1, 1],
+                       "snr_db_range": None, "patch": [8, 8, 8], "batch_size": 1,
+                       "p_foreground": 0.5}}
+    weights = tmp_path / "mdcsrn_a.safetensors"
+
+    def export(step: int) -> Path:  # what export_checkpoint writes: the sidecar, then the card
+        document = {"card": {"name": "mdcsrn.a", "scale_range": [1, 5]}, "config": {"blocks": 1},
+                    "metadata": {"training_config": config, "step": step, "datasets": []}}
+        weights.with_suffix(".json").write_text(json.dumps(document))
+        return write_model_card(weights, tmp_path / "cards")
+
+    card = export(10)
+    first = card.read_text()
+    assert first.startswith("# Model card: `mdcsrn.a`") and "sha256" in first.splitlines()[-1]
+    assert export(20).read_text() != first  # an untouched rendering follows the new facts
+    edited = card.read_text().replace("## Limits", "## Measured by hand\n\n| a | b |\n\n## Limits")
+    assert edited != card.read_text()
+    card.write_text(edited)
+    with pytest.warns(UserWarning, match="kept .*mdcsrn.a.md: written or edited by hand"):
+        export(30)
+    assert card.read_text() == edited
+    card.write_text("# mdcsrn.a\n\nWritten by hand, no stamp.\n")
+    with pytest.warns(UserWarning, match="kept"):
+        export(40)
+    assert card.read_text() == "# mdcsrn.a\n\nWritten by hand, no stamp.\n"
 
 
 @needs_data

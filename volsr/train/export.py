@@ -103,7 +103,8 @@ def export_checkpoint(
     Usable while the run goes on: checkpoints are written atomically. Writes
     ``<weights_dir>/<name>.safetensors`` + ``.json`` (the end-of-run export's format,
     auto-registered as ``<arch>.<tag>`` when ``weights_dir`` is the shipped folder) and
-    ``<cards_dir>/<arch>.<tag>.md`` (:func:`volsr.train.model_card.write_model_card`).
+    ``<cards_dir>/<arch>.<tag>.md`` (:func:`volsr.train.model_card.write_model_card`: a card
+    edited by hand since it was rendered is kept, with a warning).
 
     Parameters
     ----------

@@ -10,7 +10,10 @@ shared data folder is absent that line says so instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,11 @@ import numpy as np
 from volsr.datasets import shared_data_root
 
 __all__ = ["render_model_card", "write_model_card"]
+
+#: Last line of a rendered card: the SHA-256 of the text above it. A card whose text no longer
+#: matches (edited since) or that has no such line (written by hand) is never overwritten.
+_STAMP = "<!-- rendered by volsr export-weights from the sidecar; sha256 {digest} -->"
+_STAMP_LINE = re.compile(r"\n<!-- rendered by volsr export-weights from the sidecar; sha256 ([0-9a-f]{64}) -->\n\Z")
 
 #: Data card (``data_cards/``) of each data source, by path prefix.
 _DATA_CARDS = (
@@ -206,6 +214,10 @@ def render_model_card(sidecar: Mapping[str, Any], *, file_name: str) -> str:
 def write_model_card(weights: str | Path, folder: str | Path) -> Path:
     """Render the card of a weights file from its sidecar into ``folder/<registry name>.md``.
 
+    A card already there is replaced only if it is an untouched rendering (its last line
+    stamps the SHA-256 of the text above it); a card written or edited by hand is kept, with
+    a warning, so ``volsr export-weights --overwrite`` never loses a hand-written section.
+
     Parameters
     ----------
     weights : str or Path
@@ -216,7 +228,7 @@ def write_model_card(weights: str | Path, folder: str | Path) -> Path:
     Returns
     -------
     Path
-        The Markdown file.
+        The Markdown file (written, or kept as it was: see above).
 
     Raises
     ------
@@ -241,8 +253,23 @@ def write_model_card(weights: str | Path, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{document['card']['name']}.md"
-    path.write_text(text, encoding="utf-8")
+    if path.is_file() and _edited(path.read_text(encoding="utf-8")):
+        warnings.warn(f"kept {path}: written or edited by hand since its rendering (the new "
+                      f"facts are in {sidecar.name}; delete the card to render it afresh)",
+                      stacklevel=2)
+        return path
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path.write_text(text + "\n" + _STAMP.format(digest=digest) + "\n", encoding="utf-8")
     return path
+
+
+def _edited(card: str) -> bool:
+    """Whether ``card`` is not, to the byte, a rendering :func:`write_model_card` wrote."""
+    stamp = _STAMP_LINE.search(card)
+    if stamp is None:
+        return True
+    body = card[: stamp.start()]
+    return hashlib.sha256(body.encode("utf-8")).hexdigest() != stamp.group(1)
 
 
 def _axes_limit(data: Mapping[str, Any]) -> str:
