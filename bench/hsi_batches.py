@@ -16,14 +16,12 @@ times the same batches.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
 import torch
 
-from volsr.data.hsi import HSIPatchDataset
-from volsr.train.hsi import load_hsi_config, resolve_cubes
+from volsr.train.hsi import build_hsi_dataset, load_hsi_config
 
 CONFIGS = ("configs/hsi_attn1d2d_x4_gpu_d48c.yaml", "configs/hsi_attn1d2d_x4_gpu_d48sf.yaml")
 
@@ -31,10 +29,8 @@ CONFIGS = ("configs/hsi_attn1d2d_x4_gpu_d48c.yaml", "configs/hsi_attn1d2d_x4_gpu
 def row(path: str, batches: int) -> str:
     """One table row: load seconds, seconds per batch, the batch's shape and megabytes."""
     config = load_hsi_config(path)
-    data = dataclasses.asdict(config.data)
-    specs = resolve_cubes(data.pop("cubes"))
     started = time.perf_counter()
-    dataset = HSIPatchDataset(specs, scale=config.model.scale, seed=config.run.seed, **data)
+    dataset = build_hsi_dataset(config)
     loaded = time.perf_counter() - started
     dataset.batch(0)  # first touch of the cubes' pages
     started = time.perf_counter()

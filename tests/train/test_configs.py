@@ -62,15 +62,13 @@ def test_mri_config_builds_sampler_and_draws_a_batch(path):
 @needs_data
 @pytest.mark.parametrize("path", [p for p in CONFIGS if _is_hsi(p)], ids=lambda p: p.name)
 def test_hsi_config_builds_dataset_and_model(path):
-    from volsr.data.hsi import HSIPatchDataset
     from volsr.models.attn1d2d import Attn1D2D
-    from volsr.train.hsi import load_hsi_config, resolve_cubes
+    from volsr.train.hsi import build_hsi_dataset, load_hsi_config, resolve_cubes
 
     config = load_hsi_config(path)
     model = Attn1D2D(**dataclasses.asdict(config.model))
-    data = dataclasses.asdict(config.data)
-    specs = resolve_cubes(data.pop("cubes"))
-    dataset = HSIPatchDataset(specs, scale=config.model.scale, seed=config.run.seed, **data)
+    specs = resolve_cubes(config.data.cubes)
+    dataset = build_hsi_dataset(config)
     # Every cube is used (grid_phases > 1: on up to grid_phases**2 shifted LR grids each).
     assert {pair.name for pair in dataset.pairs} == set(specs)
     assert len(specs) <= len(dataset.pairs) <= len(specs) * config.data.grid_phases**2

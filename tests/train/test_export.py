@@ -154,13 +154,17 @@ def test_meta_srgan_checkpoint_exports_and_loads_as_an_lr_grid_model(tmp_path):
     assert card.name == "meta_srgan.tiny.md" and "Meta-SRGAN" in card.read_text()
 
 
+#: A training config whose volumes do not exist and that records no validation.
+_NO_DATA_CONFIG = {"run": {"name": "mdcsrn_a"}, "optim": {"steps": 10, "ema_decay": None},
+                   "model": {}, "gan": None, "validation": None,
+                   "data": {"volumes": ["/nowhere/*.nii"], "factor_range": [2, 5],
+                            "slice_axes": [2], "profiles": ["box"],
+                            "thickness_ratio_range": [1, 1], "snr_db_range": None,
+                            "patch": [8, 8, 8], "batch_size": 1, "p_foreground": 0.5}}
+
+
 def test_card_without_validation_or_data_says_so():
-    config = {"run": {"name": "mdcsrn_a"}, "optim": {"steps": 10, "ema_decay": None},
-              "model": {}, "gan": None, "validation": None,
-              "data": {"volumes": ["/nowhere/*.nii"], "factor_range": [2, 5], "slice_axes": [2],
-                       "profiles": ["box"], "thickness_ratio_range": [1, 1],
-                       "snr_db_range": None, "patch": [8, 8, 8], "batch_size": 1,
-                       "p_foreground": 0.5}}
+    config = _NO_DATA_CONFIG
     text = render_model_card({"card": {"name": "mdcsrn.a", "scale_range": [1, 5]},
                               "config": {"blocks": 1},
                               "metadata": {"training_config": config, "step": 10,
@@ -172,12 +176,7 @@ def test_card_without_validation_or_data_says_so():
 
 
 def test_a_card_edited_by_hand_survives_a_new_export(tmp_path):
-    config = {"run": {"name": "mdcsrn_a"}, "optim": {"steps": 10, "ema_decay": None},
-              "model": {}, "gan": None, "validation": None,
-              "data": {"volumes": ["/nowhere/*.nii"], "factor_range": [2, 5], "slice_axes": [2],
-                       "profiles": ["box"], "thickness_ratio_range": [1, 1],
-                       "snr_db_range": None, "patch": [8, 8, 8], "batch_size": 1,
-                       "p_foreground": 0.5}}
+    config = _NO_DATA_CONFIG
     weights = tmp_path / "mdcsrn_a.safetensors"
 
     def export(step: int) -> Path:  # what export_checkpoint writes: the sidecar, then the card

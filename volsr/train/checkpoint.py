@@ -30,6 +30,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "network_tensors",
+    "network_state",
     "list_checkpoints",
     "prune_checkpoints",
     "atomic_write",
@@ -294,7 +295,31 @@ def network_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     >>> network_tensors(save_checkpoint(folder, "best", tensors=tensors, meta={}))
     {'w': tensor([1.])}
     """
-    tensors, _ = load_checkpoint(path)
+    return network_state(load_checkpoint(path)[0])
+
+
+def network_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's state dict among a checkpoint's tensors: ``ema.*``, else ``model.*``, else all.
+
+    Parameters
+    ----------
+    tensors : mapping of str to Tensor
+        As :func:`load_checkpoint` returns them.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Prefix removed.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> network_state({"model.w": torch.zeros(1), "step": torch.ones(1)})
+    {'w': tensor([0.])}
+    """
     prefix = next((p for p in ("ema.", "model.") if any(k.startswith(p) for k in tensors)), "")
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 

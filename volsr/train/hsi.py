@@ -45,6 +45,7 @@ from volsr.train.hsi_losses import hsi_loss
 from volsr.train.trainer import Trainer
 
 __all__ = [
+    "build_hsi_dataset",
     "HSIModelConfig",
     "HSIDataConfig",
     "HSILossConfig",
@@ -357,6 +358,35 @@ def _export(trainer: HSITrainer, config: HSITrainConfig) -> Path:
                         config=_jsonable(config.model), card=card, metadata=metadata)
 
 
+def build_hsi_dataset(config: HSITrainConfig) -> HSIPatchDataset:
+    """The training patch stream of ``config`` (its cubes loaded and degraded).
+
+    Parameters
+    ----------
+    config : HSITrainConfig
+        The experiment (its ``data``, the model's scale and the run's seed).
+
+    Returns
+    -------
+    HSIPatchDataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If a cube is missing.
+    ValueError
+        If the data options are invalid (:class:`volsr.data.hsi.HSIPatchDataset`).
+
+    Examples
+    --------
+    >>> build_hsi_dataset.__name__  # see tests/train/test_configs.py
+    'build_hsi_dataset'
+    """
+    data = dataclasses.asdict(config.data)
+    specs = resolve_cubes(data.pop("cubes"))
+    return HSIPatchDataset(specs, scale=config.model.scale, seed=config.run.seed, **data)
+
+
 def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
                      max_steps: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Build the model, data, validator and trainer from ``config``; train; export.
@@ -398,9 +428,7 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
     if config.run.init_from is not None and not resume:  # an earlier stage's (EMA) weights
         load_initial_weights(model, config.run.init_from)
     model.card = _hsi_card(model, f"attn1d2d.{config.run.name}")
-    data = dataclasses.asdict(config.data)
-    data_specs = resolve_cubes(data.pop("cubes"))
-    dataset = HSIPatchDataset(data_specs, scale=config.model.scale, seed=config.run.seed, **data)
+    dataset = build_hsi_dataset(config)
     validator = None
     if config.validation is not None:
         pairs = [make_pair(load_cube(spec)[0], scale=config.model.scale, name=spec,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from volsr.models.weights import read_sidecar, save_weights
-from volsr.train.checkpoint import load_checkpoint, network_tensors
+from volsr.train.checkpoint import load_checkpoint, network_state, network_tensors
 
 __all__ = ["soup_tensors", "write_soup", "main"]
 
@@ -57,21 +57,28 @@ def soup_tensors(sources: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor
     ...
     ValueError: a soup needs at least two sources, got 1
     """
+    _check_count(sources)
+    return _mean([(str(source), network_tensors(source)) for source in sources])
+
+
+def _check_count(sources: Sequence[object]) -> None:
     if len(sources) < 2:
         raise ValueError(f"a soup needs at least two sources, got {len(sources)}")
-    first = network_tensors(sources[0])
+
+
+def _mean(states: Sequence[tuple[str, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    (first_name, first), *rest = states
     sums = {key: value.to(torch.float64) for key, value in first.items()}
-    for source in sources[1:]:
-        tensors = network_tensors(source)
+    for name, tensors in rest:
         if tensors.keys() != sums.keys():
-            raise ValueError(f"{source} holds other tensors than {sources[0]}: "
+            raise ValueError(f"{name} holds other tensors than {first_name}: "
                              f"{sorted(tensors.keys() ^ sums.keys())[:3]} ...")
         for key, value in tensors.items():
             if value.shape != sums[key].shape:
-                raise ValueError(f"{key} is {tuple(value.shape)} in {source} but "
-                                 f"{tuple(sums[key].shape)} in {sources[0]}")
+                raise ValueError(f"{key} is {tuple(value.shape)} in {name} but "
+                                 f"{tuple(sums[key].shape)} in {first_name}")
             sums[key] += value.to(torch.float64)
-    return {key: (total / len(sources)).to(first[key].dtype) for key, total in sums.items()}
+    return {key: (total / len(states)).to(first[key].dtype) for key, total in sums.items()}
 
 
 def write_soup(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
@@ -111,18 +118,20 @@ def write_soup(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (--overwrite, or overwrite=True, replaces it)")
-    soup = soup_tensors(sources)
+    _check_count(sources)
+    loaded = [load_checkpoint(source) for source in sources]  # each file read once
+    soup = _mean([(str(source), network_state(tensors))
+                  for source, (tensors, _) in zip(sources, loaded, strict=True)])
     reference = network_tensors(like)
     if {k: tuple(v.shape) for k, v in soup.items()} != {k: tuple(v.shape) for k, v in reference.items()}:
         raise ValueError(f"the sources' tensors do not fit {like}'s network")
-    document = read_sidecar(like)
     recorded = []
-    for source in sources:
-        meta = load_checkpoint(source)[1]
+    for source, (_, meta) in zip(sources, loaded, strict=True):
         # An export's sidecar keeps the run's facts under "metadata"; a checkpoint at the top.
         facts = meta["metadata"] if isinstance(meta.get("metadata"), dict) else meta
         recorded.append({"source": str(source), "step": facts.get("step"),
                          "training_config": facts.get("training_config", facts.get("config"))})
+    document = read_sidecar(like)
     return save_weights(soup, out, config=document["config"], card=document.get("card"),
                         metadata={"soup_of": recorded, "like": str(like)})
 
