@@ -221,7 +221,12 @@ def read_config(path: str | Path, *, factory: Callable[..., nn.Module]) -> dict:
     {'in_features': 2, 'out_features': 1}
     """
     path = Path(path)
-    config = read_sidecar(path)["config"]
+    return _checked_config(read_sidecar(path), path, factory)
+
+
+def _checked_config(sidecar: dict, path: Path, factory: Callable[..., nn.Module]) -> dict:
+    """``sidecar``'s config, checked against ``factory`` (see :func:`read_config`)."""
+    config = sidecar["config"]
     accepted = {
         p.name
         for p in inspect.signature(factory).parameters.values()
@@ -443,8 +448,9 @@ def read_shipped(path: str | Path, *, factory: Callable[..., nn.Module]) -> Ship
     FileNotFoundError: ...
     """
     path = Path(path)
-    config = read_config(path, factory=factory)
-    card = read_sidecar(path).get("card", {})
+    sidecar = read_sidecar(path)
+    config = _checked_config(sidecar, path, factory)
+    card = sidecar.get("card", {})
     try:
         low, high = (float(v) for v in card["scale_range"])
         peak = float(card.get("input_peak", 1.0))
