@@ -24,6 +24,7 @@ import scipy.io
 
 from volsr import commands
 from volsr.cli import build_parser, main
+from volsr.models.weights import WEIGHTS_DIR
 
 AFFINE = np.array(
     [[1.0, 0.0, 0.0, -5.0], [0.0, 1.2, 0.0, 3.0], [0.0, 0.0, 1.5, 2.0], [0.0, 0.0, 0.0, 1.0]]
@@ -58,6 +59,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scipy.io.savemat(folder / "cube.mat", {"cube": np.ones((12, 12, 7))})
     with h5py.File(folder / "volume.h5", "w") as handle:
         handle["data"] = data
+    zarr_out = main(["convert", str(folder / "good.nii"), str(folder / "good.zarr")])
+    assert zarr_out == 0
+    (folder / "junk.safetensors").write_bytes(b"not a safetensors file")
+    shutil.copy(WEIGHTS_DIR / "meta_srgan_t1.json", folder / "junk.json")  # a valid sidecar
+    (folder / "lonely.safetensors").write_bytes(b"no sidecar beside it")
     return folder
 
 
@@ -125,6 +131,28 @@ BAD_INPUTS: list[tuple[str, Argv, str]] = [
                                     "--scale", "2"], "empty key after ':'"),
     ("missing-hdf5-key", lambda i, o: ["convert", str(i / "volume.h5") + ":/nokey",
                                        str(o / "x.nii.gz")], "no dataset '/nokey'"),
+    # The output is the input: --overwrite must not destroy it (whatever the key or spelling).
+    ("output-is-input-zarr", lambda i, o: ["upsample", str(i / "good.zarr"), str(i / "good.zarr"),
+                                           "--scale", "2", "--model", "linear", "--overwrite"],
+     "would replace the input file"),
+    ("output-is-input-nifti", lambda i, o: ["degrade", str(i / "good.nii"), str(i / "." / "good.nii"),
+                                            "--factor", "1,1,2", "--overwrite"],
+     "would replace the input file"),
+    ("output-in-input-hdf5", lambda i, o: ["convert", str(i / "volume.h5") + ":/data",
+                                           str(i / "volume.h5") + ":/copy", "--overwrite"],
+     "would replace the input file"),
+    ("fill-with-nan", lambda i, o: ["upsample", str(i / "nan.nii.gz"), str(o / "x.nii.gz"),
+                                    "--scale", "2", "--fill-nonfinite", "nan"],
+     "expected a finite number"),
+    ("corrupt-weights", lambda i, o: ["upsample", str(i / "good.nii"), str(o / "x.nii.gz"),
+                                      "--scale", "2", "--model", str(i / "junk.safetensors")],
+     "not a valid safetensors file"),
+    ("weights-without-sidecar", lambda i, o: ["upsample", str(i / "good.nii"), str(o / "x.nii.gz"),
+                                              "--scale", "2", "--model", str(i / "lonely.safetensors")],
+     "weights sidecar not found"),
+    ("evaluate-nonfinite", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
+                                         "--prediction", str(i / "nan.nii.gz")],
+     "NaN/Inf voxels in the prediction; metrics are undefined"),
 ]
 
 
@@ -203,6 +231,35 @@ def test_unwritable_output_folder_is_refused_even_as_root(
     assert status == 2
     assert err.splitlines() == [f"volsr upsample: error: output folder is not writable: {folder}"]
     assert list(folder.iterdir()) == []
+
+
+def test_interrupt_is_one_line_and_says_how_to_resume(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(args: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "run_upsample", interrupted)
+    status = main(["upsample", str(inputs / "good.nii"), str(tmp_path / "x.nii.gz"), "--scale", "2"])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("volsr upsample: interrupted") and "--resume" in err
+
+
+def test_a_warning_is_one_line_without_source(inputs: Path) -> None:
+    script = (
+        "import sys, warnings\n"
+        "from volsr import cli, commands\n"
+        "def warns(args):\n"
+        "    warnings.warn('careful', UserWarning, stacklevel=1)\n"
+        "    return 'done'\n"
+        "commands.run_info = warns\n"
+        "sys.exit(cli.main(['info', sys.argv[1]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(inputs / "good.nii")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "volsr: warning: careful\n")
 
 
 def test_os_failure_exits_1_with_system_error(

@@ -325,7 +325,7 @@ def test_evaluate_crops_the_reference_to_a_leading_sub_grid(
     shifted[0, 3] += 1.0
     _write(pred_path, prediction, shifted)
     assert main(["evaluate", "--reference", str(ref_path), "--prediction", str(pred_path)]) == 2
-    assert "does not match reference grid" in capsys.readouterr().err
+    assert "reference grid (16, 16, 20) does not match the prediction grid (16, 16, 14)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------- models, demo
@@ -336,6 +336,17 @@ def test_models_lists_the_baselines(capsys: pytest.CaptureFixture[str]) -> None:
     names = {line.split()[0] for line in out.splitlines()[1:]}
     assert {"nearest", "linear", "bicubic", "cubic", "lanczos"} <= names
     assert out.splitlines()[0].split()[:3] == ["name", "kind", "modality"]
+
+
+def test_models_lists_a_weights_file_used_in_the_same_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from volsr.models.files import register_model_file
+    from volsr.models.weights import WEIGHTS_DIR
+
+    card = register_model_file(WEIGHTS_DIR / "mdcsrn_t1.safetensors")
+    rows = {line.split()[0]: line.split() for line in _ok(["models"], capsys).splitlines()[1:]}
+    assert rows[card.name][6] == "-"  # a weights file ships no model card
 
 
 def test_demo_command_passes_its_options(

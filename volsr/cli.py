@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
@@ -28,6 +30,16 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -42,7 +54,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--fill-nonfinite",
-        type=float,
+        type=_finite,
         metavar="VALUE",
         help="replace NaN/Inf voxels by VALUE (by default they are refused)",
     )
@@ -166,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What an interrupted command leaves, where it is not "no output was written".
+_AFTER_INTERRUPT = {
+    "upsample": "finished tiles are kept: rerun the same command with --resume to continue",
+    "train": "rerun with --resume to continue from the newest checkpoint",
+}
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+    """A warning as one ``volsr: warning:`` line (no source file or code line)."""
+    return f"volsr: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -194,8 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from volsr.errors import VolsrError
 
     commands.take_notes()  # start from an empty buffer
+    warnings.formatwarning = _one_line_warning
     try:
         result = getattr(commands, f"run_{args.command.replace('-', '_')}")(args)
+    except KeyboardInterrupt:
+        commands.take_notes()
+        print(f"volsr {args.command}: interrupted ({_AFTER_INTERRUPT.get(args.command, 'no output was written')})",
+              file=sys.stderr)
+        return 130
     except (VolsrError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
         commands.take_notes()  # the error stays the only line on stderr
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

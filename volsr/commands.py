@@ -137,7 +137,8 @@ def run_info(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def checked_finite(volume: Volume, fill: float | None) -> Volume:
+def checked_finite(volume: Volume, fill: float | None, *, name: str = "the input",
+                   remedy: str = "pass --fill-nonfinite VALUE to replace them") -> Volume:
     """Refuse NaN/Inf voxels, or replace them by ``fill``.
 
     Parameters
@@ -146,6 +147,10 @@ def checked_finite(volume: Volume, fill: float | None) -> Volume:
         Input volume (streamed over once for the count).
     fill : float or None
         Replacement value; None refuses non-finite voxels.
+    name : str
+        What ``volume`` is, for the error message.
+    remedy : str
+        What the user can do about non-finite voxels, for the error message.
 
     Returns
     -------
@@ -167,16 +172,14 @@ def checked_finite(volume: Volume, fill: float | None) -> Volume:
     if bad == 0:
         return volume
     if fill is None:
-        raise InvalidDataError(
-            f"{bad} NaN/Inf voxels in the input; pass --fill-nonfinite VALUE to replace them"
-        )
+        raise InvalidDataError(f"{bad} NaN/Inf voxels in {name}; {remedy}")
     _note(f"replaced {bad} NaN/Inf voxels by {fill}")
     return volume.replace(data=da.where(da.isfinite(volume.data), volume.data, fill))
 
 
 def run_convert(args: argparse.Namespace) -> str:
     """``volsr convert IN OUT [--chunks ...]``."""
-    io.check_output(args.output, overwrite=args.overwrite)
+    io.check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     path = io.save(volume, args.output, overwrite=args.overwrite, chunks=args.chunks)
     return f"wrote {path} {volume.shape} {volume.dtype}"
@@ -196,7 +199,7 @@ def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> 
 
 def run_degrade(args: argparse.Namespace) -> str:
     """``volsr degrade IN OUT --factor ... [--method ...]``."""
-    io.check_output(args.output, overwrite=args.overwrite)
+    io.check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     factors = _spatial_factors(volume, args.factor, "--factor")
     result = degrade_volume(
@@ -305,7 +308,7 @@ def run_upsample(args: argparse.Namespace) -> str:
     from volsr.geometry import integer_factors
     from volsr.models import default_model_name, get_card
 
-    io.check_output(args.output, overwrite=args.overwrite or args.resume)
+    io.check_output(args.output, overwrite=args.overwrite or args.resume, inputs=[args.input])
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     if args.scale is not None:
         grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
@@ -338,34 +341,42 @@ def run_upsample(args: argparse.Namespace) -> str:
     return f"wrote {path}: {result.shape}, spacing {spacing} mm"
 
 
-def _aligned(reference: Volume, prediction: Volume) -> Volume:
-    """Crop the reference to the prediction's grid when it is a leading sub-grid of it."""
-    if reference.shape == prediction.shape:
-        return reference
-    same_origin = np.allclose(reference.affine, prediction.affine, atol=1e-4)
-    fits = len(reference.shape) == len(prediction.shape) and all(
-        p <= r for p, r in zip(prediction.shape, reference.shape)
+def _aligned(volume: Volume, prediction: Volume, name: str) -> Volume:
+    """``volume`` (the reference or mask, called ``name`` in messages) on the prediction's
+    grid: cropped when the prediction's grid is a leading sub-grid of it; a note when equal
+    shapes carry different affines."""
+    same_affine = np.allclose(volume.affine, prediction.affine, atol=1e-4)
+    if volume.shape == prediction.shape:
+        if not same_affine:
+            worst = float(np.abs(volume.affine - prediction.affine).max())
+            _note(f"warning: the {name}'s affine differs from the prediction's (by up to {worst:.3g}): "
+                  "voxels are compared by index, not position")
+        return volume
+    fits = len(volume.shape) == len(prediction.shape) and all(
+        p <= r for p, r in zip(prediction.shape, volume.shape)
     )
-    if not (same_origin and fits):
+    if not (same_affine and fits):
         raise GeometryError(
-            f"prediction grid {prediction.shape} does not match reference grid {reference.shape}"
-            " (and is not a leading sub-grid with the same affine)"
+            f"{name} grid {volume.shape} does not match the prediction grid {prediction.shape}"
+            " (nor holds it as a leading sub-grid with the same affine)"
         )
-    _note(f"evaluating on the prediction's grid {prediction.shape} (reference cropped)")
-    return reference.crop(tuple(slice(0, n) for n in prediction.shape))
+    _note(f"evaluating on the prediction's grid {prediction.shape} ({name} cropped)")
+    return volume.crop(tuple(slice(0, n) for n in prediction.shape))
 
 
 def run_evaluate(args: argparse.Namespace) -> str:
     """``volsr evaluate --reference REF --prediction PRED [--mask M] [--scale S] [--json F]``."""
     from volsr.metrics import evaluate
 
-    prediction = checked_finite(io.load(args.prediction), None)
-    reference = _aligned(checked_finite(io.load(args.reference), None), prediction)
+    undefined = "metrics are undefined there (mask them out of both files, or fill them)"
+    prediction = checked_finite(io.load(args.prediction), None, name="the prediction", remedy=undefined)
+    reference = _aligned(checked_finite(io.load(args.reference), None, name="the reference",
+                                        remedy=undefined), prediction, "reference")
     ref = reference.numpy().astype(np.float64)
     est = prediction.numpy().astype(np.float64)
     mask = None
     if args.mask:
-        mask_volume = _aligned(io.load(args.mask), prediction)
+        mask_volume = _aligned(io.load(args.mask), prediction, "mask")
         mask = mask_volume.numpy() != 0
     data_range = args.data_range
     if data_range is None:

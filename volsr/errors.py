@@ -35,4 +35,4 @@ class InvalidDataError(VolsrError, ValueError):
 
 
 class OutputExistsError(VolsrError, FileExistsError):
-    """The output path exists and overwriting was not requested."""
+    """The output path exists and overwriting was not requested, or the output is an input."""

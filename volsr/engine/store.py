@@ -199,10 +199,14 @@ def _finalise_store(path: Path, template: Volume) -> None:
     zarr.open_group(store=LocalStore(path), mode="r+").attrs.update(ome_attributes(template))
 
 
+#: Name ending of the hidden work store of a run whose output is not Zarr.
+_PARTIAL_SUFFIX = ".volsr-partial.zarr"
+
+
 def _work_store(output: Path) -> Path:
     if io.format_for(output)[0].name == "zarr":
         return output
-    return output.with_name(f".{output.name}.volsr-partial.zarr")
+    return output.with_name(f".{output.name}{_PARTIAL_SUFFIX}")
 
 
 def _previous_manifest(store: Path, *, resume: bool) -> Manifest | None:
@@ -236,6 +240,9 @@ def _open_manifest(
         _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
         return manifest
     if store.exists():
+        if not overwrite and store.name.endswith(_PARTIAL_SUFFIX):
+            raise OutputExistsError(f"an earlier run of this output left its partial result {store}: "
+                                    "pass --resume to continue it, or --overwrite to start again")
         if not overwrite:
             raise OutputExistsError(f"output exists: {store} (pass --overwrite to replace it, or --resume)")
         shutil.rmtree(store)
@@ -359,7 +366,7 @@ def upsample_to_store(
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    output_path = io.check_output(output, overwrite=overwrite or resume)
+    output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [])
     store = _work_store(output_path)
     previous = _previous_manifest(store, resume=resume)
     budget_bytes = _budget_bytes(max_memory, previous, workers, scheduler)

@@ -9,9 +9,10 @@ read without touching voxels.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from volsr.errors import FormatError
+from volsr.errors import FormatError, OutputExistsError
 from volsr.io._common import (
     Format,
     SaveOptions,
@@ -20,6 +21,7 @@ from volsr.io._common import (
     check_writable,
     split_key,
 )
+from volsr.io.envi import DATA_SUFFIXES as ENVI_DATA_SUFFIXES
 from volsr.io.envi import FORMAT as ENVI
 from volsr.io.hdf5 import FORMAT as HDF5
 from volsr.io.matlab import FORMAT as MATLAB
@@ -97,8 +99,13 @@ def load(spec: str | os.PathLike[str]) -> Volume:
     return fmt.load(path, key)
 
 
-def check_output(spec: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Check, before any work, that ``save`` could write ``spec``.
+def check_output(
+    spec: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Check, before any work, that ``save`` could write ``spec`` without touching an input.
 
     Parameters
     ----------
@@ -106,6 +113,10 @@ def check_output(spec: str | os.PathLike[str], *, overwrite: bool = False) -> Pa
         Output ``path`` or ``path:key``.
     overwrite : bool
         Whether an existing output may be replaced.
+    inputs : sequence of str or path
+        Input specs the run reads: the output must not be (or share a file with) any of
+        them, whatever the keys (``save`` replaces the whole file, and ``--overwrite``
+        would destroy the input).
 
     Returns
     -------
@@ -115,7 +126,7 @@ def check_output(spec: str | os.PathLike[str], *, overwrite: bool = False) -> Pa
     Raises
     ------
     OutputExistsError
-        If the output exists and ``overwrite`` is False.
+        If the output exists and ``overwrite`` is False, or it is one of ``inputs``' files.
     FormatError
         If the suffix is unknown or the folder is missing or not writable.
 
@@ -125,10 +136,30 @@ def check_output(spec: str | os.PathLike[str], *, overwrite: bool = False) -> Pa
     Traceback (most recent call last):
     ...
     volsr.errors.FormatError: output folder does not exist: /no/such/folder
+    >>> check_output("/tmp/a.h5:/sr", overwrite=True, inputs=["/tmp/./a.h5:/lr"])
+    Traceback (most recent call last):
+    ...
+    volsr.errors.OutputExistsError: the output /tmp/a.h5:/sr would replace the input file /tmp/./a.h5:/lr; write it to another file (volsr never changes its input)
     """
     _, path, _ = format_for(spec)
+    for source in inputs:
+        if _file_identity(format_for(source)[1]) == _file_identity(path):
+            raise OutputExistsError(
+                f"the output {os.fspath(spec)} would replace the input file {os.fspath(source)}; "
+                "write it to another file (volsr never changes its input)"
+            )
     check_writable(path, overwrite=overwrite)
     return path
+
+
+def _file_identity(path: Path) -> str:
+    """The real path of ``path``'s data: an ENVI header and its binary file count as one."""
+    real = os.path.realpath(path)
+    if real.lower().endswith(".hdr"):
+        real = real[: -len(".hdr")]
+        if real.lower().endswith(ENVI_DATA_SUFFIXES):
+            real = os.path.splitext(real)[0]
+    return real
 
 
 def save(

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
@@ -177,6 +178,9 @@ def read_sidecar(path: str | Path) -> dict:
     {'step': 3}
     """
     sidecar = _sidecar(Path(path))
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"weights sidecar not found: {sidecar} (a .safetensors file needs "
+                                "the .json written beside it)")
     try:
         document = json.loads(sidecar.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -262,7 +266,8 @@ def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the tensors' names or shapes do not fit ``module``.
+        If ``path`` is not a safetensors file or its tensors' names or shapes do not fit
+        ``module``.
 
     Examples
     --------
@@ -274,7 +279,10 @@ def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    tensors = safetensors.torch.load_file(str(path), device="cpu")
+    try:
+        tensors = safetensors.torch.load_file(str(path), device="cpu")
+    except safetensors.SafetensorError as error:
+        raise ValueError(f"{path} is not a valid safetensors file: {error}") from None
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
@@ -508,18 +516,21 @@ def card_path(name: str) -> Path | None:
     Returns
     -------
     Path or None
-        None when no card ships (interpolation baselines have none).
+        None when no card ships (interpolation baselines and weights files registered as
+        ``file:<path>`` have none).
 
     Raises
     ------
     ValueError
-        If ``name`` contains a path separator.
+        If ``name`` contains a path separator and is not a ``file:`` name.
 
     Examples
     --------
-    >>> card_path("cubic") is None
-    True
+    >>> card_path("cubic") is None, card_path("file:/runs/x4.safetensors") is None
+    (True, True)
     """
+    if name.startswith("file:"):
+        return None
     if Path(name).name != name or name in ("", ".", ".."):
         raise ValueError(f"name must be a registry name, got {name!r}")
     path = CARDS_DIR / f"{name}.md"

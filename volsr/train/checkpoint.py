@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 __all__ = [
@@ -249,6 +250,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     ------
     FileNotFoundError
         If either file is missing.
+    ValueError
+        If either file is corrupt.
 
     Examples
     --------
@@ -265,7 +268,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     for needed in (meta_path, tensor_path):
         if not needed.is_file():
             raise FileNotFoundError(f"checkpoint {needed} not found (both .json and .safetensors)")
-    return load_file(str(tensor_path)), json.loads(meta_path.read_text())
+    try:
+        return load_file(str(tensor_path)), json.loads(meta_path.read_text())
+    except (SafetensorError, json.JSONDecodeError) as error:
+        raise ValueError(f"checkpoint {stem} is corrupt: {error}") from None
 
 
 def network_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
