@@ -33,7 +33,8 @@ CASES = [
 @pytest.mark.parametrize(("scale", "shape", "tile", "chunks"), CASES)
 def test_exact_tiles_equal_a_whole_volume_pass(tmp_path, net_class, scale, shape, tile, chunks):
     net = net_class()
-    data = np.random.default_rng(0).random(shape, dtype=np.float32)
+    # Negative voxels: the engine leaves the outputs unclamped (see the floor test below).
+    data = np.random.default_rng(0).random(shape, dtype=np.float32) - np.float32(0.5)
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
     path = upsample_to_store(volume, tmp_path / "sr.zarr", scale=scale, model=net,
                              chunks=chunks, tile=tile, quiet=True)  # fmt: skip
@@ -45,7 +46,7 @@ def test_exact_tiles_equal_a_whole_volume_pass(tmp_path, net_class, scale, shape
 
 def test_gaussian_blend_of_exact_tiles_matches_too(tmp_path):
     net = LRNet(channels=2)
-    data = np.random.default_rng(1).random((2, 12, 10, 5), dtype=np.float32)
+    data = np.random.default_rng(1).random((2, 12, 10, 5), dtype=np.float32) - np.float32(0.5)
     volume = Volume(np.moveaxis(data, 0, -1), np.eye(4), ("i", "j", "k", "channel"))
     path = upsample_to_store(volume, tmp_path / "b.zarr", scale=(1, 2, 3), model=net, chunks=(4, 8, 8),
                              tile=(6, 8, 9), blend="gaussian", overlap=0.5, quiet=True)  # fmt: skip
@@ -62,11 +63,27 @@ def test_identity_network_reproduces_the_input_exactly(tmp_path):
 
 def test_p999_scaling_is_global(tmp_path):
     net = LRNet(scaling="p99.9", seed=3)
-    data = (np.random.default_rng(3).random((9, 8, 5)) * 1000).astype(np.float32)
+    data = ((np.random.default_rng(3).random((9, 8, 5)) - 0.1) * 1000).astype(np.float32)
     path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), tmp_path / "p.zarr",
                              scale=(1, 1, 2), model=net, chunks=(4, 4, 4), quiet=True)  # fmt: skip
     expected = _whole(net, data[None], (1, 1, 2), divide=np.percentile(data, 99.9))[0]
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_network_outputs_are_clamped_at_zero_when_the_input_has_no_negative_voxel(tmp_path):
+    net = LRNet(seed=4)
+    data = np.random.default_rng(4).random((9, 8, 6), dtype=np.float32)
+    whole = _whole(net, data[None], (1, 1, 2))[0]
+    assert whole.min() < -1e-3  # the random network does undershoot: the clamp has work to do
+    volume = Volume(data, np.eye(4), ("i", "j", "k"))
+    path = upsample_to_store(volume, tmp_path / "f.zarr", scale=(1, 1, 2), model=net,
+                             chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
+    np.testing.assert_allclose(io.load(path).numpy(), np.maximum(whole, 0.0), rtol=0, atol=2e-5)
+    lazy = upsample(volume, scale=(1, 1, 2), model=net).numpy()
+    np.testing.assert_allclose(lazy, np.maximum(whole, 0.0), rtol=0, atol=2e-5)
+    step = Volume(np.repeat([0.0, 0.0, 1.0, 1.0], 4).reshape(1, 4, 4).repeat(3, 0).astype(np.float32),
+                  np.eye(4), ("i", "j", "k"))
+    assert upsample(step, scale=(1, 2, 1), model="cubic").numpy().min() < 0.0  # baselines: as they are
 
 
 def test_halo_check_accepts_the_true_halo_and_catches_a_short_one():

@@ -19,6 +19,7 @@ from volsr.volume import Volume
 
 __all__ = [
     "resolve_model", "resolve_factors", "check_supported", "resolve_device", "with_self_ensemble",
+    "ClampedBelow", "with_floor",
 ]
 
 
@@ -257,3 +258,59 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return where
 
 
+class ClampedBelow(nn.Module):
+    """A model whose outputs are clamped below at ``floor`` (same ``card``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Follows the engine's ``forward(x, positions)`` contract; its ``card`` is kept.
+    floor : float
+        Lowest output value, in the model's (scaled) units: the engine scales inputs by a
+        positive number, so a floor of 0 holds in the volume's units as well.
+
+    Examples
+    --------
+    >>> from volsr.geometry import output_coordinates
+    >>> net = ClampedBelow(resolve_model("cubic"), 0.0)
+    >>> x = torch.tensor([[[[0.0, 0.0, 1.0, 1.0]] * 2]])  # a step edge: cubic undershoots
+    >>> grid = (output_coordinates(2, 2), output_coordinates(4, 8))
+    >>> float(net.model(x, grid).min()) < 0.0, float(net(x, grid).min())
+    (True, 0.0)
+    """
+
+    def __init__(self, model: nn.Module, floor: float) -> None:
+        super().__init__()
+        self.model, self.floor = model, float(floor)
+        if getattr(model, "card", None) is not None:
+            self.card = model.card
+
+    def forward(self, x: torch.Tensor, positions: Sequence) -> torch.Tensor:
+        """``model(x, positions)`` clamped below at ``floor`` (same shape)."""
+        return self.model(x, positions).clamp_min(self.floor)
+
+
+def with_floor(net: nn.Module, floor: float | None) -> nn.Module:
+    """``net`` clamped below at ``floor`` (:class:`ClampedBelow`), or itself when None.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        With a ``card``.
+    floor : float or None
+        From :func:`volsr.engine.normalise.output_floor`.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> type(with_floor(resolve_model("linear"), None)).__name__
+    'SeparableInterpolation'
+    """
+    return net if floor is None else ClampedBelow(net, floor)

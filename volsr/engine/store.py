@@ -34,12 +34,14 @@ from volsr.engine.execute import channel_first, run_in_process
 from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
 from volsr.engine.normalise import input_scale as volume_scale
+from volsr.engine.normalise import output_floor
 from volsr.engine.plan import Plan, make_plan
 from volsr.engine.resolve import (
     check_supported,
     resolve_device,
     resolve_factors,
     resolve_model,
+    with_floor,
     with_self_ensemble,
 )
 from volsr.errors import OutputExistsError, VolsrError
@@ -529,7 +531,9 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
     if input_scale is None:
         input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
         manifest.state["input_scale"] = input_scale
+        manifest.state["output_floor"] = output_floor(net.card.kind, volume.data)
         manifest.save()
+    net = with_floor(net, manifest.state.get("output_floor"))
     layout = manifest.header["options"]["layout"]
     done = manifest.done
     # Generators, not lists: nothing held per task beyond the manifest's one byte.

@@ -23,12 +23,14 @@ from torch import nn
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.layout import apply_layout
 from volsr.engine.normalise import input_scale as volume_scale
+from volsr.engine.normalise import output_floor
 from volsr.engine.progress import default_budget, parse_size
 from volsr.engine.resolve import (
     check_supported,
     resolve_device,
     resolve_factors,
     resolve_model,
+    with_floor,
     with_self_ensemble,
 )
 from volsr.engine.store import plan_run
@@ -132,6 +134,7 @@ def upsample(
     budget = default_budget() if max_memory is None else parse_size(max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
     input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
+    net = with_floor(net, output_floor(net.card.kind, volume.data))
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
         values = np.asarray(block, dtype=np.float32)
