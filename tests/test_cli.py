@@ -64,6 +64,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "junk.safetensors").write_bytes(b"not a safetensors file")
     shutil.copy(WEIGHTS_DIR / "meta_srgan_t1.json", folder / "junk.json")  # a valid sidecar
     (folder / "lonely.safetensors").write_bytes(b"no sidecar beside it")
+    nib.save(nib.Nifti1Image(data[:, :, 0], AFFINE), folder / "slice.nii.gz")
     return folder
 
 
@@ -150,6 +151,17 @@ BAD_INPUTS: list[tuple[str, Argv, str]] = [
     ("weights-without-sidecar", lambda i, o: ["upsample", str(i / "good.nii"), str(o / "x.nii.gz"),
                                               "--scale", "2", "--model", str(i / "lonely.safetensors")],
      "weights sidecar not found"),
+    ("mri-network-on-an-image", lambda i, o: ["upsample", str(i / "slice.nii.gz"), str(o / "x.nii.gz"),
+                                              "--scale", "1,2", "--model", "mdcsrn.t1"],
+     "mdcsrn.t1 takes single-channel 3-D volumes; this input has 2 spatial axes"),
+    ("degrade-factor-below-1", lambda i, o: ["degrade", str(i / "good.nii"), str(o / "x.nii.gz"),
+                                             "--factor", "1,1,-4"], "must be finite and >= 1"),
+    ("overlap-without-gaussian-blend", lambda i, o: ["upsample", str(i / "good.nii"), str(o / "x.nii.gz"),
+                                                     "--scale", "2", "--model", "linear", "--overlap", "0.5"],
+     "--overlap applies to --blend gaussian only"),
+    ("evaluate-json-folder-missing", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
+                                                   "--prediction", str(i / "good.nii"), "--json",
+                                                   str(o / "no" / "m.json")], "--json folder does not exist"),
     ("evaluate-nonfinite", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
                                          "--prediction", str(i / "nan.nii.gz")],
      "NaN/Inf voxels in the prediction; metrics are undefined"),

@@ -17,9 +17,10 @@ import pytest
 import scipy.io
 from nibabel.testing import data_path
 
-from volsr import metrics
+from volsr import io, metrics
 from volsr.cli import main
 from volsr.commands import checked_finite, degrade_volume, describe
+from volsr.engine import upsample
 from volsr.errors import InvalidDataError
 from volsr.volume import Volume
 
@@ -242,6 +243,18 @@ def test_upsample_target_spacing_keeps_the_field_of_view(
     low = AFFINE[:3, 3] - np.diag(AFFINE)[:3] / 2
     new_low = result.affine[:3, 3] - np.diag(result.affine)[:3] / 2
     np.testing.assert_allclose(new_low, low, atol=1e-6)
+
+
+def test_upsample_of_an_image_defaults_to_cubic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = _smooth((10, 12, 1))[:, :, 0]
+    source = _write(tmp_path / "slice.nii.gz", image)
+    out = tmp_path / "out.nii.gz"
+    assert main(["upsample", str(source), str(out), "--scale", "2"]) == 0
+    assert "takes single-channel 3-D volumes" in capsys.readouterr().err
+    expected = upsample(io.load(str(source)), scale=2, model="cubic").numpy()
+    np.testing.assert_allclose(nib.load(out).get_fdata(), expected, atol=1e-6)
 
 
 def test_upsample_spectral_mat_cube_keeps_bands(

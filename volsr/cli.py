@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_argument("--tile", type=_ints, help="output tile shape (default: fit --max-memory)")
     upsample.add_argument("--blend", choices=("exact", "gaussian"), default="exact",
                           help="exact: crop halos (default); gaussian: blend overlapping tiles")
-    upsample.add_argument("--overlap", type=float, default=0.25, help="tile overlap for --blend gaussian")
+    upsample.add_argument("--overlap", type=float, help="tile overlap for --blend gaussian (default 0.25)")
     where = upsample.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N workers")
     where.add_argument("--scheduler", metavar="ADDR", help="run on the Dask scheduler at ADDR")
@@ -230,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VolsrError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
         commands.take_notes()  # the error stays the only line on stderr
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"volsr {args.command}: error: {message}", file=sys.stderr)
+        line = " ".join(str(message).split())  # one line, even for a multi-line parser message
+        print(f"volsr {args.command}: error: {line}", file=sys.stderr)
         return 2
     except OSError as error:
         commands.take_notes()

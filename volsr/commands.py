@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 
 from volsr import io
-from volsr.errors import GeometryError, InvalidDataError
+from volsr.errors import FormatError, GeometryError, InvalidDataError
 from volsr.volume import Volume, count_nonfinite
 
 __all__ = [
@@ -202,6 +202,9 @@ def run_degrade(args: argparse.Namespace) -> str:
     io.check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     factors = _spatial_factors(volume, args.factor, "--factor")
+    if not all(math.isfinite(f) and f >= 1.0 for f in factors):
+        raise GeometryError(f"--factor values must be finite and >= 1 (1: axis unchanged), "
+                            f"got {','.join(f'{f:g}' for f in factors)}")
     result = degrade_volume(
         volume,
         factors=factors,
@@ -304,11 +307,14 @@ def degrade_volume(
 def run_upsample(args: argparse.Namespace) -> str:
     """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
     from volsr.engine import check_halo, upsample_to_store
-    from volsr.engine.resolve import resolve_factors
+    from volsr.engine.plan import DEFAULT_OVERLAP
+    from volsr.engine.resolve import input_mismatch, resolve_factors
     from volsr.geometry import integer_factors
     from volsr.models import default_model_name, get_card
 
     io.check_output(args.output, overwrite=args.overwrite or args.resume, inputs=[args.input])
+    if args.overlap is not None and args.blend != "gaussian":
+        raise ValueError("--overlap applies to --blend gaussian only (exact tiles do not overlap)")
     volume = checked_finite(io.load(args.input), args.fill_nonfinite)
     if args.scale is not None:
         grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
@@ -317,6 +323,10 @@ def run_upsample(args: argparse.Namespace) -> str:
     spectral = volume.band_axis is not None
     factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
     model = args.model or default_model_name(spectral=spectral, scale=factors)
+    unfit = None if args.model else input_mismatch(get_card(model), volume)
+    if unfit is not None:
+        _note(f"the default network {model} {unfit}: using cubic interpolation")
+        model = "cubic"
     if not args.quiet:
         why = " (arbitrary-scale network: non-integer factors)" if (
             not args.model and model.startswith("meta_srgan.") and not integer_factors(factors)) else ""
@@ -331,7 +341,7 @@ def run_upsample(args: argparse.Namespace) -> str:
     source = args.input if args.fill_nonfinite is None else volume
     path = upsample_to_store(
         source, args.output, **grid, model=model, chunks=args.chunks, tile=args.tile,
-        blend=args.blend, overlap=args.overlap, workers=args.workers, scheduler=args.scheduler,
+        blend=args.blend, overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap, workers=args.workers, scheduler=args.scheduler,
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
         layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
@@ -368,6 +378,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
     """``volsr evaluate --reference REF --prediction PRED [--mask M] [--scale S] [--json F]``."""
     from volsr.metrics import evaluate
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise FormatError(f"--json folder does not exist: {Path(args.json).resolve().parent}")
     undefined = "metrics are undefined there (mask them out of both files, or fill them)"
     prediction = checked_finite(io.load(args.prediction), None, name="the prediction", remedy=undefined)
     reference = _aligned(checked_finite(io.load(args.reference), None, name="the reference",

@@ -33,7 +33,9 @@ from volsr.geometry import input_window, output_coordinates
 from volsr.models.registry import ModelCard
 from volsr.resample import INTERPOLATION_METHODS, gaussian_profile
 
-__all__ = ["BLEND_MODES", "BLEND_TASK_TILES", "Plan", "Tile", "make_plan", "model_halos"]
+__all__ = [
+    "DEFAULT_OVERLAP", "BLEND_MODES", "BLEND_TASK_TILES", "Plan", "Tile", "make_plan", "model_halos",
+]
 
 #: Ways of combining tiles: ``exact`` crops each tile to its own voxels (weight 1);
 #: ``gaussian`` blends overlapping tiles with Gaussian weights on the output grid.
@@ -46,6 +48,9 @@ BLEND_MODES = ("exact", "gaussian")
 BLEND_TASK_TILES = 3
 
 Box = tuple[tuple[int, int], ...]
+
+#: Fraction of a tile that neighbouring tiles share under ``blend='gaussian'``.
+DEFAULT_OVERLAP = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +246,7 @@ def make_plan(
     chunks: Sequence[int],
     tile: Sequence[int],
     blend: str = "exact",
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_OVERLAP,
 ) -> Plan:
     """Plan tasks and tiles for upsampling ``shape_in`` to ``shape_out`` with a model.
 

@@ -19,7 +19,7 @@ from volsr.volume import Volume
 
 __all__ = [
     "resolve_model", "resolve_factors", "check_supported", "resolve_device", "with_self_ensemble",
-    "ClampedBelow", "with_floor",
+    "ClampedBelow", "with_floor", "input_mismatch", "check_input",
 ]
 
 
@@ -314,3 +314,78 @@ def with_floor(net: nn.Module, floor: float | None) -> nn.Module:
     'SeparableInterpolation'
     """
     return net if floor is None else ClampedBelow(net, floor)
+
+
+def input_mismatch(card: ModelCard, volume: Volume) -> str | None:
+    """Why a network cannot take ``volume``'s layout, or None when it can.
+
+    MRI networks (``modality == "mri"``) take single-channel volumes with 3 spatial axes;
+    HSI networks take cubes with a band axis and 2 spatial axes. Interpolation takes any.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card.
+    volume : Volume
+        The input (only its axes are looked at).
+
+    Returns
+    -------
+    str or None
+        A phrase for an error message, e.g. ``"takes single-channel 3-D volumes"`` ...
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from volsr.models import get_card
+    >>> image = Volume(np.zeros((4, 4)), np.eye(4), ("i", "j"))
+    >>> input_mismatch(get_card("linear"), image) is None
+    True
+    >>> input_mismatch(get_card("meta_srgan.t1"), image)
+    "takes single-channel 3-D volumes; this input has 2 spatial axes (axes ('i', 'j'))"
+    """
+    spatial = len(volume.spatial_axes)
+    other = [a for n, a in enumerate(volume.axes) if n not in volume.spatial_axes]
+    if card.kind != "network":
+        return None
+    if card.modality == "mri" and (spatial != 3 or other):
+        extra = f" and a {other[0]!r} axis" if other else ""
+        return (f"takes single-channel 3-D volumes; this input has {spatial} spatial axes{extra} "
+                f"(axes {volume.axes})")
+    if card.modality == "hsi" and (spatial != 2 or volume.band_axis is None):
+        return (f"takes spectral cubes (2 spatial axes and a band axis); this input has axes "
+                f"{volume.axes}")
+    return None
+
+
+def check_input(card: ModelCard, volume: Volume) -> None:
+    """Refuse a ``volume`` the model cannot take (:func:`input_mismatch`).
+
+    Parameters
+    ----------
+    card : ModelCard
+    volume : Volume
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        Naming the model, what it takes, and the interpolation models that take anything.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from volsr.models import get_card
+    >>> check_input(get_card("cubic"), Volume(np.zeros((4, 4)), np.eye(4), ("i", "j")))
+    """
+    why = input_mismatch(card, volume)
+    if why is not None:
+        raise ValueError(f"model {card.name} {why}; an interpolation model (--model cubic) "
+                         "takes any layout")

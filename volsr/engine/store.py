@@ -35,8 +35,9 @@ from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
 from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.normalise import output_floor
-from volsr.engine.plan import Plan, make_plan
+from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
 from volsr.engine.resolve import (
+    check_input,
     check_supported,
     resolve_device,
     resolve_factors,
@@ -261,7 +262,7 @@ def upsample_to_store(
     chunks: Sequence[int] | None = None,
     tile: Sequence[int] | None = None,
     blend: str = "exact",
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_OVERLAP,
     workers: int | None = None,
     scheduler: str | None = None,
     resume: bool = False,
@@ -363,6 +364,7 @@ def upsample_to_store(
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
     check_supported(net.card, factors, force=force)
+    check_input(net.card, volume)
     where = resolve_device(device)
     if workers is not None and scheduler is not None:
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")

@@ -26,6 +26,7 @@ from volsr.engine.normalise import input_scale as volume_scale
 from volsr.engine.normalise import output_floor
 from volsr.engine.progress import default_budget, parse_size
 from volsr.engine.resolve import (
+    check_input,
     check_supported,
     resolve_device,
     resolve_factors,
@@ -119,6 +120,7 @@ def upsample(
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
     check_supported(net.card, factors, force=force)
+    check_input(net.card, volume)
     where = resolve_device(device)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
