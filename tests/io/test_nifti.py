@@ -232,3 +232,11 @@ def test_unsupported_dimensionality(tmp_path: Path, shape: tuple[int, ...]) -> N
 def test_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="NIfTI files hold one array"):
         load_nifti(NIBABEL_DATA / "anatomical.nii", "data")
+
+
+def test_a_cube_with_wavelengths_saved_as_nifti_warns_that_they_are_dropped(tmp_path: Path) -> None:
+    cube = Volume(np.ones((3, 4, 5), np.float32), np.eye(4), ("i", "j", "band"),
+                  wavelengths=np.linspace(400.0, 800.0, 5))
+    with pytest.warns(UserWarning, match="no place for band wavelengths: c.nii.gz keeps the 5 bands"):
+        save(cube, tmp_path / "c.nii.gz")
+    assert nib.load(tmp_path / "c.nii.gz").shape[-1] == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,10 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
     """
     if key is not None:
         raise FormatError(f"NIfTI files hold one array; got key {key!r} for {path}")
+    if volume.wavelengths is not None:
+        warnings.warn(f"NIfTI has no place for band wavelengths: {final_path(path).name} keeps the "
+                      f"{volume.wavelengths.size} bands without them (write .zarr, .hdr, .mat "
+                      "or .h5 to keep them)", UserWarning, stacklevel=2)
     data = _nifti_order(volume)
     # nibabel needs the whole array in memory to write: compute the dask graph once.
     array = np.asarray(data.compute())
