@@ -70,17 +70,18 @@ def test_p999_scaling_is_global(tmp_path):
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=1e-5, atol=1e-3)
 
 
-def test_network_outputs_are_clamped_at_zero_when_the_input_has_no_negative_voxel(tmp_path):
+def test_network_undershoot_is_clamped_when_the_input_has_no_negative_voxel(tmp_path):
     net = LRNet(seed=4)
     data = np.random.default_rng(4).random((9, 8, 6), dtype=np.float32)
     whole = _whole(net, data[None], (1, 1, 2))[0]
-    assert whole.min() < -1e-3  # the random network does undershoot: the clamp has work to do
+    floor = -0.02  # the engine's undershoot limit (input scale 1 for this card)
+    assert whole.min() < floor < whole.max()  # the random network undershoots: the clamp has work to do
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
     path = upsample_to_store(volume, tmp_path / "f.zarr", scale=(1, 1, 2), model=net,
                              chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
-    np.testing.assert_allclose(io.load(path).numpy(), np.maximum(whole, 0.0), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(io.load(path).numpy(), np.maximum(whole, floor), rtol=0, atol=2e-5)
     lazy = upsample(volume, scale=(1, 1, 2), model=net).numpy()
-    np.testing.assert_allclose(lazy, np.maximum(whole, 0.0), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(lazy, np.maximum(whole, floor), rtol=0, atol=2e-5)
     step = Volume(np.repeat([0.0, 0.0, 1.0, 1.0], 4).reshape(1, 4, 4).repeat(3, 0).astype(np.float32),
                   np.eye(4), ("i", "j", "k"))
     assert upsample(step, scale=(1, 2, 1), model="cubic").numpy().min() < 0.0  # baselines: as they are

@@ -266,8 +266,9 @@ class ClampedBelow(nn.Module):
     model : torch.nn.Module
         Follows the engine's ``forward(x, positions)`` contract; its ``card`` is kept.
     floor : float
-        Lowest output value, in the model's (scaled) units: the engine scales inputs by a
-        positive number, so a floor of 0 holds in the volume's units as well.
+        Lowest output value, in the model's (scaled) units: the engine multiplies the
+        outputs back by the input scale, so in the volume's units the floor is
+        ``floor * input_scale``.
 
     Examples
     --------
