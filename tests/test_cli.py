@@ -245,6 +245,23 @@ def test_unwritable_output_folder_is_refused_even_as_root(
     assert list(folder.iterdir()) == []
 
 
+def test_a_nifti_output_larger_than_memory_is_refused_before_any_work(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collections
+
+    from volsr.engine import progress
+
+    small = collections.namedtuple("Memory", "total available")(4096, 4096)
+    monkeypatch.setattr(progress.psutil, "virtual_memory", lambda: small)
+    status = main(["upsample", str(inputs / "good.nii"), str(tmp_path / "x.nii.gz"), "--scale", "2",
+                   "--model", "linear", "--max-memory", "1G"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "in memory to be written as NIfTI, more than this machine has (4.0 KiB)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupt_is_one_line_and_says_how_to_resume(
     inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

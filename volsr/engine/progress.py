@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shutil
 import sys
 import weakref
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -31,8 +33,10 @@ from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
 from volsr.engine.plan import Plan
+from volsr.errors import VolsrError
 
 __all__ = [
+    "check_output_room",
     "WORKSPACE_FACTOR", "PROBE_EDGES", "PROBE_CHANNELS", "MIN_DEFAULT_BUDGET", "DEFAULT_MEMORY_SHARE", "ActivationCost",
     "Budget", "parse_size", "format_size", "default_budget", "activation_bytes", "estimate",
     "progress_bar",
@@ -422,3 +426,44 @@ def progress_bar(total: int, *, initial: int = 0, quiet: bool = False) -> tqdm:
         total=total, initial=initial, unit="vox", unit_scale=True, file=sys.stderr,
         disable=quiet, desc="upsample", smoothing=0.1, dynamic_ncols=True,
     )  # fmt: skip
+
+
+def check_output_room(nbytes: int, folder: Path, *, in_memory: bool) -> str | None:
+    """Refuse, before any work, an output that must fit in memory and cannot; warn of disk.
+
+    Parameters
+    ----------
+    nbytes : int
+        The output's uncompressed size (bytes).
+    folder : Path
+        Where the output (and the run's work store) is written.
+    in_memory : bool
+        Whether the output format is written from one in-memory array (NIfTI: nibabel
+        does not stream).
+
+    Returns
+    -------
+    str or None
+        A warning when ``nbytes`` exceeds the free disk space of ``folder`` (compressed
+        Zarr chunks may still fit, so it is not an error), else None.
+
+    Raises
+    ------
+    VolsrError
+        If ``in_memory`` and ``nbytes`` exceeds the machine's total memory.
+
+    Examples
+    --------
+    >>> check_output_room(1024, Path("."), in_memory=True) is None
+    True
+    """
+    total = psutil.virtual_memory().total
+    if in_memory and nbytes > total:
+        raise VolsrError(f"the output needs {format_size(nbytes)} in memory to be written as NIfTI, "
+                         f"more than this machine has ({format_size(total)}); write .zarr, .h5 or "
+                         ".hdr instead (they are written block by block)")
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        return (f"warning: the output is {format_size(nbytes)} uncompressed and {folder.resolve()} has "
+                f"{format_size(free)} free; the run may fill the disk")
+    return None

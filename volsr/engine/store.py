@@ -384,6 +384,11 @@ def upsample_to_store(
     layout = layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
+    room = progress.check_output_room(4 * math.prod(shape_out) * channel_first(volume).shape[0],
+                                      output_path.parent, in_memory=store != output_path and
+                                      io.format_for(output)[0].name == "nifti")
+    if room is not None:
+        _note(room, False)  # a warning, shown even with quiet
     plan, batch, budget = plan_run(
         net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
     )
