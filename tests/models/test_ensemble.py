@@ -82,7 +82,7 @@ def test_a_tile_of_the_ensemble_equals_the_whole_cube_ensemble(tmp_path):
         net.residual_scale.fill_(0.7)  # not the bicubic identity of an untrained network
     net.card = ModelCard(name="tiny", kind="network", grid="lr", halo=net.halo, scales="integer",
                          scale_range=(2.0, 2.0), modality="hsi", description="test")  # fmt: skip
-    cube = np.random.default_rng(2).random((14, 11, 5), dtype=np.float32)
+    cube = np.random.default_rng(2).random((14, 11, 5), dtype=np.float32) - np.float32(0.5)  # signed: no floor
     volume = Volume(cube, np.eye(4), ("i", "j", "band"))
     x = torch.from_numpy(cube.transpose(2, 0, 1).copy())[None]
     grid = _grid((14, 11), (2, 2))

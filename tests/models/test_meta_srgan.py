@@ -91,7 +91,7 @@ def test_declared_halo_is_receptive_radius_plus_filter_reach_and_at_least_cubic(
 def test_engine_tiles_equal_a_whole_volume_pass(tmp_path, scale, tile):
     """Axis 0 (48 > 2 x halo 14 + a tile) has tiles cut inside the volume on both sides."""
     model = _with_card(_randomised(MetaSRGAN(**SMALL), 2))
-    data = np.random.default_rng(3).random((48, 10, 9), dtype=np.float32)
+    data = np.random.default_rng(3).random((48, 10, 9), dtype=np.float32) - np.float32(0.5)  # signed: no output floor
     grid = _grid(data.shape, scale)
     with torch.no_grad():
         whole = model(torch.from_numpy(data)[None, None], grid)[0, 0].numpy()
@@ -109,7 +109,7 @@ def test_engine_output_follows_the_geometry_contract(scale):
     spacing, origin = np.array([0.9, 1.1, 3.0]), np.array([-10.0, 5.0, 2.0])
     affine = np.eye(4)
     affine[:3, :3], affine[:3, 3] = np.diag(spacing), origin
-    data = np.random.default_rng(5).random((7, 6, 5), dtype=np.float32)
+    data = np.random.default_rng(5).random((7, 6, 5), dtype=np.float32) - np.float32(0.5)  # signed: no output floor
     out = upsample(Volume(data, affine, ("i", "j", "k")), scale=scale, model=model)
     shape = tuple(math.floor(n * s + 0.5) for n, s in zip(data.shape, scale))
     assert out.shape == shape and out.dtype == np.float32
