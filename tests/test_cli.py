@@ -65,6 +65,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(WEIGHTS_DIR / "meta_srgan_t1.json", folder / "junk.json")  # a valid sidecar
     (folder / "lonely.safetensors").write_bytes(b"no sidecar beside it")
     nib.save(nib.Nifti1Image(data[:, :, 0], AFFINE), folder / "slice.nii.gz")
+    with h5py.File(folder / "plain.mat", "w") as handle:  # HDF5 named .mat, not written by MATLAB
+        handle["cube"] = np.zeros((4, 5, 6), np.int16)
     return folder
 
 
@@ -162,6 +164,9 @@ BAD_INPUTS: list[tuple[str, Argv, str]] = [
     ("evaluate-json-folder-missing", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
                                                    "--prediction", str(i / "good.nii"), "--json",
                                                    str(o / "no" / "m.json")], "--json folder does not exist"),
+    ("plain-hdf5-named-mat", lambda i, o: ["convert", str(i / "plain.mat") + ":cube", str(o / "x.zarr")],
+     "has no MATLAB_class attribute (plain HDF5, not written by MATLAB)"),
+    ("demo-missing-parent", lambda i, o: ["demo", str(o / "no" / "demo")], "output folder does not exist"),
     ("evaluate-nonfinite", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
                                          "--prediction", str(i / "nan.nii.gz")],
      "NaN/Inf voxels in the prediction; metrics are undefined"),

@@ -12,7 +12,7 @@ import numpy as np
 
 from volsr import io
 from volsr.datasets import icbm152_t1_path
-from volsr.errors import OutputExistsError
+from volsr.errors import FormatError, OutputExistsError
 from volsr.intensity import percentile_normalise
 from volsr.volume import Volume
 
@@ -55,7 +55,8 @@ def run_demo(outdir: Path, *, factor: float = 4.0, overwrite: bool = False) -> s
     OutputExistsError
         If ``outdir`` holds demo outputs and ``overwrite`` is False.
     FormatError
-        If the template is not installed (nilearn missing).
+        If the template is not installed (nilearn missing) or ``outdir``'s parent folder
+        does not exist.
 
     Examples
     --------
@@ -68,7 +69,9 @@ def run_demo(outdir: Path, *, factor: float = 4.0, overwrite: bool = False) -> s
     outdir = Path(outdir)
     if outdir.exists() and any(outdir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{outdir} is not empty (pass --overwrite to replace the demo)")
-    outdir.mkdir(parents=True, exist_ok=True)
+    if not outdir.parent.is_dir():  # like every other output: the folder it goes in must exist
+        raise FormatError(f"output folder does not exist: {outdir.parent}")
+    outdir.mkdir(exist_ok=True)
     template = io.load(icbm152_t1_path())
     hr_values, _ = percentile_normalise(template.numpy())
     hr = Volume(hr_values, template.affine, template.axes, meta=template.meta)

@@ -140,6 +140,9 @@ def load_matlab(path: Path, key: str | None) -> Volume:
     variables = _v73_variables(path) if v73 else _v5_variables(path)
     name = _pick(variables, key, path)
     shape, dtype = variables[name]
+    if isinstance(dtype, str) and dtype.startswith("plain HDF5"):
+        raise FormatError(f"variable {name!r} in {path} has no MATLAB_class attribute (plain HDF5, "
+                          f"not written by MATLAB); read it as HDF5 under a .h5 name: FILE.h5:/{name}")
     if not isinstance(dtype, np.dtype):
         raise FormatError(f"variable {name!r} in {path} is a {dtype}, not a numeric array")
     if len(shape) not in (2, 3):
@@ -328,6 +331,8 @@ def _v73_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
                 cls = cls.decode() if isinstance(cls, bytes) else str(cls)
                 if name.startswith("#") or not isinstance(obj, h5py.Dataset):
                     found[name] = ((), cls or "group")
+                elif not cls:  # written by h5py or the like, not MATLAB: axis order unknown
+                    found[name] = (tuple(obj.shape), f"plain HDF5 {obj.dtype}")
                 elif "MATLAB_empty" in obj.attrs or cls not in _CLASSES:
                     found[name] = (tuple(reversed(obj.shape)), cls or str(obj.dtype))
                 else:
