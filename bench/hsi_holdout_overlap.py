@@ -75,11 +75,12 @@ def bands(cube: np.ndarray) -> list[np.ndarray]:
 
 def overlap(held: np.ndarray, train: np.ndarray) -> float:
     """Highest band-averaged NCC of any patch of ``held`` in ``train`` (see the module docstring)."""
-    held_bands, best = bands(held), -1.0
+    held_patches = [patches(image) for image in bands(held)]  # per band: 5 patches
+    train_views = [dihedral(image) for image in bands(train)]  # per band: 8 orientations
+    best = -1.0
     for turn in range(8):
-        views = [dihedral(image)[turn] for image in bands(train)]
         for index in range(5):
-            maps = [ncc_map(patches(h)[index], v) for h, v in zip(held_bands, views)]
+            maps = [ncc_map(p[index], v[turn]) for p, v in zip(held_patches, train_views)]
             best = max(best, float(np.mean(maps, axis=0).max()))
     return best
 

@@ -14,14 +14,19 @@ import dask.array as da
 import numpy as np
 
 from volsr.errors import InvalidDataError
+from volsr.models.registry import ModelCard
 
-__all__ = ["streamed_percentile", "input_scale", "output_floor", "UNDERSHOOT_LIMIT", "DEFAULT_BINS"]
+__all__ = [
+    "streamed_percentile", "input_scale", "output_floor", "data_range_of", "input_statistics",
+    "UNDERSHOOT_LIMIT", "DEFAULT_BINS",
+]
 
 #: Histogram bins per pass; two passes locate a percentile to (max - min) / DEFAULT_BINS**2.
 DEFAULT_BINS = 4096
 
 
-def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -> float:
+def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS,
+                        data_range: tuple[float, float] | None = None) -> float:
     """The ``q``-th percentile of every voxel, in three streamed passes and bounded memory.
 
     Pass 1 finds the minimum and maximum; pass 2 builds a ``bins``-bin histogram over them
@@ -37,6 +42,9 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
         Percentile in [0, 100].
     bins : int
         Bins per histogram pass (>= 2).
+    data_range : (2,) tuple of float, optional
+        The data's minimum and maximum when already known (:func:`data_range_of`): pass 1
+        is skipped.
 
     Returns
     -------
@@ -66,7 +74,7 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
     # No reshape(-1): on a chunked n-d array it rechunks into whole slabs of the volume.
     # Every step below is per block, so memory is a few blocks whatever the volume's size.
     flat = data.astype(np.float64)
-    low, high = (float(v) for v in da.compute(flat.min(), flat.max()))
+    low, high = data_range_of(flat) if data_range is None else data_range
     if not (math.isfinite(low) and math.isfinite(high)):
         raise InvalidDataError("the volume holds NaN or Inf voxels; cannot compute a percentile")
     if low == high:
@@ -87,7 +95,8 @@ def streamed_percentile(data: da.Array, q: float, *, bins: int = DEFAULT_BINS) -
     return values[0] + (rank - ranks[0]) * (values[1] - values[0])
 
 
-def input_scale(input_scaling: str, data: da.Array, *, peak: float = 1.0) -> float:
+def input_scale(input_scaling: str, data: da.Array, *, peak: float = 1.0,
+                data_range: tuple[float, float] | None = None) -> float:
     """The one number a card's ``input_scaling`` divides the whole input by (1.0 for none).
 
     Parameters
@@ -98,6 +107,8 @@ def input_scale(input_scaling: str, data: da.Array, *, peak: float = 1.0) -> flo
         The whole input, any shape (streamed over; memory: one block).
     peak : float
         The card's ``input_peak``: the value the statistic is mapped to.
+    data_range : (2,) tuple of float, optional
+        The data's minimum and maximum when already known (:func:`data_range_of`).
 
     Returns
     -------
@@ -122,9 +133,9 @@ def input_scale(input_scaling: str, data: da.Array, *, peak: float = 1.0) -> flo
     if input_scaling == "none":
         return 1.0
     if input_scaling == "p99.9":
-        value = streamed_percentile(data, 99.9)
+        value = streamed_percentile(data, 99.9, data_range=data_range)
     elif input_scaling == "max":
-        value = float(data.max().compute())
+        value = float(data.max().compute()) if data_range is None else data_range[1]
         if not math.isfinite(value):
             raise InvalidDataError("the volume holds NaN or Inf voxels; cannot compute its maximum")
     else:
@@ -147,7 +158,7 @@ def _locate(cumulative: np.ndarray, rank: int) -> tuple[int, int]:
 UNDERSHOOT_LIMIT = 0.02
 
 
-def output_floor(kind: str, data: da.Array) -> float | None:
+def output_floor(kind: str, minimum: float) -> float | None:
     """The value a model's outputs (in its scaled units) are clamped below at, or None.
 
     A network (``kind == "network"``) run on an input with no negative voxel (MRI magnitude
@@ -162,8 +173,8 @@ def output_floor(kind: str, data: da.Array) -> float | None:
     ----------
     kind : str
         The model card's ``kind``.
-    data : dask.array.Array
-        The whole input, any shape (streamed over once for its minimum; not for baselines).
+    minimum : float
+        The whole input's minimum (NaN for an input with non-finite voxels).
 
     Returns
     -------
@@ -177,13 +188,70 @@ def output_floor(kind: str, data: da.Array) -> float | None:
 
     Examples
     --------
-    >>> output_floor("network", da.from_array(np.array([0.0, 4.0, 2.0]), chunks=2))
-    -0.02
-    >>> output_floor("network", da.from_array(np.array([-1.0, 4.0]), chunks=2)) is None
-    True
-    >>> output_floor("interpolation", da.from_array(np.array([0.0, 4.0]), chunks=2)) is None
-    True
+    >>> output_floor("network", 0.0), output_floor("network", -1.0), output_floor("interpolation", 0.0)
+    (-0.02, None, None)
     """
-    if kind != "network":
-        return None
-    return -UNDERSHOOT_LIMIT if float(data.min().compute()) >= 0.0 else None
+    return -UNDERSHOOT_LIMIT if kind == "network" and minimum >= 0.0 else None
+
+
+def data_range_of(data: da.Array) -> tuple[float, float]:
+    """Minimum and maximum of every voxel, in one streamed pass (NaN if any voxel is NaN).
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        Any shape, real dtype.
+
+    Returns
+    -------
+    (float, float)
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> data_range_of(da.from_array(np.array([3.0, -1.0, 2.0]), chunks=2))
+    (-1.0, 3.0)
+    """
+    low, high = da.compute(data.min(), data.max())
+    return float(low), float(high)
+
+
+def input_statistics(card: ModelCard, data: da.Array) -> tuple[float, float | None]:
+    """A card's input scale (:func:`input_scale`) and output floor (:func:`output_floor`).
+
+    Both come from one min/max pass over the input (none at all for a baseline without
+    input scaling), so an out-of-core input is not read once per statistic.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card (``kind``, ``input_scaling``, ``input_peak``).
+    data : dask.array.Array
+        The whole input, any shape.
+
+    Returns
+    -------
+    scale : float
+        What the input is divided by (and the output multiplied by).
+    floor : float or None
+        What the scaled outputs are clamped below at.
+
+    Raises
+    ------
+    ValueError, InvalidDataError
+        As :func:`input_scale`.
+
+    Examples
+    --------
+    >>> from volsr.models import get_card
+    >>> input_statistics(get_card("cubic"), da.from_array(np.array([0.0, 4.0]), chunks=1))
+    (1.0, None)
+    """
+    if card.kind != "network" and card.input_scaling == "none":
+        return 1.0, None
+    data_range = data_range_of(data)
+    scale = input_scale(card.input_scaling, data, peak=card.input_peak, data_range=data_range)
+    return scale, output_floor(card.kind, data_range[0])

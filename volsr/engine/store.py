@@ -33,8 +33,7 @@ from volsr.engine.distributed import WorkerJob, open_output_array, run_distribut
 from volsr.engine.execute import channel_first, run_in_process
 from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
-from volsr.engine.normalise import input_scale as volume_scale
-from volsr.engine.normalise import output_floor
+from volsr.engine.normalise import input_statistics
 from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
 from volsr.engine.resolve import (
     check_input,
@@ -242,12 +241,12 @@ def _open_manifest(
         manifest.check(header)
         _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
         return manifest
-    if store.exists():
-        if not overwrite and store.name.endswith(_PARTIAL_SUFFIX):
+    if store.exists() and not overwrite:
+        if store.name.endswith(_PARTIAL_SUFFIX):
             raise OutputExistsError(f"an earlier run of this output left its partial result {store}: "
                                     "pass --resume to continue it, or --overwrite to start again")
-        if not overwrite:
-            raise OutputExistsError(f"output exists: {store} (pass --overwrite to replace it, or --resume)")
+        raise OutputExistsError(f"output exists: {store} (pass --overwrite to replace it, or --resume)")
+    if store.exists():
         shutil.rmtree(store)
     return None
 
@@ -384,9 +383,9 @@ def upsample_to_store(
     layout = layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
-    room = progress.check_output_room(4 * math.prod(shape_out) * channel_first(volume).shape[0],
-                                      output_path.parent, in_memory=store != output_path and
-                                      io.format_for(output)[0].name == "nifti")
+    channels = volume.data.size // math.prod(volume.spatial_shape)
+    room = progress.check_output_room(4 * math.prod(shape_out) * channels, output_path.parent,
+                                      in_memory=io.format_for(output)[0].name == "nifti")
     if room is not None:
         _note(room, False)  # a warning, shown even with quiet
     plan, batch, budget = plan_run(
@@ -536,9 +535,9 @@ def plan_run(
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet):
     input_scale = manifest.state.get("input_scale")
     if input_scale is None:
-        input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
+        input_scale, floor = input_statistics(net.card, volume.data)
         manifest.state["input_scale"] = input_scale
-        manifest.state["output_floor"] = output_floor(net.card.kind, volume.data)
+        manifest.state["output_floor"] = floor
         manifest.save()
     net = with_floor(net, manifest.state.get("output_floor"))
     layout = manifest.header["options"]["layout"]

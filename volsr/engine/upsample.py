@@ -22,8 +22,7 @@ from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.layout import apply_layout
-from volsr.engine.normalise import input_scale as volume_scale
-from volsr.engine.normalise import output_floor
+from volsr.engine.normalise import input_statistics
 from volsr.engine.progress import default_budget, parse_size
 from volsr.engine.resolve import (
     check_input,
@@ -135,8 +134,8 @@ def upsample(
     # densely connected network needed over 10 GB).
     budget = default_budget() if max_memory is None else parse_size(max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
-    input_scale = volume_scale(net.card.input_scaling, volume.data, peak=net.card.input_peak)
-    net = with_floor(net, output_floor(net.card.kind, volume.data))
+    input_scale, floor = input_statistics(net.card, volume.data)
+    net = with_floor(net, floor)
 
     def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
         values = np.asarray(block, dtype=np.float32)
