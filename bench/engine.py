@@ -334,7 +334,7 @@ def _model_alone(shape, scale, budget: str) -> tuple[tuple[int, ...], tuple[int,
     without the engine's reads, interpolation, crops and writes, and without the halo it
     recomputes."""
     from volsr.engine.progress import parse_size
-    from volsr.engine.store import plan_run
+    from volsr.engine.sizing import plan_run
     from volsr.volume import Volume
 
     net = apply_layout(HRCNN().eval(), HRCNN.card.layout)

@@ -170,6 +170,14 @@ BAD_INPUTS: list[tuple[str, Argv, str]] = [
     ("evaluate-nonfinite", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
                                          "--prediction", str(i / "nan.nii.gz")],
      "NaN/Inf voxels in the prediction; metrics are undefined"),
+    # evaluate --json writes a file too: never over one of the files it reads.
+    ("evaluate-json-over-reference", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
+                                                   "--prediction", str(i / "good.nii"), "--json",
+                                                   str(i / "." / "good.nii")], "which this run reads"),
+    ("evaluate-json-over-mask", lambda i, o: ["evaluate", "--reference", str(i / "good.nii"),
+                                              "--prediction", str(i / "good.nii"), "--mask",
+                                              str(i / "good.nii.gz"), "--json", str(i / "good.nii.gz")],
+     "which this run reads"),
 ]
 
 
@@ -193,6 +201,19 @@ def test_user_error_contract(
     assert captured.out == ""
     assert _files(tmp_path) == before_outputs  # nothing written, no hidden temporaries
     assert _files(inputs) == before_inputs  # inputs keep bytes and mtime
+
+
+def test_an_unfinished_run_is_named_by_info_and_upsample(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / ".sr.zarr.volsr-partial.zarr"
+    work.mkdir()
+    assert _status(["info", str(tmp_path / "sr.zarr")]) == 2
+    assert "is an unfinished run" in capsys.readouterr().err
+    argv = ["upsample", str(inputs / "good.nii"), str(tmp_path / "sr.zarr"), "--scale", "2", "--model", "linear"]
+    assert _status(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unfinished" in error and "--resume" in error
 
 
 def test_overwrite_replaces_an_existing_output(

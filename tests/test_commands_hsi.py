@@ -22,12 +22,13 @@ import torch
 from volsr import io
 from volsr.cli import main
 from volsr.engine import upsample, upsample_to_store
-from volsr.engine.manifest import MANIFEST_NAME, Manifest
-from volsr.engine.normalise import UNDERSHOOT_LIMIT, input_scale
+from volsr.engine.manifest import finished_header
+from volsr.engine.normalise import input_scale
 from volsr.geometry import output_coordinates
 from volsr.models import ModelCard, default_model_name, registry
 from volsr.models.attn1d2d import Attn1D2D
 from volsr.models.ensemble import SelfEnsemble
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR
 from volsr.volume import Volume
 
 WAVELENGTHS = np.linspace(400.0, 700.0, 31)
@@ -50,7 +51,7 @@ def shipped_x4(network: Attn1D2D, monkeypatch: pytest.MonkeyPatch) -> Attn1D2D:
     card = ModelCard(
         name="attn1d2d.x4", kind="network", grid="lr", halo=network.halo, scales="integer",
         scale_range=(4.0, 4.0), modality="hsi", description="test stand-in",
-        input_scaling="max",
+        input_scaling="max", output_floor=SHIPPED_OUTPUT_FLOOR,
     )  # fmt: skip
     monkeypatch.setitem(registry._REGISTRY, card.name, (card, lambda: copy.deepcopy(network)))
     return network
@@ -76,7 +77,7 @@ def _whole_cube(net: Attn1D2D, cube: np.ndarray) -> np.ndarray:
 def _floored(scaled: np.ndarray, divisor: float) -> np.ndarray:
     """Network outputs (scaled units) as the engine returns them for a positive cube: times
     the divisor, clamped below at -2 % of it (the engine's undershoot limit)."""
-    return np.maximum(scaled, -UNDERSHOOT_LIMIT) * divisor
+    return np.maximum(scaled, SHIPPED_OUTPUT_FLOOR) * divisor
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -120,7 +121,7 @@ def test_the_card_peak_and_self_ensemble_reach_the_cli(
     card = ModelCard(
         name="attn1d2d.x4", kind="network", grid="lr", halo=network.halo, scales="integer",
         scale_range=(4.0, 4.0), modality="hsi", description="test stand-in",
-        input_scaling="max", input_peak=0.75, self_ensemble=True,
+        input_scaling="max", input_peak=0.75, self_ensemble=True, output_floor=SHIPPED_OUTPUT_FLOOR,
     )  # fmt: skip
     monkeypatch.setitem(registry._REGISTRY, card.name, (card, lambda: copy.deepcopy(network)))
     cube = _cube((9, 8, 12))
@@ -194,11 +195,12 @@ def test_zarr_cube_runs_out_of_core_tile_by_tile(tmp_path: Path, network: Attn1D
     net.card = ModelCard(
         name="attn1d2d.test", kind="network", grid="lr", halo=network.halo, scales="integer",
         scale_range=(4.0, 4.0), modality="hsi", description="", input_scaling="max",
+        output_floor=SHIPPED_OUTPUT_FLOOR,
     )  # fmt: skip
     out = tmp_path / "sr.zarr"
     upsample_to_store(stored, out, scale=4, model=net, chunks=(32, 32), tile=(32, 32), quiet=True)
-    manifest = Manifest.load(out / MANIFEST_NAME)
-    assert manifest.header["options"]["plan"]["tile"] == [32, 32] and len(manifest.done) == 16
+    options = finished_header(out)["options"]
+    assert options["plan"]["tile"] == [32, 32] and options["tasks"] == 16
     result = io.load(out)
     assert result.shape == (128, 112, 31)
     np.testing.assert_allclose(result.wavelengths, WAVELENGTHS)
@@ -207,8 +209,8 @@ def test_zarr_cube_runs_out_of_core_tile_by_tile(tmp_path: Path, network: Attn1D
     small = tmp_path / "small.zarr"
     upsample_to_store(stored, small, scale=4, model=net, chunks=(16, 16), max_memory="8M",
                       quiet=True)  # fmt: skip
-    plan = Manifest.load(small / MANIFEST_NAME).header["options"]["plan"]
-    assert len(Manifest.load(small / MANIFEST_NAME).done) > 1 and np.prod(plan["tile"]) < 128 * 112
+    options = finished_header(small)["options"]
+    assert options["tasks"] > 1 and np.prod(options["plan"]["tile"]) < 128 * 112
     np.testing.assert_allclose(io.load(small).numpy(), result.numpy(), rtol=1e-5, atol=0.02)
 
 

@@ -133,3 +133,30 @@ def test_header_facts_and_crops_read_no_voxel():
     np.testing.assert_array_equal(values, proxy._values[1:3, ::2])
     # Only the two chunks under the crop are read, not the whole array.
     assert 0 < proxy.voxels_read <= 2 * 2 * 5 * 6
+
+
+@pytest.mark.parametrize("voxel_mm", [1e-3, 1e-6, 1e-9, 1e3])
+def test_small_and_large_voxels_are_not_singular(voxel_mm):
+    affine = _oblique_affine(np.random.default_rng(7))
+    affine[:3, :3] *= voxel_mm  # micrometre, nanometre, picometre and metre voxels
+    volume = Volume(np.zeros((2, 2, 2)), affine, ("i", "j", "k"))
+    np.testing.assert_allclose(volume.spacing, np.linalg.norm(affine[:3, :3], axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("voxel_mm", [1e-6, 1.0, 1e3])
+def test_degenerate_axes_are_singular_at_any_voxel_size(voxel_mm):
+    collapsed = np.diag([1.0, 1.0, 1.0, 1.0])
+    collapsed[:3, 2] = [1.0, 1e-12, 0.0]  # the k axis lies along i
+    collapsed[:3, :3] *= voxel_mm
+    with pytest.raises(GeometryError, match="affine is singular"):
+        Volume(np.zeros((2, 2, 2)), collapsed, ("i", "j", "k"))
+
+
+def test_count_nonfinite_streams_over_many_blocks():
+    data = np.zeros((64, 64, 64), np.float32)
+    data[::7, 3, ::5] = np.nan
+    data[1, 2, 3] = -np.inf
+    lazy = da.from_array(data, chunks=(2, 4, 4))  # 8192 blocks: more than one pass
+    assert lazy.npartitions > 4096
+    expected = int(np.sum(~np.isfinite(data)))
+    assert count_nonfinite(Volume(lazy, np.eye(4), ("i", "j", "k"))) == expected

@@ -60,6 +60,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_external_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-external", action="store_true",
+        help="read HDF5 data held in other files (external raw storage, external links, virtual "
+             "datasets with sources outside the input's folder); refused by default",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``volsr`` command.
 
@@ -82,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="shape, spacing, affine, dtype and bands of a file")
     info.add_argument("path", help="file, or file:key for .mat / .h5")
     info.add_argument("--json", action="store_true", help="print JSON")
+    _add_external_option(info)
 
     convert = commands.add_parser("convert", help="convert between formats (geometry kept)")
     convert.add_argument("input")
     convert.add_argument("output")
     convert.add_argument("--chunks", type=_ints, help="output chunk shape, e.g. 64,64,64")
     _add_output_options(convert)
+    _add_external_option(convert)
 
     degrade = commands.add_parser("degrade", help="simulate a low-resolution acquisition")
     degrade.add_argument("input")
@@ -102,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--snr", type=float, help="add Rician noise at this SNR (dB)")
     degrade.add_argument("--seed", type=int, default=0, help="noise seed")
     _add_output_options(degrade)
+    _add_external_option(degrade)
 
     upsample = commands.add_parser("upsample", help="super-resolve a volume or cube")
     upsample.add_argument("input")
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_argument("--force", action="store_true",
                           help="run at factors outside the model's trained range (with a warning)")
     _add_output_options(upsample)
+    _add_external_option(upsample)
 
     evaluate = commands.add_parser("evaluate", help="compare a prediction with a reference")
     evaluate.add_argument("--reference", required=True)
@@ -146,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PSNR/SSIM data range (default: max - min of the reference, printed)",
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    _add_external_option(evaluate)
 
     models = commands.add_parser("models", help="list models with their factor ranges and cards")
     models.add_argument("--card", metavar="NAME", help="print the model card of model NAME")

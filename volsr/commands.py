@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from volsr import io
 from volsr.errors import FormatError, GeometryError, InvalidDataError
+from volsr.io.outputs import refuse_overlap, write_text_atomic
 from volsr.volume import Volume, count_nonfinite
 
 __all__ = [
@@ -128,7 +130,19 @@ def _known(spec: str) -> bool:
 
 def run_info(args: argparse.Namespace) -> str:
     """``volsr info PATH [--json]``."""
-    facts = describe(io.load(args.path), args.path)
+    from volsr.engine.store import unfinished_run
+
+    work = unfinished_run(args.path)
+    if work is not None:
+        if not io.format_for(args.path)[1].exists():
+            raise FormatError(f"{args.path} is an unfinished run ({work}): rerun its upsample command "
+                              "with --resume to finish it")
+        _note(f"an unfinished run to replace it is beside it ({work}): rerun its upsample command "
+              "with --resume to finish it")
+    facts = describe(io.load(args.path, allow_external=args.allow_external), args.path)
+    missing = io.missing_chunks(args.path)
+    if missing is not None:
+        facts["missing_chunks"] = f"{missing[0]} of {missing[1]}" + (" (read as the fill value)" if missing[0] else "")
     if args.json:
         return json.dumps(facts, indent=2)
     lines = [f"{key:>20}: {value}" for key, value in facts.items() if key != "affine"]
@@ -179,10 +193,19 @@ def checked_finite(volume: Volume, fill: float | None, *, name: str = "the input
 
 def run_convert(args: argparse.Namespace) -> str:
     """``volsr convert IN OUT [--chunks ...]``."""
-    io.check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
-    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
+    volume = _load_input(args)
     path = io.save(volume, args.output, overwrite=args.overwrite, chunks=args.chunks)
     return f"wrote {path} {volume.shape} {volume.dtype}"
+
+
+def _load_input(args: argparse.Namespace, *, overwrite: bool | None = None, dtype: Any = None) -> Volume:
+    """The checked input of a command that writes ``args.output``: the output is checked first
+    (never one of the files the input reads, a writable key and dtype), then NaN/Inf counted."""
+    io.check_output(args.output, overwrite=args.overwrite if overwrite is None else overwrite,
+                    inputs=[args.input], allow_external=args.allow_external)  # fmt: skip
+    volume = io.load(args.input, allow_external=args.allow_external)
+    io.writable_dtype(args.output, volume.dtype if dtype is None else dtype)
+    return checked_finite(volume, args.fill_nonfinite)
 
 
 def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> tuple[float, ...]:
@@ -199,8 +222,7 @@ def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> 
 
 def run_degrade(args: argparse.Namespace) -> str:
     """``volsr degrade IN OUT --factor ... [--method ...]``."""
-    io.check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
-    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
+    volume = _load_input(args)
     factors = _spatial_factors(volume, args.factor, "--factor")
     if not all(math.isfinite(f) and f >= 1.0 for f in factors):
         raise GeometryError(f"--factor values must be finite and >= 1 (1: axis unchanged), "
@@ -312,10 +334,13 @@ def run_upsample(args: argparse.Namespace) -> str:
     from volsr.geometry import integer_factors
     from volsr.models import default_model_name, get_card
 
-    io.check_output(args.output, overwrite=args.overwrite or args.resume, inputs=[args.input])
     if args.overlap is not None and args.blend != "gaussian":
         raise ValueError("--overlap applies to --blend gaussian only (exact tiles do not overlap)")
-    volume = checked_finite(io.load(args.input), args.fill_nonfinite)
+    volume = _load_input(args, overwrite=args.overwrite or args.resume, dtype=np.float32)
+    missing = io.missing_chunks(args.input)
+    if missing is not None and missing[0]:
+        warnings.warn(f"{missing[0]} of {missing[1]} chunks of {args.input} are missing on disk; they read "
+                      "as the store's fill value (lost or never written data?)", stacklevel=2)
     if args.scale is not None:
         grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
     else:
@@ -345,6 +370,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
         layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
+        allow_external=args.allow_external,
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
@@ -378,17 +404,23 @@ def run_evaluate(args: argparse.Namespace) -> str:
     """``volsr evaluate --reference REF --prediction PRED [--mask M] [--scale S] [--json F]``."""
     from volsr.metrics import evaluate
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise FormatError(f"--json folder does not exist: {Path(args.json).resolve().parent}")
+    if args.json:
+        if not Path(args.json).resolve().parent.is_dir():
+            raise FormatError(f"--json folder does not exist: {Path(args.json).resolve().parent}")
+        read = [f for spec in (args.reference, args.prediction, args.mask) if spec
+                for f in io.files_read(spec, allow_external=args.allow_external)]
+        refuse_overlap(args.json, read, shown=f"--json {args.json}")
     undefined = "metrics are undefined there (mask them out of both files, or fill them)"
-    prediction = checked_finite(io.load(args.prediction), None, name="the prediction", remedy=undefined)
-    reference = _aligned(checked_finite(io.load(args.reference), None, name="the reference",
+    external = args.allow_external
+    prediction = checked_finite(io.load(args.prediction, allow_external=external), None, name="the prediction",
+                                remedy=undefined)
+    reference = _aligned(checked_finite(io.load(args.reference, allow_external=external), None, name="the reference",
                                         remedy=undefined), prediction, "reference")
     ref = reference.numpy().astype(np.float64)
     est = prediction.numpy().astype(np.float64)
     mask = None
     if args.mask:
-        mask_volume = _aligned(io.load(args.mask), prediction, "mask")
+        mask_volume = _aligned(io.load(args.mask, allow_external=external), prediction, "mask")
         mask = mask_volume.numpy() != 0
     data_range = args.data_range
     if data_range is None:
@@ -399,7 +431,7 @@ def run_evaluate(args: argparse.Namespace) -> str:
         ref, est, data_range=data_range, mask=mask, spectral=spectral, scale=args.scale
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(metrics, indent=2) + "\n")
     width = max(len(name) for name in metrics)
     return "\n".join(f"{name:<{width}}  {value:.6g}" for name, value in metrics.items())
 

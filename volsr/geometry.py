@@ -76,7 +76,9 @@ def check_affine(affine: np.ndarray) -> np.ndarray:
     ------
     GeometryError
         If the shape is not (4, 4), a value is not finite, the last row is not
-        ``[0, 0, 0, 1]``, or the 3x3 part is singular.
+        ``[0, 0, 0, 1]``, or the 3x3 part is singular: a zero column, or columns whose
+        unit vectors span a volume below 1e-9 (judged relative to the voxel size, so a
+        1e-6 mm voxel is fine).
 
     Examples
     --------
@@ -90,9 +92,16 @@ def check_affine(affine: np.ndarray) -> np.ndarray:
         raise GeometryError("affine contains NaN or Inf")
     if not np.allclose(matrix[3], [0, 0, 0, 1]):
         raise GeometryError(f"affine last row must be [0, 0, 0, 1], got {matrix[3].tolist()}")
+    # Judged on unit columns, so the voxel size does not matter (a 1 nm voxel is 1e-6 mm):
+    # |det| of the normalised columns is the sine-volume of the axes, 1 when orthogonal.
     linear = matrix[:3, :3]
-    if abs(np.linalg.det(linear)) < _EPS * max(1.0, np.abs(linear).max() ** 3):
-        raise GeometryError(f"affine is singular (det of 3x3 part = {np.linalg.det(linear):.3g})")
+    norms = np.linalg.norm(linear, axis=0)
+    shape_det = abs(np.linalg.det(linear / norms)) if np.all(norms > 0) else 0.0
+    if shape_det < _EPS:
+        raise GeometryError(
+            f"affine is singular (voxel axes {', '.join(f'{n:.3g}' for n in norms)} mm long; det of "
+            f"the 3x3 part = {np.linalg.det(linear):.3g}, {shape_det:.3g} relative to the voxel size)"
+        )
     return matrix
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +20,8 @@ __all__ = ["Volume", "SPATIAL_AXES", "NONSPATIAL_AXES", "count_nonfinite"]
 SPATIAL_AXES = ("i", "j", "k")
 #: Names of non-spatial array axes: spectral bands (with wavelengths) and generic channels.
 NONSPATIAL_AXES = ("band", "channel")
+#: Most dask blocks :func:`count_nonfinite` puts in one graph.
+_BLOCKS_PER_PASS = 4096
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -232,7 +235,8 @@ def count_nonfinite(volume: Volume) -> int:
     Parameters
     ----------
     volume : Volume
-        Any volume; integer volumes return 0 without reading.
+        Any volume; integer volumes return 0 without reading. A volume of many blocks is
+        counted in passes of at most 4096 blocks (bounded graph and memory).
 
     Returns
     -------
@@ -251,4 +255,12 @@ def count_nonfinite(volume: Volume) -> int:
     """
     if not np.issubdtype(volume.dtype, np.floating):
         return 0
-    return int((~da.isfinite(volume.data)).sum().compute())
+    data = volume.data
+    # Slabs of block rows: each pass builds a graph of at most _BLOCKS_PER_PASS blocks,
+    # so the count streams over a volume of millions of blocks instead of graphing it whole.
+    per_row = math.prod(data.numblocks[1:])
+    step = max(1, _BLOCKS_PER_PASS // max(per_row, 1))
+    return sum(
+        int((~da.isfinite(data.blocks[start : start + step])).sum().compute())
+        for start in range(0, data.numblocks[0], step)
+    )

@@ -1,4 +1,7 @@
-"""Subprocess body for the SIGKILL test: a slow linear model into a Zarr store."""
+"""Subprocess body for the kill tests: a slow linear model into a store.
+
+argv: OUTPUT MODE DELAY [SEED]; MODE is ``fresh``, ``resume`` or ``overwrite``.
+"""
 
 import sys
 import time
@@ -20,6 +23,9 @@ class Slow(SeparableInterpolation):
 if __name__ == "__main__":
     net = Slow(method="linear")
     net.card = get_card("linear")
-    data = np.random.default_rng(5).random((16, 16, 8), dtype=np.float32)
+    seed = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    data = np.random.default_rng(seed).random((16, 16, 8), dtype=np.float32)
+    mode = sys.argv[2]
     upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), sys.argv[1], scale=(1, 1, 2), model=net,
-                      chunks=(4, 4, 4), tile=(4, 4, 4), resume=sys.argv[2] == "resume", quiet=True)
+                      chunks=(4, 4, 4), tile=(4, 4, 4), resume=mode == "resume", overwrite=mode == "overwrite",
+                      quiet=True)

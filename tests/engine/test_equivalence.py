@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from volsr import io
 from volsr.engine import check_halo, upsample, upsample_to_store
 from volsr.errors import VolsrError
 from volsr.geometry import output_coordinates, resampled_shape
+from volsr.models import get_card
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR
 from volsr.volume import Volume
 
 
@@ -70,13 +74,20 @@ def test_p999_scaling_is_global(tmp_path):
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=1e-5, atol=1e-3)
 
 
-def test_network_undershoot_is_clamped_when_the_input_has_no_negative_voxel(tmp_path):
+def test_a_card_declared_floor_clamps_undershoot_when_the_input_has_no_negative_voxel(tmp_path):
     net = LRNet(seed=4)
     data = np.random.default_rng(4).random((9, 8, 6), dtype=np.float32)
     whole = _whole(net, data[None], (1, 1, 2))[0]
-    floor = -0.02  # the engine's undershoot limit (input scale 1 for this card)
+    floor = SHIPPED_OUTPUT_FLOOR  # what the shipped networks declare (input scale 1 for this card)
     assert whole.min() < floor < whole.max()  # the random network undershoots: the clamp has work to do
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
+    # A module you bring runs exactly as written: no floor, equal to its whole-volume pass.
+    path = upsample_to_store(volume, tmp_path / "byo.zarr", scale=(1, 1, 2), model=net,
+                             chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
+    np.testing.assert_allclose(io.load(path).numpy(), whole, rtol=0, atol=1e-5 * float(np.ptp(whole)))
+    np.testing.assert_allclose(upsample(volume, scale=(1, 1, 2), model=net).numpy(), whole, rtol=0,
+                               atol=1e-5 * float(np.ptp(whole)))  # fmt: skip
+    net.card = dataclasses.replace(net.card, output_floor=floor)
     path = upsample_to_store(volume, tmp_path / "f.zarr", scale=(1, 1, 2), model=net,
                              chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
     np.testing.assert_allclose(io.load(path).numpy(), np.maximum(whole, floor), rtol=0, atol=2e-5)
@@ -85,6 +96,8 @@ def test_network_undershoot_is_clamped_when_the_input_has_no_negative_voxel(tmp_
     step = Volume(np.repeat([0.0, 0.0, 1.0, 1.0], 4).reshape(1, 4, 4).repeat(3, 0).astype(np.float32),
                   np.eye(4), ("i", "j", "k"))
     assert upsample(step, scale=(1, 2, 1), model="cubic").numpy().min() < 0.0  # baselines: as they are
+    assert {get_card(n).output_floor for n in ("meta_srgan.t1", "mdcsrn.t1", "attn1d2d.x2", "attn1d2d.x4")} == {
+        SHIPPED_OUTPUT_FLOOR}
 
 
 def test_halo_check_accepts_the_true_halo_and_catches_a_short_one():

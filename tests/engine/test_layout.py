@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from volsr import io
 from volsr.cli import main
 from volsr.engine import upsample, upsample_to_store
 from volsr.engine.layout import apply_layout, time_layouts
-from volsr.engine.manifest import MANIFEST_NAME
+from volsr.engine.manifest import finished_header
 from volsr.engine.plan import make_plan
 from volsr.errors import VolsrError
 from volsr.geometry import output_coordinates
@@ -68,7 +67,7 @@ def test_the_card_declares_the_layout_and_a_resume_must_keep_it(tmp_path):
     net.card = dataclasses.replace(net.card, layout="channels_last")
     kwargs = dict(scale=(1, 1, 2), chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
     upsample_to_store(volume, tmp_path / "a.zarr", model=net, **kwargs)
-    header = json.loads((tmp_path / "a.zarr" / MANIFEST_NAME).read_text())["header"]
+    header = finished_header(tmp_path / "a.zarr")
     assert header["options"]["layout"] == "channels_last"
     with pytest.raises(VolsrError, match=r"options differs .*layout"):
         upsample_to_store(volume, tmp_path / "a.zarr", model=net, layout="contiguous", resume=True, **kwargs)
@@ -80,7 +79,7 @@ def test_cli_layout_option(tmp_path, capsys):
     args = ["upsample", str(source), str(tmp_path / "o.zarr"), "--scale", "1,1,2", "--model", "linear",
             "--chunks", "4,4,4", "--quiet"]  # fmt: skip
     assert main([*args, "--layout", "channels_last"]) == 0
-    assert json.loads((tmp_path / "o.zarr" / MANIFEST_NAME).read_text())["header"]["options"]["layout"] == "channels_last"
+    assert finished_header(tmp_path / "o.zarr")["options"]["layout"] == "channels_last"
     with pytest.raises(SystemExit) as stop:
         main([*args[:2], str(tmp_path / "p.zarr"), *args[3:], "--layout", "nhwc"])
     assert stop.value.code == 2 and "invalid choice: 'nhwc'" in capsys.readouterr().err

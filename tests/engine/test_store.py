@@ -18,8 +18,8 @@ from volsr import io
 from volsr.cli import main
 from volsr.engine import store as store_module
 from volsr.engine import upsample_to_store
-from volsr.engine.manifest import MANIFEST_NAME
-from volsr.errors import OutputExistsError, VolsrError
+from volsr.engine.manifest import MANIFEST_NAME, RUN_ATTRIBUTE, finished_header
+from volsr.errors import InvalidDataError, OutputExistsError, VolsrError
 from volsr.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +29,9 @@ def _volume(seed=0, shape=(12, 10, 6)):
     return Volume(np.random.default_rng(seed).random(shape, dtype=np.float32), np.eye(4), ("i", "j", "k"))
 
 
-def _run_script(out, mode, delay):
+def _run_script(out, mode, delay, seed=5):
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/engine/_slow_run.py"), str(out), mode, str(delay)],
+        [sys.executable, str(ROOT / "tests/engine/_slow_run.py"), str(out), mode, str(delay), str(seed)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
 
@@ -49,12 +49,13 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     first = _run_script(killed, "fresh", 0.05)
     uninterrupted = _run_script(reference, "fresh", 0)
     deadline = time.monotonic() + 60
-    while _done(killed) < 5 and time.monotonic() < deadline and first.poll() is None:
+    work = tmp_path / ".killed.zarr.volsr-partial.zarr"
+    while _done(work) < 5 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert uninterrupted.wait() == 0
-    assert 5 <= _done(killed) < 64, "the kill must land mid-run"
+    assert 5 <= _done(work) < 64, "the kill must land mid-run"
     with pytest.raises(VolsrError):
         io.load(killed)  # no OME metadata yet: visibly unfinished
     assert _run_script(killed, "resume", 0).wait() == 0
@@ -82,7 +83,7 @@ def test_full_disk_mid_run_then_resume(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
     monkeypatch.setattr(store_module, "write_result", original)
-    with pytest.raises(OutputExistsError, match="output exists"):
+    with pytest.raises(OutputExistsError, match="is unfinished .*pass --resume to continue it"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
     upsample_to_store(volume, tmp_path / "a.zarr", resume=True, **kwargs)
     upsample_to_store(volume, tmp_path / "b.zarr", **kwargs)
@@ -195,7 +196,7 @@ def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkey
     monkeypatch.setattr(store_module, "write_result", _disk_full_at(2))
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
-    first = json.loads((tmp_path / "a.zarr" / MANIFEST_NAME).read_text())
+    first = json.loads((tmp_path / ".a.zarr.volsr-partial.zarr" / MANIFEST_NAME).read_text())
     assert first["state"]["budget_bytes"] == 2**19
     monkeypatch.setattr(store_module, "write_result", original)
     monkeypatch.setattr(progress, "default_budget", lambda **_: 2**32)  # one task, if planned anew
@@ -203,5 +204,188 @@ def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkey
     upsample_to_store(volume, tmp_path / "b.zarr", max_memory=2**19, **kwargs)
     assert np.array_equal(io.load(tmp_path / "a.zarr").numpy(), io.load(tmp_path / "b.zarr").numpy())
     upsample_to_store(volume, tmp_path / "c.zarr", **kwargs)  # fresh: the new default, one tile
-    c = json.loads((tmp_path / "c.zarr" / MANIFEST_NAME).read_text())
-    assert c["header"]["options"]["plan"]["tile"] != first["header"]["options"]["plan"]["tile"]
+    c = finished_header(tmp_path / "c.zarr")
+    assert c["options"]["plan"]["tile"] != first["header"]["options"]["plan"]["tile"]
+
+
+# --- Never lose data: replace only by a complete successor, one writer, resume only resumes.
+
+
+def _tree_bytes(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_interrupted_at_random_points_keeps_the_old_output(tmp_path):
+    # Ten kills (SIGKILL and SIGINT) of an --overwrite run, each after a random number of its
+    # 64 tasks (0: while it starts): each time the old output is byte for byte what it was,
+    # and the last, uninterrupted run replaces it with the complete new output.
+    out, work = tmp_path / "o.zarr", tmp_path / ".o.zarr.volsr-partial.zarr"
+    assert _run_script(out, "fresh", 0, 1).wait() == 0
+    before = _tree_bytes(out)
+    rng = np.random.default_rng(19)
+    landed = []
+    for trial in range(10):
+        after_tasks = int(rng.integers(0, 60))
+        run = _run_script(out, "overwrite", 0.02)
+        if after_tasks == 0:
+            time.sleep(float(rng.uniform(0.1, 1.0)))
+        deadline = time.monotonic() + 60
+        while after_tasks and _done(work) < after_tasks and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL if trial % 2 else signal.SIGINT)
+        assert run.wait() != 0, f"trial {trial}: the kill must land before the run ends"
+        landed.append(_done(work))
+        assert _tree_bytes(out) == before, f"trial {trial}: the old output changed"
+    assert max(landed) >= 20, landed  # kills landed mid-run, not only at start-up
+    assert _run_script(out, "overwrite", 0).wait() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+    reference = tmp_path / "ref.zarr"
+    assert _run_script(reference, "fresh", 0).wait() == 0
+    assert io.load(out).numpy().tobytes() == io.load(reference).numpy().tobytes()
+    assert _tree_bytes(out) != before
+
+
+def test_a_second_run_on_an_output_in_use_fails_at_once_and_the_first_finishes(tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    first = _run_script(out, "fresh", 0.05)
+    deadline = time.monotonic() + 60
+    while not _done(tmp_path / ".o.zarr.volsr-partial.zarr") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(), source)
+    started = time.monotonic()
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert main(["upsample", str(source), str(out), "--scale", "1,1,2", "--model", "linear", *extra]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "being written by another run" in error, error
+    assert time.monotonic() - started < 30
+    assert first.wait() == 0
+    reference = tmp_path / "ref.zarr"
+    assert _run_script(reference, "fresh", 0).wait() == 0
+    assert io.load(out).numpy().tobytes() == io.load(reference).numpy().tobytes()
+
+
+def test_concurrent_resumes_one_runs_the_other_is_refused_and_the_result_is_exact(tmp_path):
+    out = tmp_path / "o.zarr"
+    first = _run_script(out, "fresh", 0.05)
+    while _done(tmp_path / ".o.zarr.volsr-partial.zarr") < 3 and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    resumes = [_run_script(out, "resume", 0.02) for _ in range(2)]
+    codes = sorted(run.wait() for run in resumes)
+    assert codes[0] == 0, codes  # one finished; the other either was refused (exit 1) or found it done
+    if codes[1] != 0:
+        assert codes[1] == 1
+        assert _run_script(out, "resume", 0).wait() == 0
+    reference = tmp_path / "ref.zarr"
+    assert _run_script(reference, "fresh", 0).wait() == 0
+    assert io.load(out).numpy().tobytes() == io.load(reference).numpy().tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "ref.zarr"]
+
+
+def test_a_finished_zarr_output_holds_only_zarr_content_and_its_run_record(tmp_path):
+    import warnings
+
+    import zarr
+
+    out = upsample_to_store(_volume(), tmp_path / "o.zarr", scale=(1, 1, 2), model="linear", quiet=True)
+    assert not (out / MANIFEST_NAME).exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group = zarr.open_group(out, mode="r")
+        assert group["0"].shape == (12, 10, 12)
+    assert group.attrs[RUN_ATTRIBUTE]["model"]["name"] == "linear"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+
+
+def test_resume_of_a_finished_output_only_resumes(tmp_path):
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(), source)
+    kwargs = dict(scale=(1, 1, 2), chunks=(4, 4, 4), quiet=True)
+    zarr_out = upsample_to_store(source, tmp_path / "o.zarr", model="linear", **kwargs)
+    before = _tree_bytes(zarr_out)
+    assert upsample_to_store(source, zarr_out, model="linear", resume=True, **kwargs) == zarr_out  # done
+    with pytest.raises(VolsrError, match="the model differs"):
+        upsample_to_store(source, zarr_out, model="nearest", resume=True, **kwargs)
+    assert _tree_bytes(zarr_out) == before
+    for name in ("o.nii.gz", "o.h5:/sr"):
+        out = upsample_to_store(source, tmp_path / name, model="linear", **kwargs)
+        content = out.read_bytes()
+        with pytest.raises(VolsrError, match="is a finished output, not an unfinished run"):
+            upsample_to_store(source, tmp_path / name, model="nearest", resume=True, **kwargs)
+        assert out.read_bytes() == content
+
+
+def test_resume_refuses_changed_voxels_with_size_and_mtime_restored(tmp_path):
+    source = tmp_path / "in.nii"
+    io.save(_volume(), source)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    original = store_module.write_result
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "write_result", _disk_full_at(3))
+        with pytest.raises(OSError, match="No space left"):
+            upsample_to_store(source, tmp_path / "o.zarr", **kwargs)
+    assert store_module.write_result is original
+    stat = source.stat()
+    data = bytearray(source.read_bytes())
+    data[-5] ^= 0xFF  # one voxel's byte, same size
+    source.write_bytes(bytes(data))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(VolsrError, match=r"the input differs .*sha256"):
+        upsample_to_store(source, tmp_path / "o.zarr", resume=True, **kwargs)
+
+
+def test_leftover_temporary_files_are_removed_by_the_next_run(tmp_path):
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(), source)
+    kwargs = dict(scale=(1, 1, 2), model="linear", quiet=True)
+    # A kill during the final write leaves a hidden temporary file of the output's size.
+    leftover = tmp_path / ".o.nii.gz.tmp-0123abcd"
+    leftover.write_bytes(b"\0" * 4096)
+    upsample_to_store(source, tmp_path / "o.nii.gz", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz", "o.nii.gz"]
+
+
+def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line(tmp_path, capsys):
+    volume = _volume()
+    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    work = tmp_path / ".a.zarr.volsr-partial.zarr"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "write_result", _disk_full_at(3))
+        with pytest.raises(OSError, match="No space left"):
+            upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
+    good = json.loads((work / MANIFEST_NAME).read_text())
+    bad_records = [
+        {**good, "tasks": good["tasks"] + 8},
+        {**good, "done": good["done"][:-2]},
+        {**good, "header": ["not", "sections"]},
+        {**good, "state": {**good["state"], "input_scale": "x"}},
+        {**good, "volsr_manifest": 1},
+        [],
+    ]
+    for record in bad_records:
+        (work / MANIFEST_NAME).write_text(json.dumps(record))
+        with pytest.raises(VolsrError, match="cannot resume"):
+            upsample_to_store(volume, tmp_path / "a.zarr", resume=True, **kwargs)
+
+
+def test_non_finite_outputs_are_never_written(tmp_path):
+    from volsr.models import get_card
+    from volsr.models.interpolation import SeparableInterpolation
+
+    class Diverges(SeparableInterpolation):
+        def forward(self, x, positions):
+            y = super().forward(x, positions)
+            return y / (y - y)  # 0/0 everywhere
+
+    net = Diverges(method="linear")
+    net.card = get_card("linear")
+    with pytest.raises(InvalidDataError, match="produced NaN or Inf"):
+        upsample_to_store(_volume(), tmp_path / "o.nii.gz", scale=(1, 1, 2), model=net, quiet=True)
+    # A float64 input beyond float32's range overflows when read: refused, not written.
+    huge = Volume(np.full((6, 5, 4), 1e300), np.eye(4), ("i", "j", "k"))
+    with pytest.raises(InvalidDataError, match="produced NaN or Inf"):
+        upsample_to_store(huge, tmp_path / "p.nii.gz", scale=(1, 1, 2), model="linear", quiet=True)
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "p.nii.gz").exists()

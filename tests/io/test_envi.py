@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from volsr.errors import FormatError, OutputExistsError
+from volsr.errors import FormatError, GeometryError, OutputExistsError
 from volsr.io import envi as envi_io
-from volsr.io import load, save
+from volsr.io import files_read, load, save, writable_dtype
 from volsr.io.envi import load_envi, parse_header
 from volsr.volume import Volume
 
@@ -278,10 +278,11 @@ def test_missing_data_file(tmp_path):
 
 
 def test_save_refuses_unsupported_dtype_and_foreign_data_file(tmp_path):
-    with pytest.raises(FormatError, match="ENVI cannot hold dtype int8"):
+    with pytest.raises(FormatError, match=r"complex data \(complex64\).*take the magnitude first"):
         save(
-            Volume(np.zeros((2, 2, 2), np.int8), np.eye(4), ("i", "j", "band")), tmp_path / "a.hdr"
+            Volume(np.zeros((2, 2, 2), np.complex64), np.eye(4), ("i", "j", "band")), tmp_path / "a.hdr"
         )
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "b.img").write_bytes(b"not ours")
     with pytest.raises(OutputExistsError, match="exists without header"):
         save(
@@ -307,3 +308,47 @@ def test_overwrite_reuses_the_old_data_file_name(tmp_path):
     save(volume, tmp_path / "cube.hdr", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube", "cube.hdr"]
     np.testing.assert_array_equal(load(tmp_path / "cube.hdr").numpy(), volume.numpy())
+
+
+# ------------------------------------------------------------------- hostile headers
+
+
+def _with_fields(tmp_path, fields: str) -> Path:
+    header = write_by_hand(tmp_path, np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
+    header.write_text(header.read_text() + fields)  # later fields override earlier ones
+    return header
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [("header offset = -5\n", FormatError, r"ENVI header offset must be >= 0, got -5 \(header of .*cube.img\)"),
+     ("data ignore value = {}\n", FormatError, r"'data ignore value' of .*cube.hdr must be one number, got '\{\}'"),
+     ("reflectance scale factor = {1, 2}\n", FormatError, "'reflectance scale factor' .* must be one number"),
+     ("lines = -2\n", FormatError, r"declares a negative size in shape \(-2, 2, 2\)"),
+     ("bands = 0\n", GeometryError, r"zero-size axis in shape \(2, 2, 0\)"),
+     ("lines = 1000000\nsamples = 1000000\nbands = 1000000\n", FormatError, "= 1e\\+18 voxels, beyond"),
+     ("lines = 10000\nsamples = 10000\nbands = 10000\n", FormatError, "truncated: 8 bytes, the header needs"),
+     ("data type = 9\n", FormatError, r"complex data \(ENVI data type 9, complex128\).*take the magnitude")],
+    ids=["negative-offset", "empty-ignore-value", "two-scale-factors", "negative-lines", "zero-bands",
+         "absurd-shape", "large-shape", "complex128"],
+)  # fmt: skip
+def test_hostile_headers_are_refused(tmp_path, fields, error, message):
+    with pytest.raises(error, match=message):
+        load(_with_fields(tmp_path, fields))
+
+
+def test_files_read_names_header_and_data(tmp_path):
+    header = write_by_hand(tmp_path, np.zeros((2, 2, 2), np.uint8), data_name="cube.bil")
+    assert files_read(header) == (header.resolve(), (tmp_path / "cube.bil").resolve())
+    assert envi_io.files_envi(tmp_path / "cube.bil", None, False) == files_read(header)
+
+
+@pytest.mark.parametrize(("dtype", "stored"), [(np.bool_, np.uint8), (np.float16, np.float32), (np.int8, np.int16)])
+def test_dtypes_without_an_envi_code_are_widened_losslessly(tmp_path, dtype, stored):
+    values = (np.arange(24).reshape(2, 3, 4) % 3 - (1 if dtype is np.int8 else 0)).astype(dtype)
+    assert writable_dtype(tmp_path / "w.hdr", np.dtype(dtype)) == np.dtype(stored)
+    save(Volume(values, np.eye(4), ("i", "j", "band")), tmp_path / "w.hdr")
+    assert parse_header((tmp_path / "w.hdr").read_text())["data type"] == str(CODES[stored])
+    back = load(tmp_path / "w.hdr")
+    assert back.dtype == np.dtype(stored)
+    np.testing.assert_array_equal(back.numpy(), values.astype(stored))

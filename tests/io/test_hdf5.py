@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import dask
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io import load, save
+from volsr.io import check_output, files_read, load, save
 from volsr.io._common import SaveOptions
 from volsr.io.hdf5 import HDF5Array, load_hdf5, save_hdf5
 from volsr.volume import Volume
@@ -115,7 +116,7 @@ def test_bad_datasets_are_refused(tmp_path: Path) -> None:
         handle.create_dataset("five", data=np.zeros((2, 2, 2, 2, 2)))
         bad = handle.create_dataset("bad_affine", data=np.zeros((2, 2, 2)))
         bad.attrs["affine"] = np.eye(3)
-    with pytest.raises(FormatError, match="not numeric"):
+    with pytest.raises(FormatError, match=r"dataset /text in .*b.h5 holds dtype \|S3, not numbers"):
         load_hdf5(tmp_path / "b.h5", "text")
     with pytest.raises(InvalidDataError, match=r"shape \(2, 2, 2, 2, 2\): need 2D, 3D or 4D"):
         load_hdf5(tmp_path / "b.h5", "five")
@@ -127,3 +128,169 @@ def test_bad_chunks_option(tmp_path: Path) -> None:
     volume = Volume(np.zeros((2, 3, 4)), np.eye(4), ("i", "j", "k"))
     with pytest.raises(ValueError, match=r"chunks must be 3 positive integers, got \(2, 2\)"):
         save_hdf5(volume, tmp_path / "x.h5", None, SaveOptions(chunks=(2, 2)))
+
+
+# ------------------------------------------------------------- references to other files
+
+
+def _ramp(shape: tuple[int, ...] = (4, 3, 2)) -> np.ndarray:
+    return np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+
+def _vds(path: Path, source: Path, shape: tuple[int, ...] = (4, 3, 2)) -> None:
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[...] = h5py.VirtualSource(str(source), "d", shape=shape)
+    with h5py.File(path, "w") as handle:
+        handle.create_virtual_dataset("d", layout, fillvalue=-1.0)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder beside the input's folder: files there are not the user's input."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    return tmp_path / "out"
+
+
+def test_external_raw_storage_is_refused_unless_allowed(tmp_path: Path, outside: Path) -> None:
+    raw = outside / "raw.bin"
+    _ramp().tofile(raw)
+    with h5py.File(tmp_path / "in" / "ext.h5", "w") as handle:
+        handle.create_dataset("d", shape=(4, 3, 2), dtype="<f4", external=[(str(raw), 0, 96)])
+    spec = f"{tmp_path / 'in' / 'ext.h5'}:/d"
+    with pytest.raises(FormatError, match=f"dataset /d in .*ext.h5 stores its voxels in another file \\({raw}\\)"):
+        load(spec)
+    with pytest.raises(FormatError, match="another file"):
+        files_read(spec)
+    np.testing.assert_array_equal(load(spec, allow_external=True).numpy(), _ramp())
+    assert files_read(spec, allow_external=True) == ((tmp_path / "in" / "ext.h5").resolve(), raw.resolve())
+
+
+def test_external_link_is_refused_before_it_is_followed(tmp_path: Path, outside: Path) -> None:
+    with h5py.File(outside / "other.h5", "w") as handle:
+        handle["g/d"] = _ramp()
+    with h5py.File(tmp_path / "in" / "link.h5", "w") as handle:
+        handle["d"] = h5py.ExternalLink(str(outside / "other.h5"), "/g/d")
+        handle["g"] = h5py.ExternalLink(str(outside / "other.h5"), "/g")
+        handle["soft"] = h5py.SoftLink("/g/d")
+        handle["passwd"] = h5py.ExternalLink("/etc/passwd", "/x")
+    path = tmp_path / "in" / "link.h5"
+    for key in ("d", "/g/d", "soft"):
+        with pytest.raises(FormatError, match=f"is an external link to {outside / 'other.h5'}:"):
+            load(f"{path}:{key}")
+    with pytest.raises(FormatError, match="external link to /etc/passwd:/x"):
+        load(f"{path}:passwd")
+    volume = load(f"{path}:/g/d", allow_external=True)
+    np.testing.assert_array_equal(volume.numpy(), _ramp())
+    assert files_read(f"{path}:soft", allow_external=True) == (path.resolve(), (outside / "other.h5").resolve())
+
+
+def test_virtual_dataset_with_sources_outside_or_missing_is_refused(tmp_path: Path, outside: Path) -> None:
+    with h5py.File(outside / "src.h5", "w") as handle:
+        handle["d"] = _ramp()
+    _vds(tmp_path / "in" / "vds.h5", outside / "src.h5")
+    _vds(tmp_path / "in" / "gap.h5", tmp_path / "in" / "missing.h5")
+    with pytest.raises(FormatError, match=f"reads source file {outside / 'src.h5'}, outside the input's folder"):
+        load(f"{tmp_path / 'in' / 'vds.h5'}:/d")
+    with pytest.raises(FormatError, match="maps source file '.*missing.h5', which does not exist .*fill value"):
+        load(f"{tmp_path / 'in' / 'gap.h5'}:/d")
+    np.testing.assert_array_equal(load(f"{tmp_path / 'in' / 'vds.h5'}:/d", allow_external=True).numpy(), _ramp())
+    np.testing.assert_array_equal(load(f"{tmp_path / 'in' / 'gap.h5'}:/d", allow_external=True).numpy(), -1.0)
+
+
+def test_virtual_dataset_with_sources_beside_it_is_read(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "src.h5", "w") as handle:
+        handle["d"] = _ramp()
+    _vds(tmp_path / "vds.h5", Path("src.h5"))  # relative: beside the VDS file
+    spec = f"{tmp_path / 'vds.h5'}:/d"
+    np.testing.assert_array_equal(load(spec).numpy(), _ramp())
+    assert files_read(spec) == ((tmp_path / "vds.h5").resolve(), (tmp_path / "src.h5").resolve())
+
+
+def test_a_source_beside_it_may_not_hide_external_storage(tmp_path: Path, outside: Path) -> None:
+    _ramp().tofile(outside / "raw.bin")
+    with h5py.File(tmp_path / "in" / "src.h5", "w") as handle:
+        handle.create_dataset("d", shape=(4, 3, 2), dtype="<f4", external=[(str(outside / "raw.bin"), 0, 96)])
+    _vds(tmp_path / "in" / "vds.h5", tmp_path / "in" / "src.h5")
+    with pytest.raises(FormatError, match="dataset /d in .*src.h5 stores its voxels in another file"):
+        load(f"{tmp_path / 'in' / 'vds.h5'}:/d")
+
+
+# ------------------------------------------------------------------ shapes and dtypes
+
+
+def test_null_and_scalar_datasets_are_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("null", data=h5py.Empty("f4"))
+        handle.create_dataset("scalar", data=np.float32(1.5))
+    with pytest.raises(FormatError, match=r"dataset /null in .*v.h5 has a null dataspace \(h5py.Empty\)"):
+        load(f"{tmp_path / 'v.h5'}:/null")
+    with pytest.raises(InvalidDataError, match=r"dataset /scalar in .*v.h5 has shape \(\): need 2D, 3D or 4D"):
+        load(f"{tmp_path / 'v.h5'}:/scalar")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_ramp().astype(np.complex64), r"complex data \(complex64\) in dataset /d .*take the magnitude first"),
+        (np.full((4, 3, 2), b"ab", dtype="S2"), r"holds dtype \|S2, not numbers"),
+        (np.zeros((4, 3, 2), dtype=[("a", "f4"), ("b", "f4")]), r"holds dtype .*'a'.*not numbers"),
+        (np.zeros((4, 3, 2), dtype="V4"), r"holds dtype \|V4, not numbers"),
+    ],
+    ids=["complex", "string", "compound", "void"],
+)
+def test_non_real_dtypes_are_refused_at_load(tmp_path: Path, data: np.ndarray, message: str) -> None:
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("d", data=data)
+    with pytest.raises(FormatError, match=message):
+        load(f"{tmp_path / 'v.h5'}:/d")
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [(">f4", np.float32), ("<f2", np.float16), (">i2", np.int16), ("bool", np.uint8)],
+)
+def test_big_endian_float16_and_bool_are_read_natively(tmp_path: Path, stored: str, expected: type) -> None:
+    values = (_ramp() % 3).astype(stored)
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("d", data=values)
+    volume = load(f"{tmp_path / 'v.h5'}:/d")
+    assert volume.dtype == np.dtype(expected) and volume.dtype.isnative
+    read = volume.numpy()
+    assert read.dtype == np.dtype(expected)
+    np.testing.assert_array_equal(read, (_ramp() % 3).astype(stored).astype(expected))
+
+
+def test_absurd_declared_shape_is_refused_at_once(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("d", shape=(10**6,) * 3, dtype="f4", chunks=(64, 64, 64))
+    with pytest.raises(FormatError, match=r"declares shape \(1000000, 1000000, 1000000\) = 1e\+18 voxels"):
+        load(f"{tmp_path / 'v.h5'}:/d")
+
+
+def test_malformed_volsr_attributes_are_format_errors(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("d", data=_ramp()).attrs["affine"] = "not numbers"
+    with pytest.raises(FormatError, match="'affine' attribute of /d in .*v.h5 is not numeric"):
+        load(f"{tmp_path / 'v.h5'}:/d")
+
+
+# ------------------------------------------------------------------------ output keys
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("/", "names the root group"), ("//", "has an empty component"), ("/a/../d", "has a '..' component"),
+     ("a//b", "has an empty component"), ("/a/./b", "has a '.' component"), ("/a/", "has an empty component")],
+)  # fmt: skip
+def test_unusable_output_keys_are_refused_before_work(tmp_path: Path, key: str, message: str) -> None:
+    with pytest.raises(FormatError, match=f"HDF5 output key '{re.escape(key)}' for .*o.h5 {message}"):
+        check_output(f"{tmp_path / 'o.h5'}:{key}")
+    with pytest.raises(FormatError, match=message):
+        save(Volume(_ramp(), np.eye(4), ("i", "j", "k")), f"{tmp_path / 'o.h5'}:{key}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_output_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="empty key after ':'"):
+        check_output(f"{tmp_path / 'o.h5'}:")

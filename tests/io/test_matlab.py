@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io import load, save
+from volsr.io import check_output, files_read, load, save
 from volsr.io import matlab as matlab_module
 from volsr.io._common import SaveOptions
 from volsr.io.matlab import load_matlab, save_matlab
@@ -140,8 +140,8 @@ def test_logical_image_round_trip(
     mask = np.random.default_rng(3).random((5, 4)) > 0.5
     save_matlab(Volume(mask, np.eye(4), ("i", "j")), tmp_path / "m.mat", None, SaveOptions())
     back = load_matlab(tmp_path / "m.mat", "data")
-    assert back.axes == ("i", "j") and back.dtype == np.bool_
-    np.testing.assert_array_equal(back.numpy(), mask)
+    assert back.axes == ("i", "j") and back.dtype == np.uint8  # volsr reads bool as 0/1 uint8
+    np.testing.assert_array_equal(back.numpy(), mask.astype(np.uint8))
 
 
 def test_key_errors_list_variables(tmp_path: Path) -> None:
@@ -161,8 +161,8 @@ def test_non_numeric_and_wrong_dimensionality(tmp_path: Path) -> None:
         load_matlab(tmp_path / "n.mat", "text")
     with pytest.raises(InvalidDataError, match=r"shape \(2, 2, 2, 2\): need rows x cols"):
         load_matlab(tmp_path / "n.mat", "four")
-    with pytest.raises(FormatError, match="complex: not supported"):
-        load_matlab(tmp_path / "n.mat", "z").numpy()
+    with pytest.raises(FormatError, match=r"complex data \(complex double\) in variable 'z'"):
+        load_matlab(tmp_path / "n.mat", "z")
 
 
 def test_broken_files_are_refused(tmp_path: Path) -> None:
@@ -178,9 +178,9 @@ def test_broken_files_are_refused(tmp_path: Path) -> None:
 
 def test_save_refuses_bad_names_and_shapes(tmp_path: Path) -> None:
     cube = Volume(np.zeros((2, 2, 2)), np.eye(4), ("i", "j", "band"))
-    with pytest.raises(FormatError, match="identifier other than.*got '2cube'"):
+    with pytest.raises(FormatError, match="'2cube' for .*a.mat is not a valid identifier"):
         save_matlab(cube, tmp_path / "a.mat", "2cube", SaveOptions())
-    with pytest.raises(FormatError, match="identifier other than.*got 'wavelengths'"):
+    with pytest.raises(FormatError, match="'wavelengths' for .*a.mat is reserved for volsr's metadata"):
         save_matlab(cube, tmp_path / "a.mat", "wavelengths", SaveOptions())
     four = Volume(np.zeros((2, 2, 2, 2)), np.eye(4), ("i", "j", "k", "channel"))
     with pytest.raises(FormatError, match="rows x cols"):
@@ -198,3 +198,65 @@ def test_v73_header_facts_do_not_read_voxels(
     monkeypatch.setattr(matlab_module.HDF5Array, "__getitem__", refuse)
     volume = load_matlab(tmp_path / "c73.mat", None)
     assert volume.shape == (6, 5, 4) and volume.dtype == np.uint16
+
+
+# ---------------------------------------------------------------- hostile MAT-files
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_complex_v5_variable_is_refused_at_load(tmp_path: Path, compressed: bool) -> None:
+    cube = np.arange(24.0).reshape(2, 3, 4)
+    scipy.io.savemat(tmp_path / "c.mat", {"cube": cube + 1j * cube, "real": cube}, do_compression=compressed)
+    with pytest.raises(FormatError, match=r"complex data \(complex double\) in variable 'cube' of .*c.mat.*magnitude"):
+        load(f"{tmp_path / 'c.mat'}:cube")
+    np.testing.assert_array_equal(load(f"{tmp_path / 'c.mat'}:real").numpy(), cube)
+
+
+def test_complex_v73_variable_is_refused_at_load(tmp_path: Path) -> None:
+    _write_v73_by_hand(tmp_path / "c.mat", {"cube": np.zeros((2, 3, 4))})
+    pair = np.zeros((4, 3, 2), dtype=[("real", "f8"), ("imag", "f8")])  # MATLAB's complex layout
+    with h5py.File(tmp_path / "c.mat", "r+") as handle:
+        del handle["cube"]
+        handle.create_dataset("cube", data=pair).attrs["MATLAB_class"] = np.bytes_("double")
+    with pytest.raises(FormatError, match=r"complex data \(complex double\) in variable 'cube'"):
+        load(f"{tmp_path / 'c.mat'}:cube")
+
+
+def test_v73_variable_stored_in_another_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    raw = tmp_path / "raw.bin"
+    np.arange(24.0).tofile(raw)
+    mat = tmp_path / "in" / "x.mat"
+    _write_v73_by_hand(mat, {"wl": np.array([[0.4, 0.5, 0.6, 0.7]])})
+    with h5py.File(mat, "r+") as handle:
+        cube = handle.create_dataset("cube", shape=(4, 3, 2), dtype="<f8", external=[(str(raw), 0, 192)])
+        cube.attrs["MATLAB_class"] = np.bytes_("double")
+        handle["linked"] = h5py.ExternalLink(str(tmp_path / "other.mat"), "/cube")
+    with pytest.raises(FormatError, match=f"dataset /cube in .*x.mat stores its voxels in another file \\({raw}\\)"):
+        load(f"{mat}:cube")
+    with pytest.raises(FormatError, match=f"'/linked' in .*x.mat is an external link to {tmp_path / 'other.mat'}"):
+        load(f"{mat}:linked")
+    volume = load(f"{mat}:cube", allow_external=True)
+    np.testing.assert_array_equal(volume.numpy(), np.arange(24.0).reshape(4, 3, 2).T)
+    assert files_read(f"{mat}:cube", allow_external=True) == (mat.resolve(), raw.resolve())
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("affine", "reserved for volsr's metadata"), ("WL", "reserved for volsr's metadata"),
+     ("fwhm", "reserved"), ("end", "not a valid identifier"), ("_x", "not a valid identifier"),
+     ("a.b", "not a valid identifier"), ("x" * 64, "not a valid identifier")],
+)  # fmt: skip
+def test_unusable_output_variable_names_are_refused_before_work(tmp_path: Path, key: str, message: str) -> None:
+    with pytest.raises(FormatError, match=f"MATLAB variable name '{key}' for .*o.mat is {message}"):
+        check_output(f"{tmp_path / 'o.mat'}:{key}")
+    check_output(f"{tmp_path / 'o.mat'}:cube_2")
+
+
+def test_logical_v5_variable_is_read_as_uint8(tmp_path: Path) -> None:
+    mask = np.arange(12).reshape(3, 4) % 2 == 0
+    scipy.io.savemat(tmp_path / "m.mat", {"mask": mask})
+    assert scipy.io.whosmat(tmp_path / "m.mat") == [("mask", (3, 4), "logical")]  # independent check
+    volume = load(f"{tmp_path / 'm.mat'}:mask")
+    assert volume.dtype == np.uint8
+    np.testing.assert_array_equal(volume.numpy(), mask.astype(np.uint8))

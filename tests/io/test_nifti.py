@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
+import dask
+import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
@@ -240,3 +243,90 @@ def test_a_cube_with_wavelengths_saved_as_nifti_warns_that_they_are_dropped(tmp_
     with pytest.warns(UserWarning, match="no place for band wavelengths: c.nii.gz keeps the 5 bands"):
         save(cube, tmp_path / "c.nii.gz")
     assert nib.load(tmp_path / "c.nii.gz").shape[-1] == 5
+
+
+# ------------------------------------------------------------ hostile headers and dtypes
+
+
+def _patched(tmp_path: Path, image: nib.Nifti1Image, offset: int, fmt: str, *values: int) -> Path:
+    path = tmp_path / "p.nii"
+    nib.save(image, path)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into(fmt, raw, offset, *values)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_negative_dimension_is_refused(tmp_path: Path) -> None:
+    image = nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4))
+    path = _patched(tmp_path, image, 42, "<h", -8)  # NIfTI-1 dim[1] (int16)
+    with pytest.raises(FormatError, match=r"NIfTI header of .*p.nii declares a negative size in shape \(-8, 8, 4\)"):
+        load(path)
+
+
+def test_absurd_dimensions_are_refused_in_seconds(tmp_path: Path) -> None:
+    image = nib.Nifti2Image(np.ones((8, 8, 4), np.float32), np.eye(4))
+    path = _patched(tmp_path, image, 24, "<3q", 10**6, 10**6, 10**6)  # NIfTI-2 dim[1..3] (int64)
+    with pytest.raises(FormatError, match=r"declares shape \(1000000, 1000000, 1000000\) = 1e\+18 voxels"):
+        load(path)
+    # Under the voxel limit, the file size is the judge: 1e9 voxels cannot be in 400 bytes.
+    path = _patched(tmp_path, image, 24, "<3q", 1000, 1000, 1000)
+    with pytest.raises(FormatError, match=r"truncated NIfTI file: .*p.nii has 1568 of 4000000544 bytes"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "message"),
+    [(np.complex64, r"complex data \(complex64\) in NIfTI file .*take the magnitude first"),
+     (np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]), "holds dtype .*'R'.*not numbers")],
+    ids=["complex64", "rgb24"],
+)  # fmt: skip
+def test_complex_and_rgb_are_refused(tmp_path: Path, dtype: np.dtype, message: str) -> None:
+    nib.save(nib.Nifti1Image(np.zeros((4, 3, 2), dtype), np.eye(4)), tmp_path / "c.nii.gz")
+    with pytest.raises(FormatError, match=message):
+        load(tmp_path / "c.nii.gz")
+
+
+def test_big_endian_file_reads_native_values(tmp_path: Path) -> None:
+    values = np.arange(24, dtype=">f4").reshape(4, 3, 2) / 7
+    header = nib.Nifti1Header(endianness=">")
+    nib.save(nib.Nifti1Image(values, np.eye(4), header=header), tmp_path / "be.nii")
+    assert nib.load(tmp_path / "be.nii").header.endianness == ">"  # independent check of the file
+    volume = load(tmp_path / "be.nii")
+    assert volume.dtype == np.float32 and volume.dtype.isnative
+    read = volume.numpy()
+    assert read.dtype.isnative
+    np.testing.assert_array_equal(read, values.astype("<f4"))
+
+
+def test_sheared_affine_goes_in_the_sform_with_qform_unused(tmp_path: Path) -> None:
+    shear = np.array([[1.0, 0.3, 0.0, 5.0], [0.0, 1.0, 0.2, -3.0], [0.0, 0.0, 2.0, 1.0], [0, 0, 0, 1]])
+    save(Volume(np.ones((4, 3, 2), np.float32), shear, ("i", "j", "k")), tmp_path / "s.nii.gz")
+    header = nib.load(tmp_path / "s.nii.gz").header
+    sform, scode = header.get_sform(coded=True)
+    np.testing.assert_allclose(sform, shear, atol=1e-6)
+    assert int(scode) > 0 and int(header["qform_code"]) == 0
+    np.testing.assert_allclose(nib.load(tmp_path / "s.nii.gz").affine, shear, atol=1e-6)
+    np.testing.assert_allclose(header.get_zooms(), np.linalg.norm(shear[:3, :3], axis=0), rtol=1e-6)
+
+
+def test_rotation_and_zoom_keep_qform_and_sform_consistent(tmp_path: Path) -> None:
+    flipped = _oblique_affine() @ np.diag([1.0, -1.0, 1.0, 1.0])  # left-handed: qfac = -1
+    save(Volume(np.ones((4, 3, 2), np.float32), flipped, ("i", "j", "k")), tmp_path / "r.nii")
+    header = nib.load(tmp_path / "r.nii").header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    assert int(qcode) > 0 and int(scode) > 0
+    np.testing.assert_allclose(qform, flipped, atol=1e-5)
+    np.testing.assert_allclose(sform, flipped, atol=1e-6)
+
+
+def test_writer_dtypes_are_checked_before_any_work(tmp_path: Path) -> None:
+    computed = []
+    data = da.from_delayed(dask.delayed(lambda: computed.append(1) or np.zeros((4, 3, 2), np.complex64))(),
+                           shape=(4, 3, 2), dtype=np.complex64)  # fmt: skip
+    with pytest.raises(FormatError, match=r"NIfTI output: complex data \(complex64\).*magnitude first"):
+        save(Volume(data, np.eye(4), ("i", "j", "k")), tmp_path / "c.nii.gz")
+    assert computed == [] and list(tmp_path.iterdir()) == []
+    save(Volume(np.ones((4, 3, 2), np.float16), np.eye(4), ("i", "j", "k")), tmp_path / "h.nii.gz")
+    assert nib.load(tmp_path / "h.nii.gz").get_data_dtype() == np.float32

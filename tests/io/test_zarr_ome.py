@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from volsr.errors import FormatError
-from volsr.io import load, save
+from volsr.io import load, missing_chunks, save
 from volsr.io.zarr_ome import default_chunks
 from volsr.volume import Volume
 
@@ -177,3 +179,147 @@ def test_unsupported_transform_and_bad_chunks(tmp_path):
     with pytest.raises(ValueError, match="chunks must give one positive size per array axis"):
         save(volume, tmp_path / "c.zarr", chunks=(4, 4))
     assert not (tmp_path / "c.zarr").exists()
+
+
+# ------------------------------------------------------------------- hostile stores
+
+
+def _foreign(path: Path, attrs: dict | None, *, shape=(8, 8, 4), chunks=(4, 4, 4), zarr_format=3,
+             dtype="f4", data: np.ndarray | None = None) -> Path:  # fmt: skip
+    group = zarr.open_group(LocalStore(path), mode="w", zarr_format=zarr_format)
+    array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    if data is not None:
+        array[...] = data
+    if attrs is not None:
+        group.attrs.update(attrs)
+    return path
+
+
+def _ngff(axes: list, datasets: list | None = None) -> dict:
+    scale = [{"type": "scale", "scale": [1.0] * len(axes)}]
+    multiscale = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]
+                  if datasets is None else datasets}  # fmt: skip
+    return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
+
+
+def _axes(unit: str | None = "millimeter") -> list[dict]:
+    return [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in "zyx"]
+
+
+RAMP = np.arange(8 * 8 * 4, dtype=np.float32).reshape(8, 8, 4)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [({"ome": {"version": "0.5", "multiscales": []}}, "OME-Zarr 'multiscales' is empty"),
+     (_ngff(_axes(), datasets=[]), "the OME-Zarr multiscale has no 'datasets'"),
+     (_ngff(_axes(), datasets=[{"path": "../elsewhere"}]), "dataset path '../elsewhere' is not a path inside"),
+     (_ngff(_axes(), datasets=[{"path": "1"}]), "dataset '1' is not an array in the store"),
+     ({"ome": {"multiscales": {"axes": []}}}, "'multiscales' is empty or not a list"),
+     (_ngff(_axes("parsec")), "unknown NGFF space unit 'parsec'")],
+    ids=["empty-multiscales", "empty-datasets", "dotdot-path", "missing-array", "dict", "unknown-unit"],
+)  # fmt: skip
+def test_malformed_ngff_metadata_is_refused(tmp_path, attrs, message):
+    path = _foreign(tmp_path / "in.zarr", attrs)
+    with pytest.raises(FormatError, match=f"{tmp_path / 'in.zarr'}.*{re.escape(message)}"):
+        load(path)
+
+
+def test_ngff_03_string_axes_are_read(tmp_path):
+    attrs = {"multiscales": [{"version": "0.3", "axes": ["z", "y", "x"], "datasets": [{"path": "0"}]}]}
+    volume = load(_foreign(tmp_path / "v03.zarr", attrs, zarr_format=2, data=RAMP))
+    assert volume.axes == ("i", "j", "k")
+    np.testing.assert_array_equal(volume.affine, np.eye(4))
+    np.testing.assert_array_equal(volume.numpy(), RAMP)
+    attrs["multiscales"][0]["axes"] = ["c", "y", "x"]
+    assert load(_foreign(tmp_path / "c03.zarr", attrs, zarr_format=2)).axes == ("i", "j", "channel")
+
+
+@pytest.mark.parametrize(("unit", "mm"), [("micrometer", 1e-3), ("nanometer", 1e-6), ("um", 1e-3)])
+def test_small_units_are_accepted_converted_and_kept(tmp_path, unit, mm):
+    path = _foreign(tmp_path / "micro.zarr", _ngff(_axes(unit)), data=RAMP)
+    volume = load(path)
+    np.testing.assert_allclose(volume.spacing, [mm] * 3, rtol=1e-12)
+    canonical = {"um": "micrometer"}.get(unit, unit)
+    assert volume.meta["ngff_unit"] == canonical
+    save(volume.replace(affine=volume.affine @ np.diag([0.5, 0.5, 0.5, 1.0])), tmp_path / "out.zarr")
+    multiscale = attributes(tmp_path / "out.zarr")["ome"]["multiscales"][0]
+    assert {axis["unit"] for axis in multiscale["axes"]} == {canonical}
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    np.testing.assert_allclose(scale, [0.5] * 3, rtol=1e-12)  # in the store's unit, not mm
+
+
+def test_absurd_declared_shape_is_refused_at_once(tmp_path):
+    path = _foreign(tmp_path / "huge.zarr", _ngff(_axes()), shape=(10**6,) * 3, chunks=(64, 64, 64))
+    with pytest.raises(FormatError, match=r"declares shape \(1000000, 1000000, 1000000\) = 1e\+18 voxels"):
+        load(path)
+
+
+def test_many_chunks_get_coarse_dask_blocks(tmp_path):
+    path = _foreign(tmp_path / "sparse.zarr", _ngff(_axes()), shape=(2048, 2048, 64), chunks=(4, 8, 64))
+    volume = load(path)
+    assert volume.data.npartitions < 2**12  # 131072 zarr chunks, grouped
+    assert all(c % 4 == 0 for c in volume.data.chunks[0]) and all(c % 8 == 0 for c in volume.data.chunks[1])
+    assert missing_chunks(path) == (131072, 131072)
+
+
+def test_missing_chunks_are_counted_without_reading_any(tmp_path, monkeypatch):
+    path = _foreign(tmp_path / "gap.zarr", _ngff(_axes()), data=RAMP)
+    chunk_files = sorted(p for p in (path / "0").rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert len(chunk_files) == 4
+    chunk_files[-1].unlink()
+    (path / "0" / "c" / "notes.txt").write_text("not a chunk")
+
+    original = LocalStore.get
+
+    async def metadata_only(self, key, *args, **kwargs):
+        assert "/c/" not in key, f"chunk {key} was read"
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", metadata_only)
+    assert missing_chunks(path) == (1, 4)
+    assert missing_chunks(tmp_path / "scan.nii.gz") is None
+
+
+def test_missing_chunks_of_zarr_v2_and_sharded_arrays(tmp_path):
+    v2 = zarr.create_array(LocalStore(tmp_path / "v2.zarr"), shape=(4, 4), chunks=(2, 2), dtype="f4",
+                           zarr_format=2)  # fmt: skip
+    v2[:2, :] = 1
+    assert missing_chunks(tmp_path / "v2.zarr") == (2, 4)
+    sharded = zarr.create_array(LocalStore(tmp_path / "sh.zarr"), shape=(8, 8), chunks=(2, 2),
+                                shards=(4, 4), dtype="f4")  # fmt: skip
+    sharded[:4, :4] = 1
+    assert missing_chunks(tmp_path / "sh.zarr") == (3, 4)
+
+
+def test_corrupt_chunk_is_a_format_error_naming_it(tmp_path):
+    path = _foreign(tmp_path / "bad.zarr", _ngff(_axes()), data=RAMP)
+    (path / "0" / "c" / "1" / "0" / "0").write_bytes(b"\x28\xb5\x2f\xfd garbage, not zstd" * 4)
+    volume = load(path)
+    np.testing.assert_array_equal(volume.data[:4].compute(), RAMP[:4])  # other chunks still read
+    with pytest.raises(FormatError, match=f"cannot decode chunk 'c/1/0/0' of zarr store {path}/0"):
+        volume.numpy()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "message"),
+    [("c8", r"complex data \(complex64\) in zarr store .*take the magnitude first"),
+     ("S3", r"holds dtype \|S3, not numbers")],
+)  # fmt: skip
+def test_complex_and_string_arrays_are_refused(tmp_path, dtype, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr: fixed-length bytes have no v3 specification
+        path = _foreign(tmp_path / "x.zarr", _ngff(_axes()), dtype=dtype)
+    with pytest.raises(FormatError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize(("stored", "expected"), [(">f4", np.float32), ("f2", np.float16), ("bool", np.uint8)])
+def test_big_endian_float16_and_bool_arrays_are_read_natively(tmp_path, stored, expected):
+    values = (RAMP % 3).astype(stored)
+    path = _foreign(tmp_path / "x.zarr", _ngff(_axes()), dtype=stored, data=values)
+    volume = load(path)
+    assert volume.dtype == np.dtype(expected)
+    read = volume.numpy()
+    assert read.dtype == np.dtype(expected)
+    np.testing.assert_array_equal(read, values.astype(expected))

@@ -14,7 +14,7 @@ from volsr.engine import upsample
 from volsr.models import registry
 from volsr.models.files import register_model_file
 from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler
-from volsr.models.registry import ModelCard
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard
 from volsr.models.weights import save_weights
 from volsr.volume import Volume
 
@@ -46,7 +46,7 @@ def test_cli_model_path_equals_the_same_network_in_memory(weights_file, tmp_path
     model = MDCSRNUpsampler(net).eval()
     model.card = ModelCard(name="mine", kind="network", grid="hr", halo=model.halo, scales="real",
                            scale_range=(1.0, 4.0), modality="mri", description="",
-                           input_scaling="p99.9")  # fmt: skip
+                           input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR)  # fmt: skip
     expected = upsample(Volume(data, affine, ("i", "j", "k")), scale=(1, 1, 4), model=model)
     np.testing.assert_allclose(io.load(out).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     card = register_model_file(path)  # registered once, under its absolute path

@@ -93,3 +93,21 @@ def test_shipped_weights_are_found_with_their_card(tmp_path, monkeypatch):
     save_weights(_trained(3), tmp_path / "mdcsrn_bad.safetensors", config=CONFIG)
     with pytest.raises(ValueError, match="'card' needs name, description and scale_range"):
         shipped_weights(prefix="mdcsrn", factory=MDCSRN)
+
+
+def test_a_sidecar_asking_for_an_absurd_network_is_refused_before_allocating(tmp_path):
+    import psutil
+
+    path = save_weights(nn.Linear(3, 2), tmp_path / "lin.safetensors", config={"in_features": 3, "out_features": 2})
+    sidecar = path.with_suffix(".json")
+    document = json.loads(sidecar.read_text())
+    document["config"]["in_features"] = 10**12  # 8 TB of float32 weights if built
+    sidecar.write_text(json.dumps(document))
+    rss = psutil.Process().memory_info().rss
+    with pytest.raises(ValueError, match=r"config\['in_features'\] = 1000000000000 .* larger than the 8 weights"):
+        load_module(nn.Linear, path)
+    document["config"]["in_features"] = 4  # plausible, but not these tensors
+    sidecar.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"does not describe the tensors .*weight: \(2, 4\) built, \(2, 3\) stored"):
+        load_module(nn.Linear, path)
+    assert psutil.Process().memory_info().rss - rss < 2**28

@@ -59,6 +59,8 @@ class WorkerJob:
         Torch intra-op threads per worker.
     layout : str
         Memory layout of the model's weights (:func:`volsr.engine.layout.apply_layout`).
+    allow_external : bool
+        Whether the input may read HDF5 data held in other files (:func:`volsr.io.load`).
     """
 
     key: str
@@ -71,6 +73,7 @@ class WorkerJob:
     input_scale: float
     threads: int
     layout: str = "contiguous"
+    allow_external: bool = False
 
 
 def open_output_array(store: str | os.PathLike[str]) -> Any:
@@ -144,7 +147,7 @@ def _worker_state(job: WorkerJob) -> tuple[Any, nn.Module, Any]:
 
         _WORKER_STATE.clear()
         torch.set_num_threads(job.threads)
-        volume = io.load(job.source) if isinstance(job.source, str) else job.source
+        volume = io.load(job.source, allow_external=job.allow_external) if isinstance(job.source, str) else job.source
         net = apply_layout(resolve_model(job.model).eval().to(torch.device(job.device)), job.layout)
         state = (channel_first(volume), net, open_output_array(job.store))
         _WORKER_STATE[job.key] = state

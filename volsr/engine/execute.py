@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from volsr.engine.plan import Box, Plan, Tile
+from volsr.errors import InvalidDataError
 from volsr.volume import Volume
 
 __all__ = ["channel_first", "read_box", "run_task", "run_in_process"]
@@ -129,6 +130,8 @@ def run_task(
     ------
     ValueError
         If the model's output does not have the shape the contract requires.
+    InvalidDataError
+        If the result holds NaN or Inf.
 
     Examples
     --------
@@ -151,6 +154,13 @@ def run_task(
     accumulator /= weight_sum
     if multiply_by != 1.0:
         accumulator *= np.float32(multiply_by)
+    if not np.isfinite(accumulator).all():
+        # Never written silently: NaN/Inf here come from the model or a float32 overflow
+        # (inputs are checked for NaN/Inf before the run).
+        raise InvalidDataError(
+            f"model {net.card.name!r} produced NaN or Inf in the output box {region} (input values "
+            "beyond float32 range, or a model that diverges); nothing of that task was written"
+        )
     return accumulator
 
 

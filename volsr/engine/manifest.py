@@ -1,10 +1,14 @@
 """The completion manifest: what a run is (input, model, options) and which tasks are done.
 
-Stored as ``volsr_manifest.json`` inside the output Zarr store (the store's own record:
-it travels with the data). Every update writes a temporary file and renames it over the
-old one (``os.replace``), so a run killed at any moment leaves either the previous or the
-next manifest, never a torn one; a task is marked done only after its chunks are written.
-A resumed run compares its header with the stored one and refuses on any difference.
+Stored as ``volsr_manifest.json`` inside the run's hidden work store (``.NAME.volsr-partial.zarr``
+beside the output). Every update writes a temporary file and renames it over the old one
+(``os.replace``), so a run killed at any moment leaves either the previous or the next
+manifest, never a torn one; a task is marked done only after its chunks are written. A
+resumed run compares its header with the stored one and refuses on any difference; the
+input is identified by a SHA-256 of its bytes (every file a load reads), so changed voxels
+are refused even when size and mtime were restored. A finished Zarr output keeps the
+header as the ``volsr_run`` attribute of its root group (no manifest file: only Zarr/OME
+content), so a later ``--resume`` can tell a finished run of the same options from others.
 """
 
 from __future__ import annotations
@@ -23,27 +27,71 @@ from torch import nn
 from volsr.errors import VolsrError
 from volsr.volume import Volume
 
-__all__ = ["MANIFEST_NAME", "Manifest", "input_fingerprint", "model_identity"]
+__all__ = [
+    "MANIFEST_NAME", "RUN_ATTRIBUTE", "Manifest", "input_fingerprint", "model_identity", "content_digest",
+    "finished_header",
+]  # fmt: skip
 
 MANIFEST_NAME = "volsr_manifest.json"
-_VERSION = 1
+#: Root-group attribute of a finished Zarr output holding its run's header.
+RUN_ATTRIBUTE = "volsr_run"
+_VERSION = 2
+_READ_BYTES = 1 << 22
 
 
-def _tree_stat(path: Path) -> tuple[int, int]:
-    """Total size and newest mtime (ns) of a file or a directory tree (a Zarr store)."""
-    if path.is_file():
-        stat = path.stat()
-        return stat.st_size, stat.st_mtime_ns
-    size, newest = 0, path.stat().st_mtime_ns
-    for folder, _, names in os.walk(path):
-        for name in names:
-            stat = (Path(folder) / name).stat()
-            size, newest = size + stat.st_size, max(newest, stat.st_mtime_ns)
-    return size, newest
+def _files_under(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(Path(folder) / name for folder, _, names in os.walk(path) for name in names)
 
 
-def input_fingerprint(volume: Volume, spec: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Identify an input: path, size and mtime (or a content token), shape, dtype, affine.
+def content_digest(paths: list[Path]) -> tuple[str, int]:
+    """SHA-256 and total size of the bytes of files and directory trees (Zarr stores).
+
+    Streams each file in 4 MiB reads (memory: one read). A tree's files are hashed in
+    sorted order with their relative names, so a renamed chunk changes the digest.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Files or directories, in a fixed order.
+
+    Returns
+    -------
+    digest : str
+        Hex SHA-256.
+    size : int
+        Bytes read.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "a").write_bytes(b"abc")
+    ...     content_digest([Path(d) / "a"])[0][:12]
+    'ba7816bf8f01'
+    """
+    digest, size = hashlib.sha256(), 0
+    for root in paths:
+        for path in _files_under(root):
+            if path != root:
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+            with open(path, "rb") as handle:
+                while block := handle.read(_READ_BYTES):
+                    digest.update(block)
+                    size += len(block)
+    return digest.hexdigest(), size
+
+
+def input_fingerprint(
+    volume: Volume, spec: str | os.PathLike[str] | None, *, allow_external: bool = False
+) -> dict[str, Any]:
+    """Identify an input: path, a SHA-256 of its bytes (or a content token), shape, dtype, affine.
 
     Parameters
     ----------
@@ -52,6 +100,9 @@ def input_fingerprint(volume: Volume, spec: str | os.PathLike[str] | None) -> di
     spec : str, path or None
         Where it was opened from (``path`` or ``path:key``); None for an in-memory volume,
         which is identified by a hash of its dask graph (its data, for NumPy-backed arrays).
+        A file's content is read once in full (every file :func:`volsr.io.files_read` names).
+    allow_external : bool
+        As given to :func:`volsr.io.load` (the files an HDF5 input points at are hashed too).
 
     Returns
     -------
@@ -61,7 +112,7 @@ def input_fingerprint(volume: Volume, spec: str | os.PathLike[str] | None) -> di
     Raises
     ------
     OSError
-        If the file cannot be stat'ed.
+        If a file cannot be read.
 
     Examples
     --------
@@ -78,11 +129,11 @@ def input_fingerprint(volume: Volume, spec: str | os.PathLike[str] | None) -> di
     if spec is None:
         record.update(path=None, token=dask.base.tokenize(volume.data))
         return record
-    from volsr.io import format_for
+    from volsr.io import files_read, format_for
 
     _, path, key = format_for(spec)
-    size, mtime = _tree_stat(Path(path))
-    record.update(path=str(Path(path).resolve()), key=key, size=size, mtime_ns=mtime)
+    sha256, size = content_digest(list(files_read(spec, allow_external=allow_external)))
+    record.update(path=str(Path(path).resolve()), key=key, size=size, sha256=sha256)
     return record
 
 
@@ -121,6 +172,39 @@ def model_identity(net: nn.Module) -> dict[str, Any]:
         "card": card,
         "weights_sha256": digest.hexdigest(),
     }
+
+
+def finished_header(store: Path) -> dict[str, Any] | None:
+    """The run header a finished Zarr store keeps in its ``volsr_run`` attribute.
+
+    Parameters
+    ----------
+    store : Path
+        A Zarr v3 store (directory).
+
+    Returns
+    -------
+    dict or None
+        ``{"input", "model", "options"}``; None when the store has no such record (not a
+        finished volsr run, or not a Zarr v3 store).
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> finished_header(Path("/no/such/store.zarr")) is None
+    True
+    """
+    try:
+        attributes = json.loads((Path(store) / "zarr.json").read_text()).get("attributes", {})
+        record = attributes.get(RUN_ATTRIBUTE)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(record, dict) and all(isinstance(record.get(k), dict) for k in ("input", "model", "options")):
+        return record
+    return None
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -181,14 +265,20 @@ class Manifest:
         """Read a saved manifest; raise VolsrError if it is not one."""
         try:
             record = json.loads(Path(path).read_text())
+            if record.get("volsr_manifest") != _VERSION:
+                raise ValueError(f"version {record.get('volsr_manifest')!r}, this volsr writes {_VERSION}")
             bits = np.frombuffer(bytes.fromhex(record["done"]), dtype=np.uint8)
             count = int(record["tasks"])
-            if bits.size != (count + 7) // 8:
+            if count < 0 or bits.size != (count + 7) // 8:
                 raise ValueError(f"{bits.size * 8} task bits for {count} tasks")
+            header, state = record["header"], record.get("state", {})
+            if not (isinstance(header, dict) and all(isinstance(v, dict) for v in header.values())):
+                raise ValueError("its header is not a mapping of sections")
+            if not isinstance(state, dict):
+                raise ValueError("its state is not a mapping")
             flags = np.unpackbits(bits, count=count, bitorder="little").astype(bool)
-            return cls(Path(path), record["header"], flags, record.get("state", {}),
-                       bool(record.get("complete", False)))  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            return cls(Path(path), header, flags, state, bool(record.get("complete", False)))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
             raise VolsrError(f"cannot resume: {path} is not a readable volsr manifest ({error})") from None
 
     def check(self, header: dict[str, Any]) -> None:

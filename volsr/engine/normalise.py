@@ -2,8 +2,8 @@
 
 Per-tile statistics make seams; the engine computes one number per volume (the 99.9th
 percentile for cards with ``input_scaling == "p99.9"``, the maximum for ``"max"``) and
-applies it to every tile (:func:`input_scale`). A network's outputs are also clamped below
-(deep undershoot) when the whole input has no negative voxel (:func:`output_floor`).
+applies it to every tile (:func:`input_scale`). A model whose card declares an output floor
+is clamped below at it when the whole input has no negative voxel (:func:`output_floor`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from volsr.models.registry import ModelCard
 
 __all__ = [
     "streamed_percentile", "input_scale", "output_floor", "data_range_of", "input_statistics",
-    "UNDERSHOOT_LIMIT", "DEFAULT_BINS",
+    "DEFAULT_BINS",
 ]
 
 #: Histogram bins per pass; two passes locate a percentile to (max - min) / DEFAULT_BINS**2.
@@ -153,33 +153,24 @@ def _locate(cumulative: np.ndarray, rank: int) -> tuple[int, int]:
     return index, rank - before
 
 
-#: A network's outputs are clamped below at minus this fraction of its input scale (the
-#: 99.9th percentile or maximum the card maps to its peak), when the input has no negative voxel.
-UNDERSHOOT_LIMIT = 0.02
-
-
-def output_floor(kind: str, minimum: float) -> float | None:
+def output_floor(card: ModelCard, minimum: float) -> float | None:
     """The value a model's outputs (in its scaled units) are clamped below at, or None.
 
-    A network (``kind == "network"``) run on an input with no negative voxel (MRI magnitude
-    images, radiance or reflectance cubes) gets a floor of ``-UNDERSHOOT_LIMIT``: deeper
-    undershoot at sharp edges (ringing; ``meta_srgan.t1`` reached -35 % of the maximum on a
-    2 mm IXI brain) is a value such data cannot hold. Small negative values are kept: a
-    floor at 0 would bias the local means of a noisy background upwards (measured on the
-    thick-slice x4 benchmark: a floor at 0 gave +0.06 dB PSNR but -0.0007 SSIM on ICBM152;
-    this floor +0.03 dB and +0.0002). Interpolation baselines are left as they are.
+    The card's own rule (:attr:`volsr.models.ModelCard.output_floor`), applied only when the
+    whole input has no negative voxel (MRI magnitude images, radiance or reflectance cubes):
+    a module without it runs exactly as written.
 
     Parameters
     ----------
-    kind : str
-        The model card's ``kind``.
+    card : ModelCard
+        The model's card.
     minimum : float
         The whole input's minimum (NaN for an input with non-finite voxels).
 
     Returns
     -------
     float or None
-        ``-UNDERSHOOT_LIMIT``, or None (a baseline, or an input with a negative or
+        ``card.output_floor``, or None (no floor declared, or an input with a negative or
         non-finite voxel).
 
     Raises
@@ -188,10 +179,13 @@ def output_floor(kind: str, minimum: float) -> float | None:
 
     Examples
     --------
-    >>> output_floor("network", 0.0), output_floor("network", -1.0), output_floor("interpolation", 0.0)
-    (-0.02, None, None)
+    >>> from volsr.models import get_card
+    >>> output_floor(get_card("mdcsrn.t1"), 0.0), output_floor(get_card("mdcsrn.t1"), -1.0)
+    (-0.02, None)
+    >>> output_floor(get_card("cubic"), 0.0) is None
+    True
     """
-    return -UNDERSHOOT_LIMIT if kind == "network" and minimum >= 0.0 else None
+    return card.output_floor if card.output_floor is not None and minimum >= 0.0 else None
 
 
 def data_range_of(data: da.Array) -> tuple[float, float]:
@@ -254,4 +248,4 @@ def input_statistics(card: ModelCard, data: da.Array) -> tuple[float, float | No
         return 1.0, None
     data_range = data_range_of(data)
     scale = input_scale(card.input_scaling, data, peak=card.input_peak, data_range=data_range)
-    return scale, output_floor(card.kind, data_range[0])
+    return scale, output_floor(card, data_range[0])

@@ -3,11 +3,17 @@
 Memory: peak memory is a function of the tile and chunk sizes (printed before the run),
 not of the volume. The output is always an OME-Zarr store written chunk by chunk; its
 OME metadata is written last, so a store without it is an unfinished run. NIfTI and HDF5
-outputs are produced from a temporary Zarr store next to the output
-(``.NAME.volsr-partial.zarr``, which holds the manifest of a resumable run) once every
-task is done: HDF5 is then streamed chunk by chunk (memory: one chunk), while NIfTI is
-written by nibabel, which needs the whole output array in memory once (output voxels x 4
-bytes) -- use a ``.zarr`` or ``.h5`` output for volumes larger than memory.
+outputs are produced from the run's work store once every task is done: HDF5 is then
+streamed chunk by chunk (memory: one chunk), while NIfTI is written by nibabel, which needs
+the whole output array in memory once (output voxels x 4 bytes) -- use a ``.zarr`` or
+``.h5`` output for volumes larger than memory.
+
+Safety: every run works in a hidden Zarr store beside the output
+(``.NAME.volsr-partial.zarr``, holding the manifest of a resumable run) and holds the
+output's lock (:mod:`volsr.io.outputs`) from its first check to its last rename. An existing
+output is replaced only by a complete successor: a Zarr work store is renamed into place,
+other formats are written under a temporary name and renamed. A killed or failed run leaves
+the old output as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import dask.array as da
@@ -30,11 +36,18 @@ from torch import nn
 from volsr import io
 from volsr.engine import progress
 from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
-from volsr.engine.execute import channel_first, run_in_process
+from volsr.engine.execute import channel_first, run_in_process, run_task
 from volsr.engine.layout import apply_layout
-from volsr.engine.manifest import MANIFEST_NAME, Manifest, input_fingerprint, model_identity
+from volsr.engine.manifest import (
+    MANIFEST_NAME,
+    RUN_ATTRIBUTE,
+    Manifest,
+    finished_header,
+    input_fingerprint,
+    model_identity,
+)
 from volsr.engine.normalise import input_statistics
-from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
+from volsr.engine.plan import DEFAULT_OVERLAP, make_plan
 from volsr.engine.resolve import (
     check_input,
     check_supported,
@@ -44,124 +57,18 @@ from volsr.engine.resolve import (
     with_floor,
     with_self_ensemble,
 )
-from volsr.errors import OutputExistsError, VolsrError
+from volsr.engine.sizing import plan_run
+from volsr.errors import InvalidDataError, OutputExistsError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
+from volsr.io.outputs import clean_leftovers, output_lock, replace_with
 from volsr.models.ensemble import SelfEnsemble
 from volsr.volume import Volume
 
-__all__ = [
-    "upsample_to_store", "DEFAULT_CHUNK", "MAX_TILE_EDGE", "auto_tile",
-    "start_tile", "plan_run",
-]  # fmt: skip
-
-#: Default output chunk edge (voxels): 64^3 float32 = 1 MiB per chunk.
-DEFAULT_CHUNK = 64
-#: Largest tile edge tried, in voxels of the grid the model reads (:func:`start_tile`):
-#: a 5-voxel halo costs 4 % per axis there (16 % at 64). The budget shrinks it from here.
-MAX_TILE_EDGE = 256
-
+__all__ = ["upsample_to_store", "unfinished_run"]
 
 def _note(message: str, quiet: bool) -> None:
     if not quiet:
         print(message, file=sys.stderr)  # noqa: T201 - the engine's log line, like tqdm's
-
-
-def _spatial_chunks(chunks: Sequence[int] | None, volume: Volume, shape_out: tuple[int, ...]) -> tuple[int, ...]:
-    dims = len(shape_out)
-    if chunks is None:
-        return tuple(min(DEFAULT_CHUNK, n) for n in shape_out)
-    values = tuple(int(c) for c in chunks)
-    if len(values) == volume.ndim and volume.ndim != dims:
-        values = tuple(values[n] for n in volume.spatial_axes)
-    if len(values) != dims or min(values) < 1:
-        raise ValueError(
-            f"chunks needs {dims} positive sizes (one per spatial axis) or {volume.ndim} (one per "
-            f"array axis), got {tuple(chunks)}"
-        )
-    return tuple(min(c, n) for c, n in zip(values, shape_out, strict=True))
-
-
-def auto_tile(
-    fits: Callable[[tuple[int, ...]], bool], start: Sequence[int], chunks: Sequence[int]
-) -> tuple[int, ...]:
-    """The largest tile (output voxels) from ``start`` that ``fits``, shrinking the longest axis.
-
-    The engine calls it with ``fits`` judging a candidate on a notional volume three tiles
-    wide, so the choice depends on the budget, the model and the scale, not on the size of
-    the volume being processed, except that a tile holding the whole volume is judged on
-    the volume itself (a small volume then runs as one task, with no halo recomputed).
-
-    Parameters
-    ----------
-    fits : callable ``(tile) -> bool``
-        Whether a tile's planned memory fits the budget.
-    start : (D,) sequence of int
-        First candidate (output voxels per spatial axis), see :func:`start_tile`.
-    chunks : (D,) sequence of int
-        Output chunk shape: while the longest axis spans more than one chunk it loses one
-        chunk per step (whole chunks, and a tile close to the budget: halving could waste up
-        to half of it, and smaller tiles recompute more halo); below one chunk it is halved.
-
-    Returns
-    -------
-    tuple of int
-
-    Raises
-    ------
-    VolsrError
-        If even an 8-voxel tile does not fit.
-
-    Examples
-    --------
-    >>> auto_tile(lambda t: t[0] * t[1] <= 4096, (128, 512), (64, 64))
-    (64, 64)
-    >>> auto_tile(lambda t: t[0] * t[1] <= 40000, (128, 512), (64, 64))  # halving: (128, 256)
-    (128, 256)
-    >>> auto_tile(lambda t: t[0] * t[1] <= 50000, (128, 512), (64, 64))
-    (128, 384)
-    """
-    tile = [int(t) for t in start]
-    while not fits(tuple(tile)):
-        longest = int(np.argmax(tile))
-        if tile[longest] <= 8:
-            raise VolsrError("max_memory is too small for even an 8-voxel tile; raise it")
-        chunk = chunks[longest]
-        if tile[longest] > chunk:
-            tile[longest] = max(chunk, math.ceil(tile[longest] / chunk) * chunk - chunk)
-        else:
-            tile[longest] = max(8, tile[longest] // 2)
-    return tuple(tile)
-
-
-def start_tile(grid: str, factors: Sequence[float], chunks: Sequence[int]) -> tuple[int, ...]:
-    """Largest tile tried: :data:`MAX_TILE_EDGE` voxels per axis of the grid the model reads.
-
-    Parameters
-    ----------
-    grid : {"lr", "hr"}
-        The model card's grid: ``lr`` tiles span ``MAX_TILE_EDGE`` input voxels (so
-        ``MAX_TILE_EDGE * factor`` output voxels), ``hr`` tiles ``MAX_TILE_EDGE`` output voxels.
-    factors : (D,) sequence of float
-        Per-axis scale.
-    chunks : (D,) sequence of int
-        Output chunk shape; the tile is rounded down to whole chunks (at least one).
-
-    Returns
-    -------
-    tuple of int
-        Output voxels per spatial axis.
-
-    Raises
-    ------
-    None
-
-    Examples
-    --------
-    >>> start_tile("lr", (1, 1, 4), (64, 64, 64)), start_tile("hr", (1, 1, 4), (64, 64, 64))
-    ((256, 256, 1024), (256, 256, 256))
-    """
-    edges = [MAX_TILE_EDGE * (f if grid == "lr" else 1.0) for f in factors]
-    return tuple(max(c, int(e) // c * c) for e, c in zip(edges, chunks, strict=True))
 
 
 def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
@@ -192,23 +99,77 @@ def _create_store(path: Path, template: Volume, chunks: tuple[int, ...]) -> None
     )  # fmt: skip
 
 
-def _finalise_store(path: Path, template: Volume) -> None:
+def _finalise_store(path: Path, template: Volume, header: dict) -> None:
     import zarr
     from zarr.storage import LocalStore
 
     from volsr.io.zarr_ome import ome_attributes
 
-    zarr.open_group(store=LocalStore(path), mode="r+").attrs.update(ome_attributes(template))
+    group = zarr.open_group(store=LocalStore(path), mode="r+")
+    group.attrs.update({**ome_attributes(template), RUN_ATTRIBUTE: header})
 
 
-#: Name ending of the hidden work store of a run whose output is not Zarr.
+#: Name ending of a run's hidden work store, beside its output.
 _PARTIAL_SUFFIX = ".volsr-partial.zarr"
 
 
+#: Axes shorter than this are tried on the network before the run (:func:`_check_short_axes`).
+_SHORT_AXIS = 8
+
+
+def _check_short_axes(net: nn.Module, volume: Volume, factors: tuple[float, ...], where: torch.device) -> None:
+    """Run the network once on a small input with the volume's short axes, before any output.
+
+    A network may fail on a 1-voxel axis (a position grid of one sample, a padding wider
+    than the input); found after the run, that left a partial store nothing could finish.
+    """
+    shape = volume.spatial_shape
+    if min(shape) >= _SHORT_AXIS:
+        return
+    small = tuple(min(n, _SHORT_AXIS) for n in shape)
+    shape_out = resampled_shape(small, factors)
+    plan = make_plan(net.card, small, shape_out, chunks=shape_out, tile=shape_out)
+    region = plan.task_region(0)
+    box = plan.source_box(plan.tiles(region))
+    block = np.zeros((volume.data.size // math.prod(shape), *small), np.float32)
+    try:
+        run_task(net, plan, region, block, box, device=where)
+    except InvalidDataError:
+        return  # it runs (NaN on zeros is the tasks' concern, checked on real data)
+    except (ValueError, RuntimeError, IndexError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VolsrError(f"model {net.card.name} cannot run on an input of spatial shape {shape} "
+                         f"({reason}); try --model cubic, or pad the short axes") from None
+
+
 def _work_store(output: Path) -> Path:
-    if io.format_for(output)[0].name == "zarr":
-        return output
     return output.with_name(f".{output.name}{_PARTIAL_SUFFIX}")
+
+
+def unfinished_run(output: str | os.PathLike[str]) -> Path | None:
+    """The work store of an unfinished run of ``output`` (resumable), or None.
+
+    Parameters
+    ----------
+    output : str or path
+        Output spec (``path`` or ``path:key``).
+
+    Returns
+    -------
+    Path or None
+
+    Raises
+    ------
+    FormatError
+        If the suffix is unknown.
+
+    Examples
+    --------
+    >>> unfinished_run("/no/such/folder/sr.nii.gz") is None
+    True
+    """
+    store = _work_store(io.format_for(output)[1])
+    return store if store.is_dir() else None
 
 
 def _previous_manifest(store: Path, *, resume: bool) -> Manifest | None:
@@ -216,9 +177,23 @@ def _previous_manifest(store: Path, *, resume: bool) -> Manifest | None:
     if not (resume and store.exists()):
         return None
     path = store / MANIFEST_NAME
-    if not path.exists():
+    if path.exists():
+        return Manifest.load(path)
+    record = finished_header(store)  # killed between finishing the store and renaming it
+    if record is None:
         raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
-    return Manifest.load(path)
+    return Manifest(path, record, np.ones(int(record["options"].get("tasks", 0)), bool), complete=True)
+
+
+def _check_finished(output: Path, header: dict) -> None:
+    """Refuse a ``--resume`` of a finished output unless it is a Zarr run with this header."""
+    record = finished_header(output) if io.format_for(output)[0].name == "zarr" else None
+    if record is None:
+        raise VolsrError(
+            f"cannot resume: {output} is a finished output, not an unfinished run "
+            "(nothing to resume; pass --overwrite to replace it)"
+        )
+    Manifest(output, record, np.zeros(0, bool)).check(header)
 
 
 def _budget_bytes(
@@ -239,13 +214,14 @@ def _open_manifest(
     if previous is not None:
         manifest = previous
         manifest.check(header)
+        if len(manifest.done) != header["options"]["tasks"]:
+            raise VolsrError(f"cannot resume: {manifest.path} records {len(manifest.done)} tasks for a plan of "
+                             f"{header['options']['tasks']}; rerun with --overwrite to start again")
         _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
         return manifest
     if store.exists() and not overwrite:
-        if store.name.endswith(_PARTIAL_SUFFIX):
-            raise OutputExistsError(f"an earlier run of this output left its partial result {store}: "
-                                    "pass --resume to continue it, or --overwrite to start again")
-        raise OutputExistsError(f"output exists: {store} (pass --overwrite to replace it, or --resume)")
+        raise OutputExistsError(f"an earlier run of this output is unfinished ({store}): "
+                                "pass --resume to continue it, or --overwrite to start again")
     if store.exists():
         shutil.rmtree(store)
     return None
@@ -272,6 +248,7 @@ def upsample_to_store(
     force: bool = False,
     layout: str | None = None,
     self_ensemble: bool | None = None,
+    allow_external: bool = False,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -331,6 +308,8 @@ def upsample_to_store(
         Average the model over the flips and axis swaps of each tile
         (:class:`volsr.models.ensemble.SelfEnsemble`: 8 forwards for a cube, better
         estimates); default as the model's card says (on for the shipped HSI networks).
+    allow_external : bool
+        Read HDF5 data held in other files (:func:`volsr.io.load`); refused by default.
 
     Returns
     -------
@@ -358,7 +337,7 @@ def upsample_to_store(
     ...     io.load(path).shape
     (6, 5, 8)
     """
-    volume = source if isinstance(source, Volume) else io.load(source)
+    volume = source if isinstance(source, Volume) else io.load(source, allow_external=allow_external)
     spec = None if isinstance(source, Volume) else os.fspath(source)
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
@@ -369,18 +348,56 @@ def upsample_to_store(
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [])
-    store = _work_store(output_path)
-    previous = _previous_manifest(store, resume=resume)
-    budget_bytes = _budget_bytes(max_memory, previous, workers, scheduler)
+    output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [],
+                                  dtype=np.dtype(np.float32), allow_external=allow_external)  # fmt: skip
+    options = _Options(
+        output=os.fspath(output), chunks=chunks, tile=tile, blend=blend, overlap=overlap, workers=workers,
+        scheduler=scheduler, resume=resume, overwrite=overwrite, max_memory=max_memory, quiet=quiet,
+        layout=layout, self_ensemble=self_ensemble, allow_external=allow_external,
+    )  # fmt: skip
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
-    net = with_self_ensemble(net, factors, self_ensemble)
+    with output_lock(output_path):
+        clean_leftovers(output_path)
+        return _upsample_locked(net, volume, spec, output_path, factors, where, options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The caller's options of one :func:`upsample_to_store` run (see its parameters)."""
+
+    output: str
+    chunks: Sequence[int] | None
+    tile: Sequence[int] | None
+    blend: str
+    overlap: float
+    workers: int | None
+    scheduler: str | None
+    resume: bool
+    overwrite: bool
+    max_memory: str | int | None
+    quiet: bool
+    layout: str | None
+    self_ensemble: bool | None
+    allow_external: bool
+
+
+def _upsample_locked(
+    net: nn.Module, volume: Volume, spec: str | None, output_path: Path, factors: tuple[float, ...],
+    where: torch.device, options: _Options,
+) -> Path:  # fmt: skip
+    """The run, once the output's lock is held: work store, tasks, then the output replaced."""
+    output, quiet, workers, scheduler = options.output, options.quiet, options.workers, options.scheduler
+    store = _work_store(output_path)
+    resume = options.resume
+    previous = _previous_manifest(store, resume=resume)
+    budget_bytes = _budget_bytes(options.max_memory, previous, workers, scheduler)
+    net = with_self_ensemble(net, factors, options.self_ensemble)
     if isinstance(net, SelfEnsemble):
         count = len(net.symmetries)
         _note(f"self-ensemble: the mean over {count} flips and axis swaps "
               f"(--no-self-ensemble: {count}x faster)", quiet)
-    layout = layout or net.card.layout
+    layout = options.layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     channels = volume.data.size // math.prod(volume.spatial_shape)
@@ -389,17 +406,23 @@ def upsample_to_store(
     if room is not None:
         _note(room, False)  # a warning, shown even with quiet
     plan, batch, budget = plan_run(
-        net, volume, shape_out, factors, chunks, tile, blend, overlap, budget_bytes, where
-    )
+        net, volume, shape_out, factors, options.chunks, options.tile, options.blend, options.overlap,
+        budget_bytes, where,
+    )  # fmt: skip
     header = {
-        "input": input_fingerprint(volume, spec),
+        "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
         "model": model_identity(net),
         "options": {
-            "shape_out": list(shape_out), "plan": dataclasses.asdict(plan), "batch": batch,
+            "shape_out": list(shape_out), "plan": dataclasses.asdict(plan), "tasks": plan.n_tasks, "batch": batch,
             "device": where.type, "output": str(output), "layout": layout,
         },
     }  # fmt: skip
-    manifest = _open_manifest(store, header, previous, overwrite=overwrite, quiet=quiet)
+    _check_short_axes(net, volume, factors, where)
+    if resume and previous is None and output_path.exists():
+        _check_finished(output_path, header)
+        _note(f"{output_path} is already complete: nothing to resume", quiet)
+        return output_path
+    manifest = _open_manifest(store, header, previous, overwrite=options.overwrite, quiet=quiet)
     template = _template(volume, shape_out)
     if manifest is None:
         _create_store(store, template, plan.chunks)
@@ -407,133 +430,31 @@ def upsample_to_store(
         manifest.state["budget_bytes"] = budget_bytes
         manifest.save()
     if not manifest.complete:
-        _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet)
-        _finalise_store(store, template)
+        try:
+            _run(net, volume, spec, plan, batch, budget, manifest, store, where, options)
+        except BaseException:
+            if previous is None and not manifest.done.any():
+                shutil.rmtree(store, ignore_errors=True)  # nothing done: no half-written run left
+            raise
+        _finalise_store(store, template, manifest.header)
         manifest.complete = True
         manifest.save()
-    if store != output_path:
+    if io.format_for(output)[0].name == "zarr":
+        (store / MANIFEST_NAME).unlink(missing_ok=True)
+        replace_with(store, output_path)
+    else:
         result = io.load(store).replace(meta=volume.meta)
         io.save(result, output, overwrite=True)
         shutil.rmtree(store)
     return output_path
 
 
-def plan_run(
-    net: nn.Module,
-    volume: Volume,
-    shape_out: tuple[int, ...],
-    factors: tuple[float, ...],
-    chunks: Sequence[int] | None,
-    tile: Sequence[int] | None,
-    blend: str,
-    overlap: float,
-    budget_bytes: int,
-    where: torch.device,
-) -> tuple[Plan, int, progress.Budget]:
-    """The plan, batch size and memory budget of a run: the largest tile that fits the budget.
-
-    Parameters
-    ----------
-    net : torch.nn.Module
-        Eval mode, on ``where``, with a ``card``.
-    volume : Volume
-        The input.
-    shape_out : tuple of int
-        Spatial output shape.
-    factors : tuple of float
-        Per-axis scale.
-    chunks, tile : sequence of int or None
-        Output chunk shape (None: :data:`DEFAULT_CHUNK`) and tile (None: chosen here by
-        :func:`auto_tile` so that :func:`volsr.engine.progress.estimate` fits the budget).
-    blend : str
-        ``"exact"`` or ``"gaussian"``.
-    overlap : float
-        Blend overlap.
-    budget_bytes : int
-        Memory budget per worker (bytes).
-    where : torch.device
-        Where the model runs (batches > 1 only on accelerators).
-
-    Returns
-    -------
-    plan : Plan
-    batch : int
-    budget : Budget
-
-    Raises
-    ------
-    VolsrError
-        If an explicit ``tile`` does not fit the budget, or no tile does.
-
-    Examples
-    --------
-    >>> from volsr.models import create_model
-    >>> v = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), ("i", "j", "k"))
-    >>> plan_run(create_model("linear"), v, (8, 8, 16), (1.0, 1.0, 4.0), None, None, "exact", 0.25,
-    ...          2**30, torch.device("cpu"))[0].tile
-    (8, 8, 16)
-    """
-    spatial_chunks = _spatial_chunks(chunks, volume, shape_out)
-    channels = int(np.prod([volume.shape[n] for n in range(volume.ndim) if n not in volume.spatial_axes]))
-    weights = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
-
-    def plan_for(candidate: tuple[int, ...]) -> Plan:
-        return make_plan(net.card, volume.spatial_shape, shape_out, chunks=spatial_chunks,
-                         tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
-
-    def notional(candidate: tuple[int, ...]) -> Plan:
-        # Three tiles per axis: the middle task has full halos on every side, and the
-        # answer does not depend on how large the real volume is.
-        shape_in = tuple(max(1, math.ceil(3 * t / f)) for t, f in zip(candidate, factors, strict=True))
-        return make_plan(net.card, shape_in, resampled_shape(shape_in, factors), chunks=spatial_chunks,
-                         tile=candidate, blend=blend, overlap=overlap)  # fmt: skip
-
-    activation = progress.activation_bytes(net, notional(spatial_chunks), channels, where)
-
-    def fits(plan: Plan, batch: int = 1) -> bool:
-        budget = progress.estimate(plan, channels=channels, batch=batch, activation=activation, weights=weights)
-        return budget.total <= budget_bytes
-
-    if tile is None:
-        start = start_tile(net.card.grid, factors, spatial_chunks)
-        # The real plan too: its tasks can be larger than the notional ones (the lazy API's
-        # slabs hold a whole slab's accumulator).
-        # A tile holding the whole volume is judged on the volume itself: one task, no halo.
-        def acceptable(t: tuple[int, ...]) -> bool:
-            whole = all(a >= n for a, n in zip(t, shape_out, strict=True))
-            return fits(plan_for(t)) and (whole or fits(notional(t)))
-
-        try:
-            chosen = auto_tile(acceptable, start, spatial_chunks)
-        except VolsrError:
-            smallest = tuple(min(8, c) for c in spatial_chunks)
-            need = max(
-                progress.estimate(p, channels=channels, batch=1, activation=activation, weights=weights).total
-                for p in (plan_for(smallest), notional(smallest))
-            )
-            raise VolsrError(
-                f"max_memory {progress.format_size(budget_bytes)} is too small for even an "
-                f"8-voxel tile of {net.card.name!r} on {channels} channels (needs "
-                f"~{progress.format_size(need)}); raise max_memory (--max-memory)"
-            ) from None
-    else:
-        chosen = tuple(tile)
-    plan = plan_for(chosen)
-    batch = 1
-    # Batching pays on accelerators; on a CPU one tile already keeps every core busy.
-    while where.type != "cpu" and batch < 16 and fits(plan, batch * 2):
-        batch *= 2
-    budget = progress.estimate(plan, channels=channels, batch=batch, activation=activation, weights=weights)
-    if budget.total > budget_bytes:
-        raise VolsrError(
-            f"tile {chosen} needs ~{progress.format_size(budget.total)} per worker, more than "
-            f"max_memory {progress.format_size(budget_bytes)}; use a smaller tile or raise max_memory"
-        )
-    return plan, batch, budget
-
-
-def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers, scheduler, quiet):
+def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options):
+    workers, scheduler, quiet = options.workers, options.scheduler, options.quiet
     input_scale = manifest.state.get("input_scale")
+    if input_scale is not None and not (isinstance(input_scale, (int, float)) and 0 < input_scale < math.inf):
+        raise VolsrError(f"cannot resume: {manifest.path} holds an invalid input scale {input_scale!r}; "
+                         "rerun with --overwrite to start again")
     if input_scale is None:
         input_scale, floor = input_statistics(net.card, volume.data)
         manifest.state["input_scale"] = input_scale
@@ -571,7 +492,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, workers
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
             model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
             store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
-            layout=layout,
+            layout=layout, allow_external=options.allow_external,
         )  # fmt: skip
         run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
 

@@ -33,7 +33,7 @@ from volsr.engine.resolve import (
     with_floor,
     with_self_ensemble,
 )
-from volsr.engine.store import plan_run
+from volsr.engine.sizing import plan_run
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.volume import Volume
 

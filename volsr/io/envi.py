@@ -42,26 +42,30 @@ from dask.base import tokenize
 
 from volsr.errors import FormatError, GeometryError, OutputExistsError
 from volsr.geometry import check_affine
-from volsr.io._common import Format, SaveOptions, final_path
+from volsr.io._common import Format, SaveOptions, check_shape, final_path, real_path, storable_dtype
+from volsr.io._envi_map import header_items as _items
+from volsr.io._envi_map import map_affine as _map_affine
+from volsr.io._envi_map import map_info as _map_info
 from volsr.volume import SPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "load_envi", "save_envi", "parse_header", "DATA_SUFFIXES"]
+__all__ = [
+    "FORMAT", "load_envi", "save_envi", "files_envi", "output_files", "stored_dtype_envi",
+    "parse_header", "DATA_SUFFIXES",
+]  # fmt: skip
 
 #: Data-file suffixes tried after the bare stem, in this order.
 DATA_SUFFIXES = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip")
 _DTYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _COMPLEX = {6: "complex64", 9: "complex128"}
+#: Lossless replacements on writing for dtypes ENVI has no code for.
+_WIDEN = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32),
+          np.dtype(np.int8): np.dtype(np.int16)}  # fmt: skip
 #: File-order axes -> (lines, samples, bands) order, per interleave.
 _TO_ROWS_COLS_BANDS = {"bsq": (1, 2, 0), "bil": (0, 2, 1), "bip": (0, 1, 2)}
 _NM_PER_UNIT = {
     "nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1e3, "micrometer": 1e3,
     "microns": 1e3, "micron": 1e3, "um": 1e3, "\u00b5m": 1e3, "millimeters": 1e6, "mm": 1e6,
-}  # fmt: skip
-_MM_PER_MAP_UNIT = {
-    "meters": 1e3, "km": 1e6, "kilometers": 1e6, "feet": 304.8, "us feet": 1200 / 3937 * 1e3,
-    "yards": 914.4, "miles": 1609344.0, "nautical miles": 1852000.0, "millimeters": 1.0,
-    "centimeters": 10.0, "micrometers": 1e-3,
 }  # fmt: skip
 #: Fields rebuilt from the volume on save (not kept in ``meta["envi"]``).
 _STRUCTURAL = {"samples", "lines", "bands", "header offset", "data type", "volsr affine",
@@ -119,10 +123,6 @@ def parse_header(text: str) -> dict[str, str]:
     if key is not None:
         raise FormatError(f"ENVI header field {key!r} opens '{{' but never closes it")
     return fields
-
-
-def _items(value: str) -> list[str]:
-    return [item.strip() for item in value.strip().strip("{}").split(",") if item.strip()]
 
 
 def _integer(fields: dict[str, str], key: str, default: int | None = None) -> int:
@@ -196,9 +196,11 @@ def _file_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 
 def _layout(fields: dict[str, str], data: Path) -> tuple[_RawCube, str]:
     lines, samples, bands = (_integer(fields, k) for k in ("lines", "samples", "bands"))
+    check_shape((lines, samples, bands), f"ENVI header beside {data} (lines x samples x bands)")
     code = _integer(fields, "data type")
     if code in _COMPLEX:
-        raise FormatError(f"complex ENVI data (data type {code}, {_COMPLEX[code]}) is not supported")
+        raise FormatError(f"complex data (ENVI data type {code}, {_COMPLEX[code]}) in {data} is not "
+                          "supported: take the magnitude first")  # fmt: skip
     if code not in _DTYPES:
         raise FormatError(f"unknown ENVI data type {code}; known: {sorted(_DTYPES)}")
     order = _integer(fields, "byte order", 0)
@@ -210,6 +212,8 @@ def _layout(fields: dict[str, str], data: Path) -> tuple[_RawCube, str]:
     if interleave not in shapes:
         raise FormatError(f"ENVI interleave must be one of {sorted(shapes)}, got {interleave!r}")
     offset = _integer(fields, "header offset", 0)
+    if offset < 0:
+        raise FormatError(f"ENVI header offset must be >= 0, got {offset} (header of {data})")
     needed = offset + lines * samples * bands * dtype.itemsize
     size = data.stat().st_size
     if size < needed:
@@ -235,29 +239,6 @@ def _wavelengths(fields: dict[str, str], bands: int) -> tuple[np.ndarray | None,
     return tuple(spectral[k] * factor if k in spectral else None for k in ("wavelength", "fwhm"))
 
 
-def _map_affine(value: str) -> np.ndarray | None:
-    items = _items(value)
-    try:
-        rx, ry, east, north, dx, dy = (float(v) for v in items[1:7])
-    except ValueError:
-        raise FormatError(f"ENVI map info needs 6 numbers after the projection: {value!r}") from None
-    options = {k.strip().lower(): v.strip() for k, _, v in (i.partition("=") for i in items[7:] if "=" in i)}
-    if float(options.get("rotation", "0")) != 0:
-        warnings.warn(
-            f"ENVI map info with rotation={options['rotation']} is not supported; using unit pixels",
-            stacklevel=4,
-        )
-        return None
-    default = "pixels" if items[0].lower() in ("arbitrary", "pixel") else "meters"
-    factor = _MM_PER_MAP_UNIT.get(options.get("units", default).lower(), 1.0)
-    affine = np.zeros((4, 4))
-    # ENVI pixel coordinates are 1-based at the upper-left *corner*: pixel centre = index + 1.5.
-    affine[0, 1], affine[0, 3] = dx * factor, (east + (1.5 - rx) * dx) * factor
-    affine[1, 0], affine[1, 3] = -dy * factor, (north - (1.5 - ry) * dy) * factor
-    affine[2, 2] = affine[3, 3] = 1.0
-    return affine
-
-
 def _geometry(fields: dict[str, str]) -> np.ndarray:
     if "volsr affine" in fields:
         values = _floats(fields["volsr affine"], "volsr affine")
@@ -268,7 +249,7 @@ def _geometry(fields: dict[str, str]) -> np.ndarray:
     return np.eye(4) if affine is None else affine
 
 
-def load_envi(path: Path, key: str | None) -> Volume:
+def load_envi(path: Path, key: str | None, *, allow_external: bool = False) -> Volume:
     """Open an ENVI raster lazily.
 
     Parameters
@@ -277,6 +258,8 @@ def load_envi(path: Path, key: str | None) -> Volume:
         The header (``.hdr``) or the data file.
     key : None
         ENVI files take no ``:key``.
+    allow_external : bool
+        Ignored (the header and its data file are both read in any case).
 
     Returns
     -------
@@ -290,7 +273,10 @@ def load_envi(path: Path, key: str | None) -> Volume:
     Raises
     ------
     FormatError
-        If the header or data file is missing, malformed, truncated, or complex-valued.
+        If the header or data file is missing, malformed (negative sizes or offset, a
+        ``data ignore value`` that is not one number, ...), truncated, or complex-valued.
+    GeometryError
+        If ``lines``, ``samples`` or ``bands`` is 0.
 
     Examples
     --------
@@ -322,12 +308,101 @@ def load_envi(path: Path, key: str | None) -> Volume:
     meta: dict[str, Any] = {"envi": kept}
     for field, meta_key in _FLOAT_META.items():
         if field in fields:
-            meta[meta_key] = float(_floats(fields[field], field)[0])
+            values = _floats(fields[field], field)
+            if values.size != 1:
+                raise FormatError(f"ENVI header field {field!r} of {header} must be one number, "
+                                  f"got {fields[field]!r}")  # fmt: skip
+            meta[meta_key] = float(values[0])
     try:
         affine = check_affine(_geometry(fields))
     except GeometryError as error:
         raise FormatError(f"{header}: the header's geometry is invalid: {error}") from error
     return Volume(cube, affine, axes, wavelengths=wavelengths, fwhm=fwhm, meta=meta)
+
+
+def files_envi(path: Path, key: str | None, allow_external: bool) -> tuple[Path, ...]:
+    """The real paths of the header and the data file a load of ``path`` reads.
+
+    Parameters
+    ----------
+    path : Path
+        The header or the data file.
+    key : None
+        ENVI files take no ``:key``.
+    allow_external : bool
+        Ignored.
+
+    Returns
+    -------
+    tuple of Path
+        ``(header, data file)``.
+
+    Raises
+    ------
+    FormatError
+        If either file is missing.
+
+    Examples
+    --------
+    >>> files_envi(Path("missing.hdr"), None, False)
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: no such file: missing.hdr
+    """
+    return tuple(real_path(p) for p in _find_pair(path))
+
+
+def output_files(header: Path) -> tuple[Path, ...]:
+    """Every file :func:`save_envi` may write or replace for the header ``header``.
+
+    Parameters
+    ----------
+    header : Path
+        Output header path (``x.hdr``).
+
+    Returns
+    -------
+    tuple of Path
+        The header, the data file it writes, and every data file an existing header's pair
+        may use (an overwrite replaces that one).
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> [p.name for p in output_files(Path("cube.hdr"))][:3]
+    ['cube.hdr', 'cube.img', 'cube']
+    """
+    header = Path(header)
+    return tuple(dict.fromkeys([header, _data_path(header), *_data_candidates(header)]))
+
+
+def stored_dtype_envi(dtype: np.dtype) -> np.dtype:
+    """The dtype :func:`save_envi` stores for ``dtype``: bool as uint8, float16 as float32,
+    int8 as int16 (ENVI has no code for them).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        Dtype of the volume.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    FormatError
+        If ENVI cannot store it (complex is refused: take the magnitude first).
+
+    Examples
+    --------
+    >>> stored_dtype_envi(np.dtype(np.int8))
+    dtype('int16')
+    """
+    return storable_dtype(dtype, where="ENVI", allowed=frozenset(_CODES), widen=_WIDEN)
 
 
 def _arrange(cube: da.Array, axes: tuple[str, ...], header: Path) -> tuple[da.Array, tuple[str, ...]]:
@@ -352,23 +427,6 @@ def _rows_cols_bands(volume: Volume) -> da.Array:
 def _data_path(header: Path) -> Path:
     stem = header.with_suffix("") if header.suffix.lower() == ".hdr" else header
     return stem if stem.suffix.lower() in DATA_SUFFIXES else stem.with_name(stem.name + ".img")
-
-
-def _map_info(template: str, affine: np.ndarray) -> str | None:
-    """North-up ``map info`` for ``affine`` keeping the template's projection, or None."""
-    items = _items(template)
-    extras = items[7:]
-    options = {k.strip().lower(): v.strip() for k, _, v in (i.partition("=") for i in extras if "=" in i)}
-    default = "pixels" if items[0].lower() in ("arbitrary", "pixel") else "meters"
-    factor = _MM_PER_MAP_UNIT.get(options.get("units", default).lower(), 1.0)
-    tolerance = 1e-9 * np.abs(affine[:3, :3]).max()
-    off_axis = np.abs(affine[[0, 1, 2, 2], [0, 1, 0, 1]]).max()
-    if off_axis > tolerance or affine[0, 1] <= 0 or affine[1, 0] >= 0 or "rotation" in options:
-        return None
-    dx, dy = affine[0, 1] / factor, -affine[1, 0] / factor
-    east, north = affine[0, 3] / factor - dx / 2, affine[1, 3] / factor + dy / 2
-    numbers = [repr(float(v)) for v in (east, north, dx, dy)]
-    return "{" + ", ".join([items[0], "1", "1", *numbers, *extras]) + "}"
 
 
 def _numbers(values: np.ndarray) -> str:
@@ -474,10 +532,7 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     """
     if key is not None:
         raise FormatError(f"ENVI files take no ':key', got {key!r} for {path}")
-    dtype = np.dtype(volume.dtype).newbyteorder("=")
-    if dtype not in _CODES:
-        allowed = ", ".join(str(d) for d in _CODES)
-        raise FormatError(f"ENVI cannot hold dtype {dtype}; convert to one of: {allowed}")
+    dtype = stored_dtype_envi(volume.dtype)
     template = {str(k).lower(): str(v) for k, v in dict(volume.meta.get("envi", {})).items()}
     interleave, order = _layout_of(template)
     header = final_path(Path(path))
@@ -486,7 +541,7 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         data_file = next((c for c in _data_candidates(header) if c.is_file()), data_file)
     elif data_file.exists():
         raise OutputExistsError(f"ENVI data file {data_file} exists without header {header}")
-    cube = _rows_cols_bands(volume)
+    cube = _rows_cols_bands(volume).astype(dtype)
     fields = _header_fields(volume, cube.shape, _CODES[dtype], template, (interleave, order))
     # The binary goes under a temporary name too, renamed only once it is complete, so a
     # failed write leaves neither a partial data file nor a damaged earlier one.
@@ -500,4 +555,7 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
 
 
 #: The ENVI format record (suffix ``.hdr``; the data file is found beside it).
-FORMAT = Format(name="envi", suffixes=(".hdr",), load=load_envi, save=save_envi)
+FORMAT = Format(
+    name="envi", suffixes=(".hdr",), load=load_envi, save=save_envi, files=files_envi,
+    stored_dtype=stored_dtype_envi,
+)  # fmt: skip

@@ -5,10 +5,17 @@ A volume is one dataset. volsr writes its geometry as attributes of that dataset
 reads them back when present; a plain dataset gets axes by dimensionality and an identity
 affine. Readers hand dask a :class:`HDF5Array`, which opens the file by path on each read:
 h5py handles are neither picklable nor safe to share between processes.
+
+Other files. A key through an external link, external raw storage and virtual datasets
+with sources outside the file's folder (or missing) are refused unless ``allow_external``
+(see :mod:`volsr.io._hdf5_refs`); :func:`files_hdf5` lists every file a load reads.
+Dtypes follow :func:`volsr.io._common.voxel_dtype` (bool read as uint8, big-endian as
+native, complex and records refused); null (``h5py.Empty``) and scalar datasets are refused.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +24,22 @@ import h5py
 import numpy as np
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io._common import FileArray, Format, SaveOptions
+from volsr.io._common import (
+    FileArray,
+    Format,
+    SaveOptions,
+    check_shape,
+    real_path,
+    storable_dtype,
+    voxel_dtype,
+)
+from volsr.io._hdf5_refs import open_dataset
 from volsr.volume import SPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "HDF5Array", "load_hdf5", "save_hdf5", "list_datasets", "dask_chunks"]
+__all__ = [
+    "FORMAT", "HDF5Array", "load_hdf5", "save_hdf5", "files_hdf5", "check_key_hdf5",
+    "list_datasets", "dask_chunks",
+]  # fmt: skip
 
 #: Target bytes per dask chunk (aligned to the dataset's HDF5 chunks).
 _CHUNK_BYTES = 64 * 2**20
@@ -42,7 +61,8 @@ class HDF5Array(FileArray):
     shape : tuple of int
         Dataset shape.
     dtype : numpy.dtype
-        Dataset dtype.
+        Returned dtype; stored values are converted to it (bool to uint8, big-endian to
+        native order).
 
     Raises
     ------
@@ -68,9 +88,10 @@ class HDF5Array(FileArray):
     def __getitem__(self, index: Any) -> np.ndarray:
         try:
             with h5py.File(self.path, "r") as handle:
-                return np.asarray(handle[self.name][index])
-        except (OSError, KeyError) as exc:
+                block = np.asarray(handle[self.name][index])
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             raise FormatError(f"cannot read {self.path}:{self.name}: {exc}") from exc
+        return block.astype(self.dtype, copy=False)
 
 
 def list_datasets(handle: h5py.Group) -> list[str]:
@@ -140,7 +161,7 @@ def dask_chunks(
     )
 
 
-def load_hdf5(path: Path, key: str | None) -> Volume:
+def load_hdf5(path: Path, key: str | None, *, allow_external: bool = False) -> Volume:
     """Open one dataset of an HDF5 file lazily.
 
     Parameters
@@ -150,21 +171,26 @@ def load_hdf5(path: Path, key: str | None) -> Volume:
     key : str or None
         Dataset path (``"/group/dataset"`` or ``"group/dataset"``). None picks the file's
         only dataset.
+    allow_external : bool
+        Read data held in other files: external links, external raw storage, virtual
+        datasets with sources outside the file's folder or missing (read as fill value).
 
     Returns
     -------
     Volume
         Axes and affine from the ``axes`` and ``affine`` attributes, else ``("i", "j")``,
         ``("i", "j", "k")`` or ``("i", "j", "k", "channel")`` by dimensionality and the
-        identity; ``wavelengths``/``fwhm`` (nm) from attributes of those names. Dtype as stored.
+        identity; ``wavelengths``/``fwhm`` (nm) from attributes of those names. Dtype as
+        stored, in native byte order; bool becomes uint8.
 
     Raises
     ------
     FormatError
-        If the file is not HDF5, the dataset is missing (the message lists the datasets),
-        is not numeric, or has malformed volsr attributes.
+        If the file is not HDF5; the dataset is missing (the message lists the datasets),
+        null, complex or not numeric; its data lies in other files and ``allow_external``
+        is False; its shape is absurd; or its volsr attributes are malformed.
     InvalidDataError
-        If a plain dataset is not 2D, 3D or 4D.
+        If a plain dataset is not 2D, 3D or 4D (a scalar, say).
     GeometryError
         If an axis has zero size or the affine is singular.
 
@@ -178,28 +204,106 @@ def load_hdf5(path: Path, key: str | None) -> Volume:
     ...     v.shape, v.axes, v.dtype
     ((4, 5, 6), ('i', 'j', 'k'), dtype('int16'))
     """
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise FormatError(f"not a readable HDF5 file: {path} ({exc})") from exc
-    with handle:
-        dataset = _find_dataset(handle, path, key)
-        name, shape, dtype = dataset.name, dataset.shape, dataset.dtype
+    with _open_file(path) as handle:
+        name, dataset, _ = _find_dataset(handle, path, key, allow_external)
+        where = f"dataset {name} in {path}"
+        if dataset.shape is None:
+            raise FormatError(f"{where} has a null dataspace (h5py.Empty): it holds no voxels")
+        dtype = voxel_dtype(dataset.dtype, where)
+        shape = check_shape(dataset.shape, where) if dataset.shape else ()
         stored_chunks = dataset.chunks
         facts = _volsr_attributes(dataset, path)
-    if dtype.kind not in "biufc":
-        raise FormatError(f"dataset {name} in {path} is not numeric (dtype {dtype})")
     axes = facts.pop("axes", None) or _DEFAULT_AXES.get(len(shape))
     if axes is None:
-        raise InvalidDataError(f"dataset {name} in {path} has shape {shape}: need 2D, 3D or 4D")
+        raise InvalidDataError(f"{where} has shape {shape}: need 2D, 3D or 4D")
     source = HDF5Array(path, name, shape, dtype)
     data = da.from_array(
-        source,
-        chunks=dask_chunks(shape, dtype, stored_chunks) if all(shape) else shape,
-        meta=np.empty((0,) * len(shape), dtype),
+        source, chunks=dask_chunks(shape, dtype, stored_chunks), meta=np.empty((0,) * len(shape), dtype)
     )
     affine = facts.pop("affine", np.eye(4))
     return Volume(data=data, affine=affine, axes=axes, **facts)
+
+
+def files_hdf5(path: Path, key: str | None, allow_external: bool) -> tuple[Path, ...]:
+    """The real paths of every file a load of ``path:key`` reads: the file itself first.
+
+    Parameters
+    ----------
+    path : Path
+        HDF5 file (a MATLAB v7.3 file is one too).
+    key : str or None
+        Dataset path; None: the only dataset.
+    allow_external : bool
+        As for :func:`load_hdf5`; when False, a refused reference raises here too.
+
+    Returns
+    -------
+    tuple of Path
+        ``path`` and the external-link targets, external raw files and VDS sources.
+
+    Raises
+    ------
+    FormatError
+        As :func:`load_hdf5` does for a missing dataset or a refused reference.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with h5py.File(Path(d) / "a.h5", "w") as f:
+    ...         _ = f.create_dataset("x", data=np.zeros((2, 2)))
+    ...     [p.name for p in files_hdf5(Path(d) / "a.h5", "x", False)]
+    ['a.h5']
+    """
+    with _open_file(path) as handle:
+        _, _, files = _find_dataset(handle, path, key, allow_external)
+    return tuple(dict.fromkeys((real_path(path), *files)))
+
+
+def check_key_hdf5(path: Path, key: str | None) -> None:
+    """Refuse an output dataset name ``save_hdf5`` cannot create as asked.
+
+    Parameters
+    ----------
+    path : Path
+        Output file (messages only).
+    key : str or None
+        Dataset path; None (``"/data"``) is fine.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    FormatError
+        If the key names the root group, or has an empty, ``.`` or ``..`` component.
+
+    Examples
+    --------
+    >>> check_key_hdf5(Path("o.h5"), "/a/../b")
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: HDF5 output key '/a/../b' for o.h5 has a '..' component; name a dataset such as /group/data
+    """
+    if key is None:
+        return
+    parts = key[1:].split("/") if key.startswith("/") else key.split("/")
+    if parts == [""]:
+        raise FormatError(f"HDF5 output key {key!r} for {path} names the root group; name a "
+                          "dataset such as /data")  # fmt: skip
+    for part in parts:
+        if part in ("", ".", ".."):
+            shown = "an empty" if not part else f"a {part!r}"
+            raise FormatError(f"HDF5 output key {key!r} for {path} has {shown} component; name "
+                              "a dataset such as /group/data")  # fmt: skip
+
+
+def _open_file(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"not a readable HDF5 file: {path} ({exc})") from exc
 
 
 def save_hdf5(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
@@ -258,19 +362,22 @@ def save_hdf5(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         da.store(volume.data, dataset, lock=True)
 
 
-def _find_dataset(handle: h5py.File, path: Path, key: str | None) -> h5py.Dataset:
+def _find_dataset(
+    handle: h5py.File, path: Path, key: str | None, allow_external: bool
+) -> tuple[str, h5py.Dataset, tuple[Path, ...]]:
+    """The dataset's name as addressed in this file (reads reopen it by this name), the
+    dataset, and the other files its reads touch."""
     names = list_datasets(handle)
-    if key is None:
-        if len(names) == 1:
-            return handle[names[0]]
+    if key is None and len(names) != 1:
         raise FormatError(
             f"{path} holds {len(names)} datasets; name one as {path}:/dataset "
             f"(available: {_listing(names)})"
         )
-    obj = handle.get("/" + key.strip("/"))
-    if not isinstance(obj, h5py.Dataset):
+    name = names[0] if key is None else "/" + key.strip("/")
+    dataset, files = open_dataset(handle, path, name, allow_external=allow_external)
+    if dataset is None:
         raise FormatError(f"no dataset {key!r} in {path} (available: {_listing(names)})")
-    return obj
+    return name, dataset, files
 
 
 def _listing(names: list[str]) -> str:
@@ -279,22 +386,29 @@ def _listing(names: list[str]) -> str:
 
 
 def _volsr_attributes(dataset: h5py.Dataset, path: Path) -> dict[str, Any]:
-    attrs, facts = dataset.attrs, {}
     where = f"attribute of {dataset.name} in {path}"
-    if "affine" in attrs:
-        affine = np.asarray(attrs["affine"], dtype=np.float64)
-        if affine.shape != (4, 4):
-            raise FormatError(f"'affine' {where} has shape {affine.shape}, expected (4, 4)")
-        facts["affine"] = affine
+    try:
+        attrs = {k: dataset.attrs[k] for k in ("affine", "axes", "wavelengths", "fwhm") if k in dataset.attrs}
+    except (OSError, TypeError, ValueError) as exc:
+        raise FormatError(f"cannot read the volsr attributes of {dataset.name} in {path}: {exc}") from exc
+    facts: dict[str, Any] = {}
+    for field in ("affine", "wavelengths", "fwhm"):
+        if field in attrs:
+            try:
+                facts[field] = np.asarray(attrs[field], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise FormatError(f"{field!r} {where} is not numeric: {attrs[field]!r:.80}") from None
+    if "affine" in facts and facts["affine"].shape != (4, 4):
+        raise FormatError(f"'affine' {where} has shape {facts['affine'].shape}, expected (4, 4)")
+    for field in ("wavelengths", "fwhm"):
+        if field in facts:
+            facts[field] = facts[field].reshape(-1)
     if "axes" in attrs:
         raw = np.atleast_1d(np.asarray(attrs["axes"]))
-        axes = tuple(a.decode() if isinstance(a, bytes) else str(a) for a in raw.tolist())
+        axes = tuple(a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in raw.tolist())
         if len(axes) != dataset.ndim:
             raise FormatError(f"'axes' {where} names {axes} for {dataset.ndim} dimensions")
         facts["axes"] = axes
-    for field in ("wavelengths", "fwhm"):
-        if field in attrs:
-            facts[field] = np.asarray(attrs[field], dtype=np.float64).reshape(-1)
     return facts
 
 
@@ -312,4 +426,7 @@ FORMAT = Format(
     load=load_hdf5,
     save=save_hdf5,
     takes_key=True,
+    files=files_hdf5,
+    check_key=check_key_hdf5,
+    stored_dtype=functools.partial(storable_dtype, where="HDF5"),
 )

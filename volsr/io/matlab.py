@@ -9,14 +9,18 @@ micrometres and are multiplied by 1000 (no sensor band centre lies below 100 nm,
 100 um), otherwise they are nanometres. ``fwhm`` takes the same factor.
 
 v7.3 files are HDF5 with MATLAB's 512-byte user block; HDF5 lists dimensions in reverse
-(C order) relative to MATLAB (Fortran order), so datasets are transposed lazily.
+(C order) relative to MATLAB (Fortran order), so datasets are transposed lazily. Their
+variables are checked like HDF5 datasets (:mod:`volsr.io._hdf5_refs`): data held in other
+files is refused unless ``allow_external``.
+
+Classes. ``logical`` is read as uint8 (0 and 1, see :func:`volsr.io._common.voxel_dtype`);
+complex variables (v5 and v7.3) are refused at load: take the magnitude first.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import struct
 import time
 import warnings
 from pathlib import Path
@@ -28,26 +32,40 @@ import numpy as np
 import scipy.io
 
 from volsr.errors import FormatError, InvalidDataError
-from volsr.io._common import FileArray, Format, SaveOptions
+from volsr.io._common import (
+    FileArray,
+    Format,
+    SaveOptions,
+    check_shape,
+    real_path,
+    storable_dtype,
+    voxel_dtype,
+)
+from volsr.io._hdf5_refs import open_dataset
+from volsr.io._matlab_vars import CLASS_OF_DTYPE, READ_ERRORS, one_line, v5_variables, v73_variables
 from volsr.io.hdf5 import HDF5Array, dask_chunks
 from volsr.volume import NONSPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "MatV5Array", "load_matlab", "save_matlab", "V73_MIN_BYTES"]
+__all__ = [
+    "FORMAT", "MatV5Array", "load_matlab", "save_matlab", "files_matlab", "check_key_matlab",
+    "stored_dtype_matlab", "V73_MIN_BYTES",
+]  # fmt: skip
 
 #: Arrays of at least this many bytes are written as v7.3 (v5 variables are limited to 2 GiB).
 V73_MIN_BYTES = 2**31
 #: Variable written when ``save`` gets no key.
 DEFAULT_KEY = "data"
+#: Metadata variables (affine, wavelengths, fwhm) larger than this are not read.
+_MAX_META_VALUES = 2**16
 _WAVELENGTH_NAMES = ("wavelengths", "wavelength", "wl")
 _META_NAMES = frozenset({"affine", "fwhm", *_WAVELENGTH_NAMES})
-_CLASSES = {
-    "double": "float64", "single": "float32", "logical": "bool",
-    "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
-    "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
-}  # fmt: skip
-_CLASS_OF_DTYPE = {np.dtype(v): k for k, v in _CLASSES.items()}
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, NotImplementedError, TypeError)
+#: MATLAB keywords (``iskeyword``): not usable as variable names.
+_KEYWORDS = frozenset({
+    "break", "case", "catch", "classdef", "continue", "else", "elseif", "end", "for",
+    "function", "global", "if", "otherwise", "parfor", "persistent", "return", "spmd",
+    "switch", "try", "while",
+})  # fmt: skip
 
 
 class MatV5Array(FileArray):
@@ -66,7 +84,7 @@ class MatV5Array(FileArray):
     shape : tuple of int
         MATLAB shape (rows, cols, ...).
     dtype : numpy.dtype
-        Dtype from the MATLAB class (``logical`` -> bool).
+        Returned dtype (from the MATLAB class; ``logical`` -> uint8).
 
     Raises
     ------
@@ -91,13 +109,14 @@ class MatV5Array(FileArray):
     def __getitem__(self, index: Any) -> np.ndarray:
         array = _read_v5(self.path, self.name)
         if array.dtype.kind == "c":
-            raise FormatError(f"variable {self.name!r} in {self.path} is complex: not supported")
+            raise FormatError(f"complex data in variable {self.name!r} of {self.path} is not supported: "
+                              "take the magnitude first (abs(x) in MATLAB)")  # fmt: skip
         if array.shape != self.shape:
             raise FormatError(f"variable {self.name!r} in {self.path} changed shape on reading")
         return array.astype(self.dtype, copy=False)[index]
 
 
-def load_matlab(path: Path, key: str | None) -> Volume:
+def load_matlab(path: Path, key: str | None, *, allow_external: bool = False) -> Volume:
     """Open one array variable of a ``.mat`` file (v5 or v7.3) lazily.
 
     Parameters
@@ -108,19 +127,21 @@ def load_matlab(path: Path, key: str | None) -> Volume:
         Variable name; None picks the only numeric array (ignoring names starting with
         ``_`` and the metadata variables ``affine``, ``fwhm``, ``wavelengths``, ``wavelength``,
         ``wl``).
+    allow_external : bool
+        v7.3 only: read variables whose data lies in other files (see :mod:`volsr.io.hdf5`).
 
     Returns
     -------
     Volume
         ``(rows, cols, bands)`` with axes ``("i", "j", "band")`` or ``(rows, cols)`` with
-        ``("i", "j")``; dtype from the MATLAB class (``logical`` -> bool); wavelengths and
+        ``("i", "j")``; dtype from the MATLAB class (``logical`` -> uint8); wavelengths and
         fwhm in nm (see the module notes for the unit rule).
 
     Raises
     ------
     FormatError
-        If the file is not a MAT-file, is truncated, or the key is missing or not a numeric
-        array (the message lists the variables).
+        If the file is not a MAT-file, is truncated, or the key is missing, complex, not a
+        numeric array (the message lists the variables), or its data lies in other files.
     InvalidDataError
         If the array is not 2D or 3D.
     GeometryError
@@ -137,23 +158,16 @@ def load_matlab(path: Path, key: str | None) -> Volume:
     (('i', 'j', 'band'), [400.0, 500.0, 600.0])
     """
     v73 = h5py.is_hdf5(path)
-    variables = _v73_variables(path) if v73 else _v5_variables(path)
+    variables = v73_variables(path) if v73 else v5_variables(path)
     name = _pick(variables, key, path)
-    shape, dtype = variables[name]
-    if isinstance(dtype, str) and dtype.startswith("plain HDF5"):
-        raise FormatError(f"variable {name!r} in {path} has no MATLAB_class attribute (plain HDF5, "
-                          f"not written by MATLAB); read it as HDF5 under a .h5 name: FILE.h5:/{name}")
-    if not isinstance(dtype, np.dtype):
-        raise FormatError(f"variable {name!r} in {path} is a {dtype}, not a numeric array")
-    if len(shape) not in (2, 3):
-        raise InvalidDataError(
-            f"variable {name!r} in {path} has shape {shape}: need rows x cols (x bands)"
-        )
+    if v73:
+        _v73_references(path, [name, *_meta_variables(variables)], allow_external)
+    shape, dtype = _checked_variable(variables, name, path)
     if v73:
         data = _v73_data(path, name, shape, dtype)
     else:
-        source = MatV5Array(path, name, shape, dtype)
-        data = da.from_array(source, chunks=shape, meta=np.empty((0,) * len(shape), dtype))
+        source = MatV5Array(path, name, shape, voxel_dtype(dtype, f"variable {name!r} of {path}"))
+        data = da.from_array(source, chunks=shape, meta=np.empty((0,) * len(shape), source.dtype))
     small = _read_small(path, variables, v73)
     bands = shape[2] if len(shape) == 3 else 0
     wavelengths, fwhm = _spectral(small, bands, path)
@@ -161,6 +175,141 @@ def load_matlab(path: Path, key: str | None) -> Volume:
     affine = affine if affine is not None and affine.shape == (4, 4) else np.eye(4)
     axes = ("i", "j", "band") if bands else ("i", "j")
     return Volume(data=data, affine=affine, axes=axes, wavelengths=wavelengths, fwhm=fwhm)
+
+
+def _checked_variable(
+    variables: dict[str, tuple[tuple[int, ...], Any]], name: str, path: Path
+) -> tuple[tuple[int, ...], np.dtype]:
+    shape, dtype = variables[name]
+    if isinstance(dtype, str) and dtype.startswith("plain HDF5"):
+        raise FormatError(f"variable {name!r} in {path} has no MATLAB_class attribute (plain HDF5, "
+                          f"not written by MATLAB); read it as HDF5 under a .h5 name: FILE.h5:/{name}")
+    if isinstance(dtype, str) and dtype.startswith("complex"):
+        raise FormatError(f"complex data ({dtype}) in variable {name!r} of {path} is not supported: "
+                          "take the magnitude first (abs(x) in MATLAB)")  # fmt: skip
+    if not isinstance(dtype, np.dtype):
+        raise FormatError(f"variable {name!r} in {path} is a {dtype}, not a numeric array")
+    if len(shape) not in (2, 3):
+        raise InvalidDataError(
+            f"variable {name!r} in {path} has shape {shape}: need rows x cols (x bands)"
+        )
+    return check_shape(shape, f"variable {name!r} in {path}"), dtype
+
+
+def files_matlab(path: Path, key: str | None, allow_external: bool) -> tuple[Path, ...]:
+    """The real paths of every file a load of ``path:key`` reads: the file itself first.
+
+    Parameters
+    ----------
+    path : Path
+        ``.mat`` file.
+    key : str or None
+        Variable name; None picks as :func:`load_matlab` does.
+    allow_external : bool
+        As for :func:`load_matlab`; when False, a refused reference raises here too.
+
+    Returns
+    -------
+    tuple of Path
+        ``path``, and for v7.3 the other files its variable's data lies in.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a MAT-file, the key is missing, or a reference is refused.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     scipy.io.savemat(Path(d) / "a.mat", {"x": np.zeros((2, 2))})
+    ...     [p.name for p in files_matlab(Path(d) / "a.mat", "x", False)]
+    ['a.mat']
+    """
+    if not h5py.is_hdf5(path):
+        return (real_path(path),)
+    variables = v73_variables(path)
+    names = [_pick(variables, key, path), *_meta_variables(variables)]
+    return tuple(dict.fromkeys((real_path(path), *_v73_references(path, names, allow_external))))
+
+
+def check_key_matlab(path: Path, key: str | None) -> None:
+    """Refuse an output variable name MATLAB cannot use or volsr reserves.
+
+    Parameters
+    ----------
+    path : Path
+        Output file (messages only).
+    key : str or None
+        Variable name; None (``data``) is fine.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    FormatError
+        If ``key`` is not a MATLAB identifier (a letter, then up to 62 letters, digits or
+        ``_``), is a keyword, or is one of the metadata names volsr writes and reads
+        (``affine``, ``wavelengths``, ``wavelength``, ``wl``, ``fwhm``; any case).
+
+    Examples
+    --------
+    >>> check_key_matlab(Path("o.mat"), "affine")
+    Traceback (most recent call last):
+    ...
+    volsr.errors.FormatError: MATLAB variable name 'affine' for o.mat is reserved for volsr's metadata (affine, fwhm, wavelength, wavelengths, wl); choose another, e.g. o.mat:data
+    """
+    if key is None:
+        return
+    if key.lower() in _META_NAMES:
+        raise FormatError(f"MATLAB variable name {key!r} for {path} is reserved for volsr's metadata "
+                          f"({', '.join(sorted(_META_NAMES))}); choose another, e.g. {path}:data")  # fmt: skip
+    if not _IDENTIFIER.fullmatch(key) or key in _KEYWORDS:
+        raise FormatError(f"MATLAB variable name {key!r} for {path} is not a valid identifier (a "
+                          "letter, then up to 62 letters, digits or '_'; not a keyword)")  # fmt: skip
+
+
+def stored_dtype_matlab(dtype: np.dtype) -> np.dtype:
+    """The dtype :func:`save_matlab` stores for ``dtype`` (float16 is written as single).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        Dtype of the volume.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    FormatError
+        If MATLAB has no class for it (complex, strings, records).
+
+    Examples
+    --------
+    >>> stored_dtype_matlab(np.dtype(np.float16))
+    dtype('float32')
+    """
+    return storable_dtype(dtype, where="MATLAB", allowed=frozenset(CLASS_OF_DTYPE),
+                          widen={np.dtype(np.float16): np.dtype(np.float32)})  # fmt: skip
+
+
+def _meta_variables(variables: dict[str, tuple[tuple[int, ...], Any]]) -> list[str]:
+    return [n for n, (_, t) in variables.items() if n.lower() in _META_NAMES and isinstance(t, np.dtype)]
+
+
+def _v73_references(path: Path, names: list[str], allow_external: bool) -> tuple[Path, ...]:
+    files: list[Path] = []
+    try:
+        with h5py.File(path, "r") as handle:
+            for name in names:
+                files += open_dataset(handle, path, "/" + name, allow_external=allow_external)[1]
+    except OSError as exc:
+        raise FormatError(f"not a readable MAT-file (v7.3): {path} ({exc})") from exc
+    return tuple(files)
 
 
 def save_matlab(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
@@ -190,8 +339,8 @@ def save_matlab(volume: Volume, path: Path, key: str | None, options: SaveOption
     Raises
     ------
     FormatError
-        If the key is not a MATLAB identifier or is a metadata name, the volume is not 2D or
-        3D, or its dtype has no MATLAB class.
+        If the key is refused by :func:`check_key_matlab`, the volume is not 2D or 3D, or
+        its dtype has no MATLAB class.
 
     Examples
     --------
@@ -204,16 +353,10 @@ def save_matlab(volume: Volume, path: Path, key: str | None, options: SaveOption
     [('cube', (4, 5, 2), 'single'), ('wavelengths', (2, 1), 'double')]
     """
     name = DEFAULT_KEY if key is None else key
-    if not _IDENTIFIER.fullmatch(name) or name.lower() in _META_NAMES:
-        raise FormatError(
-            f"MATLAB variable name must be an identifier other than {sorted(_META_NAMES)}, "
-            f"got {name!r}"
-        )
+    check_key_matlab(path, name)
     data = _matlab_order(volume)
-    if data.dtype == np.float16:
-        data = data.astype(np.float32)
-    if data.dtype not in _CLASS_OF_DTYPE:
-        raise FormatError(f"MATLAB files cannot hold dtype {data.dtype} (volume {name!r})")
+    stored = stored_dtype_matlab(data.dtype)
+    data = data if stored == data.dtype else data.astype(stored)
     extras = {}
     if not np.allclose(volume.affine, np.eye(4)):
         extras["affine"] = volume.affine
@@ -249,7 +392,7 @@ def _save_v73(
                 for c, n in zip(reversed(chunks), reversed(data.shape), strict=True)
             )
         )
-        cls = _CLASS_OF_DTYPE[np.dtype(data.dtype)]
+        cls = CLASS_OF_DTYPE[np.dtype(data.dtype)]
         target = handle.create_dataset(
             name,
             shape=tuple(reversed(data.shape)),
@@ -283,63 +426,11 @@ def _v73_header() -> bytes:
 
 def _v73_data(path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> da.Array:
     stored = tuple(reversed(shape))
-    logical = dtype.kind == "b"  # MATLAB stores logical as uint8
-    source = HDF5Array(path, "/" + name, stored, np.dtype(np.uint8) if logical else dtype)
-    data = da.from_array(
-        source,
-        chunks=dask_chunks(stored, source.dtype, None) if all(shape) else stored,
-        meta=np.empty((0,) * len(shape), source.dtype),
+    # MATLAB stores logical as uint8, which is also what volsr hands on for bool.
+    source = HDF5Array(path, "/" + name, stored, voxel_dtype(dtype, f"variable {name!r} of {path}"))
+    return da.from_array(
+        source, chunks=dask_chunks(stored, source.dtype, None), meta=np.empty((0,) * len(shape), source.dtype)
     ).transpose()
-    return data.astype(bool) if logical else data
-
-
-def _v5_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
-    try:
-        version = scipy.io.matlab.matfile_version(path)
-        entries = scipy.io.whosmat(path)
-    except (*_READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
-        raise FormatError(f"not a readable MAT-file: {path} ({_one_line(exc)})") from exc
-    if version[0] == 1:
-        _check_v5_complete(path)
-    return {
-        name: (tuple(int(n) for n in shape), np.dtype(_CLASSES[cls]) if cls in _CLASSES else cls)
-        for name, shape, cls in entries
-    }
-
-
-def _check_v5_complete(path: Path) -> None:
-    """Walk the top-level element tags (8 bytes each): every element must end in the file."""
-    with open(path, "rb") as handle:
-        header = handle.read(128)
-        size = handle.seek(0, os.SEEK_END)
-        order = "<" if header[126:128] == b"IM" else ">"
-        position = 128
-        while position + 8 <= size:
-            handle.seek(position)
-            _, count = struct.unpack(order + "II", handle.read(8))
-            position += 8 + count
-    if position > size:
-        raise FormatError(f"truncated MAT-file: {path} ends {position - size} bytes early")
-
-
-def _v73_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
-    try:
-        with h5py.File(path, "r") as handle:
-            found = {}
-            for name, obj in handle.items():
-                cls = obj.attrs.get("MATLAB_class", b"")
-                cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-                if name.startswith("#") or not isinstance(obj, h5py.Dataset):
-                    found[name] = ((), cls or "group")
-                elif not cls:  # written by h5py or the like, not MATLAB: axis order unknown
-                    found[name] = (tuple(obj.shape), f"plain HDF5 {obj.dtype}")
-                elif "MATLAB_empty" in obj.attrs or cls not in _CLASSES:
-                    found[name] = (tuple(reversed(obj.shape)), cls or str(obj.dtype))
-                else:
-                    found[name] = (tuple(reversed(obj.shape)), np.dtype(_CLASSES[cls]))
-    except OSError as exc:
-        raise FormatError(f"not a readable MAT-file (v7.3): {path} ({exc})") from exc
-    return found
 
 
 def _pick(variables: dict[str, tuple[tuple[int, ...], Any]], key: str | None, path: Path) -> str:
@@ -363,16 +454,15 @@ def _pick(variables: dict[str, tuple[tuple[int, ...], Any]], key: str | None, pa
 
 
 def _class(kind: Any) -> str:
-    return _CLASS_OF_DTYPE.get(kind, str(kind)) if isinstance(kind, np.dtype) else str(kind)
+    return CLASS_OF_DTYPE.get(kind, str(kind)) if isinstance(kind, np.dtype) else str(kind)
 
 
 def _read_small(
     path: Path, variables: dict[str, tuple[tuple[int, ...], Any]], v73: bool
 ) -> dict[str, np.ndarray]:
-    """Read the metadata variables (a few hundred numbers) eagerly, keyed by lower-case name."""
-    wanted = [
-        n for n, (_, t) in variables.items() if n.lower() in _META_NAMES and isinstance(t, np.dtype)
-    ]
+    """Read the metadata variables (a few hundred numbers) eagerly, keyed by lower-case name;
+    one too large to be metadata is ignored rather than read."""
+    wanted = [n for n in _meta_variables(variables) if math.prod(variables[n][0]) <= _MAX_META_VALUES]
     if not wanted:
         return {}
     try:
@@ -381,8 +471,8 @@ def _read_small(
                 found = {n: np.asarray(handle[n]).T for n in wanted}
         else:
             found = scipy.io.loadmat(path, variable_names=wanted)
-    except _READ_ERRORS as exc:
-        raise FormatError(f"cannot read metadata variables of {path}: {_one_line(exc)}") from exc
+    except READ_ERRORS as exc:
+        raise FormatError(f"cannot read metadata variables of {path}: {one_line(exc)}") from exc
     return {n.lower(): np.asarray(found[n], dtype=np.float64) for n in wanted}
 
 
@@ -408,15 +498,11 @@ def _spectral(
 def _read_v5(path: Path, name: str) -> np.ndarray:
     try:
         return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
-    except (*_READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
-        raise FormatError(f"cannot read variable {name!r} of {path}: {_one_line(exc)}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    except (*READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
+        raise FormatError(f"cannot read variable {name!r} of {path}: {one_line(exc)}") from exc
 
 
 FORMAT = Format(
-    name="matlab", suffixes=(".mat",), load=load_matlab, save=save_matlab, takes_key=True
-)
+    name="matlab", suffixes=(".mat",), load=load_matlab, save=save_matlab, takes_key=True,
+    files=files_matlab, check_key=check_key_matlab, stored_dtype=stored_dtype_matlab,
+)  # fmt: skip

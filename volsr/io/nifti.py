@@ -5,11 +5,18 @@ that dask slices in whole slabs along the last axis; the proxy applies ``scl_slo
 ``scl_inter``. The affine is nibabel's ``img.affine`` (sform if its code is set, else qform,
 else the pixdim diagonal). Writing keeps the source header (description, units, intent,
 codes) and sets the shape, data type, pixdim and a consistent qform/sform for the new data.
+A qform can only hold a rotation, zooms and a flip: for a sheared affine the sform holds the
+true affine and ``qform_code`` is 0 (unused), rather than a qform that maps elsewhere.
+
+Dtypes (:func:`volsr.io._common.voxel_dtype`): big-endian files are read in native order;
+complex, RGB and float128 volumes are refused. A header whose shape is absurd, or whose
+voxels end beyond the file, is refused before anything is built on it.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import warnings
 import zlib
@@ -22,17 +29,30 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from volsr.errors import FormatError, GeometryError, InvalidDataError
-from volsr.io._common import FileArray, Format, SaveOptions, final_path
+from volsr.errors import FormatError, InvalidDataError
+from volsr.io._common import (
+    FileArray,
+    Format,
+    SaveOptions,
+    check_shape,
+    final_path,
+    storable_dtype,
+    voxel_dtype,
+)
 from volsr.volume import NONSPATIAL_AXES, SPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "NiftiArray", "load_nifti", "save_nifti"]
+__all__ = ["FORMAT", "NiftiArray", "load_nifti", "save_nifti", "stored_dtype_nifti"]
 
 #: Target bytes per dask chunk (a whole number of slabs along the last axis).
 _CHUNK_BYTES = 64 * 2**20
 #: Errors nibabel, gzip and the OS raise for broken files; re-raised as FormatError.
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError)
 _GZIP_MAGIC = b"\x1f\x8b"
+#: What NIfTI-1/2 store; bool and float16 are widened on writing.
+_STORED = frozenset(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"))
+_WIDEN = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}
+#: Relative tolerance of a qform that reproduces the affine (float32 header fields).
+_QFORM_RTOL = 1e-5
 
 
 class NiftiArray(FileArray):
@@ -84,7 +104,7 @@ class NiftiArray(FileArray):
         return np.asarray(block).astype(self.dtype, copy=False)
 
 
-def load_nifti(path: Path, key: str | None = None) -> Volume:
+def load_nifti(path: Path, key: str | None = None, *, allow_external: bool = False) -> Volume:
     """Open a NIfTI file lazily.
 
     Parameters
@@ -93,6 +113,8 @@ def load_nifti(path: Path, key: str | None = None) -> Volume:
         ``.nii`` or ``.nii.gz`` file (NIfTI-1 or NIfTI-2).
     key : None
         NIfTI files hold one array; a key is an error.
+    allow_external : bool
+        Ignored (a NIfTI file refers to no other file).
 
     Returns
     -------
@@ -105,7 +127,8 @@ def load_nifti(path: Path, key: str | None = None) -> Volume:
     Raises
     ------
     FormatError
-        If the file is not NIfTI, is truncated, or a key is given.
+        If the file is not NIfTI, is truncated, declares a negative or absurd shape, holds
+        complex, RGB or float128 voxels, or a key is given.
     GeometryError
         If an axis has zero size or the affine is singular.
     InvalidDataError
@@ -126,13 +149,11 @@ def load_nifti(path: Path, key: str | None = None) -> Volume:
         raise FormatError(f"not a readable NIfTI file: {path} ({_one_line(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise FormatError(f"{path} is a {type(img).__name__}, not a NIfTI volume")
-    shape = tuple(int(n) for n in img.shape)
-    if any(n == 0 for n in shape):
-        raise GeometryError(f"zero-size axis in NIfTI shape {shape}: {path}")
+    shape = check_shape(img.shape, f"the NIfTI header of {path}")
     proxy = img.dataobj
+    dtype = voxel_dtype(proxy.dtype, f"NIfTI file {path}")
     _check_complete(path, proxy)
     kept = _kept_ndim(shape, path)
-    dtype = np.dtype(proxy.dtype).newbyteorder("=")
     if float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0:
         dtype = np.result_type(dtype, np.float32)
     source = NiftiArray(path, shape, dtype)
@@ -157,7 +178,8 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
     Parameters
     ----------
     volume : Volume
-        What to write. ``bool`` data is written as uint8, ``float16`` as float32.
+        What to write. ``bool`` data is written as uint8, ``float16`` as float32
+        (:func:`stored_dtype_nifti`).
     path : Path
         Output file; gzip-compressed when its name ends ``.gz`` (before any temporary
         ``.tmp-*`` tag added by :func:`volsr.io.atomic_output`).
@@ -175,6 +197,12 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
     FormatError
         If a key is given or NIfTI cannot hold the data type.
 
+    Notes
+    -----
+    The sform always holds the volume's affine. The qform gets it too when a rotation,
+    zooms and a flip reproduce it (to float32 precision); otherwise (shear) ``qform_code``
+    is set to 0, so that no reader takes a different qform for the geometry.
+
     Examples
     --------
     >>> import tempfile
@@ -190,13 +218,10 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
         warnings.warn(f"NIfTI has no place for band wavelengths: {final_path(path).name} keeps the "
                       f"{volume.wavelengths.size} bands without them (write .zarr, .hdr, .mat "
                       "or .h5 to keep them)", UserWarning, stacklevel=2)
+    stored = stored_dtype_nifti(volume.dtype)
     data = _nifti_order(volume)
     # nibabel needs the whole array in memory to write: compute the dask graph once.
-    array = np.asarray(data.compute())
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    elif array.dtype == np.float16:
-        array = array.astype(np.float32)
+    array = np.asarray(data.compute()).astype(stored, copy=False)
     header = _derived_header(volume.meta.get("nifti_header"), array.shape)
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
@@ -205,8 +230,7 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
         raise FormatError(f"NIfTI cannot store dtype {array.dtype}: {_one_line(exc)}") from exc
     qcode, scode = (int(header[name]) or 1 for name in ("qform_code", "sform_code"))
     image = image_class(array, volume.affine, header=header)
-    image.set_qform(volume.affine, code=qcode)
-    image.set_sform(volume.affine, code=scode)
+    _set_forms(image, volume.affine, qcode, scode)
     compressed = final_path(path).name.lower().endswith(".gz")
     with open(path, "wb") as raw:
         if compressed:
@@ -214,6 +238,41 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
                 image.to_stream(stream)
         else:
             image.to_stream(raw)
+
+
+def stored_dtype_nifti(dtype: np.dtype) -> np.dtype:
+    """The dtype :func:`save_nifti` stores for ``dtype`` (bool as uint8, float16 as float32).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        Dtype of the volume.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    FormatError
+        If NIfTI cannot store it (complex, strings, records, long double).
+
+    Examples
+    --------
+    >>> stored_dtype_nifti(np.dtype(bool))
+    dtype('uint8')
+    """
+    return storable_dtype(dtype, where="NIfTI", allowed=_STORED, widen=_WIDEN)
+
+
+def _set_forms(image: Any, affine: np.ndarray, qcode: int, scode: int) -> None:
+    """sform = the affine; qform = the affine too, or unused when it cannot hold it (shear)."""
+    image.set_sform(affine, code=scode)
+    image.set_qform(affine, code=qcode)
+    qform = image.header.get_qform()
+    scale = max(float(np.abs(affine[:3, :3]).max()), 1e-12)
+    if not np.allclose(qform[:3, :3], affine[:3, :3], rtol=0, atol=_QFORM_RTOL * scale):
+        image.set_qform(None)  # qform_code 0: readers use the sform (pixdim keeps the zooms)
 
 
 def _kept_ndim(shape: tuple[int, ...], path: Path) -> int:
@@ -244,7 +303,7 @@ def _check_complete(path: Path, proxy: Any) -> None:
     trailing bytes) is the stream decompressed once, without keeping the output.
     """
     # The proxy's offset, not the header's vox_offset: nibabel zeroes the latter on load.
-    expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    expected = int(proxy.offset) + math.prod(int(n) for n in proxy.shape) * np.dtype(proxy.dtype).itemsize
     with open(path, "rb") as handle:
         compressed = handle.read(2) == _GZIP_MAGIC
         size = handle.seek(0, os.SEEK_END)
@@ -314,4 +373,7 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-FORMAT = Format(name="nifti", suffixes=(".nii.gz", ".nii"), load=load_nifti, save=save_nifti)
+FORMAT = Format(
+    name="nifti", suffixes=(".nii.gz", ".nii"), load=load_nifti, save=save_nifti,
+    stored_dtype=stored_dtype_nifti,
+)  # fmt: skip

@@ -17,10 +17,23 @@ translation, so the full voxel-to-world affine (oblique or flipped) is kept unde
 norms, mm) and ``translation`` the world position of voxel 0's centre, which is exact for
 an axis-aligned affine with positive spacing. Foreign stores without ``"volsr"`` get the
 affine ``diag(scale) | translation`` (converted to mm). ``Volume.meta`` is not stored.
+
+Units. The affine is always in mm; the NGFF length unit of the space axes (``micrometer``,
+``nanometer``, ...) is kept in ``meta["ngff_unit"]`` and the writer expresses ``scale`` and
+``translation`` in it, so a microscopy store keeps its unit through volsr. A missing unit
+means mm; an unknown one is refused. NGFF 0.3 axes (plain strings such as ``"z"``) are read
+as space axes (``t``: time, ``c``: channel).
+
+Hostile stores. Empty ``multiscales`` or ``datasets`` lists, dataset paths with ``..``,
+absurd shapes (:func:`volsr.io._common.check_shape`), complex or non-numeric dtypes are
+refused at load; an undecodable chunk raises a FormatError naming it when read
+(:mod:`volsr.io._zarr_array`). Chunks absent from disk read as the fill value, as the Zarr
+specification says: :func:`missing_chunks` counts them.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +46,14 @@ from zarr.storage import LocalStore
 
 from volsr.errors import FormatError, VolsrError
 from volsr.geometry import check_affine, voxel_spacing
-from volsr.io._common import Format, SaveOptions
+from volsr.io._common import Format, SaveOptions, check_shape, storable_dtype, voxel_dtype
+from volsr.io._zarr_array import count_missing_chunks, zarr_dask
 from volsr.volume import SPATIAL_AXES, Volume
 
-__all__ = ["FORMAT", "load_zarr", "save_zarr", "default_chunks", "disk_order", "ome_attributes"]
+__all__ = [
+    "FORMAT", "load_zarr", "save_zarr", "missing_chunks", "default_chunks", "disk_order",
+    "ome_attributes",
+]  # fmt: skip
 
 _NGFF_VERSION = "0.5"
 _IMAGE_PATH = "0"
@@ -47,7 +64,14 @@ _MM_PER_UNIT = {
     "micrometer": 1e-3, "nanometer": 1e-6, "angstrom": 1e-7, "picometer": 1e-9,
     "kilometer": 1e6, "inch": 25.4, "foot": 304.8,
 }  # fmt: skip
+#: Common spellings that are not UDUNITS-2 names.
+_UNIT_ALIASES = {"mm": "millimeter", "um": "micrometer", "\u00b5m": "micrometer", "micron": "micrometer",
+                 "nm": "nanometer", "cm": "centimeter", "m": "meter"}  # fmt: skip
 _OPEN_ERRORS = (zarr.errors.BaseZarrError, OSError, ValueError, KeyError, TypeError)
+#: What malformed JSON metadata raises when walked (a list where a dict belongs, ...).
+_METADATA_ERRORS = (*_OPEN_ERRORS, IndexError, AttributeError)
+#: NGFF 0.3 axis names and their types.
+_V03_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
 def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -136,16 +160,17 @@ def ome_attributes(volume: Volume) -> dict[str, Any]:
 
 
 def _ngff_metadata(volume: Volume, order: list[int]) -> dict[str, Any]:
-    spacing = voxel_spacing(volume.affine)
-    origin = volume.affine[:3, 3]
+    unit = str(volume.meta.get("ngff_unit", "millimeter"))
+    unit = unit if unit in _MM_PER_UNIT else "millimeter"
+    spacing = voxel_spacing(volume.affine) / _MM_PER_UNIT[unit]
+    origin = volume.affine[:3, 3] / _MM_PER_UNIT[unit]
     n_space = len(volume.spatial_axes)
     axes, scale, translation = [], [], []
     for position in order:
         label = volume.axes[position]
         if label in SPATIAL_AXES:
             index = SPATIAL_AXES.index(label)
-            axes.append({"name": _SPACE_NAMES[n_space][index], "type": "space",
-                         "unit": "millimeter"})  # fmt: skip
+            axes.append({"name": _SPACE_NAMES[n_space][index], "type": "space", "unit": unit})
             scale.append(float(spacing[index]))
             translation.append(float(origin[index]))
         else:
@@ -242,7 +267,7 @@ def _open(path: Path) -> Any:
         raise FormatError(f"{path} is not a readable zarr store: {error}") from error
 
 
-def load_zarr(path: Path, key: str | None) -> Volume:
+def load_zarr(path: Path, key: str | None, *, allow_external: bool = False) -> Volume:
     """Open an OME-Zarr image, or a plain zarr array, lazily.
 
     Parameters
@@ -252,6 +277,8 @@ def load_zarr(path: Path, key: str | None) -> Volume:
         or a bare 2-D or 3-D array (axes ``i, j[, k]``, identity affine).
     key : None
         Zarr stores take no ``:key``.
+    allow_external : bool
+        Ignored (a store is read from its own folder only).
 
     Returns
     -------
@@ -259,11 +286,15 @@ def load_zarr(path: Path, key: str | None) -> Volume:
         Dask array over the zarr chunks (nothing read but metadata). The affine is the
         stored ``"volsr"`` affine if present, else ``diag(scale) | translation`` in mm.
         Foreign channel axes become a trailing ``channel`` axis; size-1 time axes are dropped.
+        Dtype as stored in native byte order (bool as uint8); ``meta["ngff_unit"]`` holds
+        the NGFF space unit.
 
     Raises
     ------
     FormatError
-        If the store is missing or broken, or its metadata cannot describe a volume.
+        If the store is missing or broken, its metadata cannot describe a volume (empty
+        ``multiscales`` or ``datasets``, unknown unit), its shape is absurd, or its dtype
+        is complex or not numeric.
 
     Examples
     --------
@@ -277,40 +308,141 @@ def load_zarr(path: Path, key: str | None) -> Volume:
     node = _open(path)
     try:
         if isinstance(node, zarr.Array):
-            return _plain_array(node)
+            return _plain_array(node, path)
         return _ome_image(node, path)
-    except (VolsrError, *_OPEN_ERRORS) as error:
+    except (VolsrError, *_METADATA_ERRORS) as error:
         if isinstance(error, FormatError):
             raise
         raise FormatError(f"{path}: cannot read the image metadata: {error}") from error
 
 
-def _plain_array(array: Any) -> Volume:
+def missing_chunks(path: Path) -> tuple[int, int]:
+    """Count the chunks of a store's image that are not on disk (they read as fill value).
+
+    Lists the chunk files only: no chunk is read, so this is cheap even for large stores.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.zarr`` store that :func:`load_zarr` reads.
+
+    Returns
+    -------
+    missing : int
+        Chunks (shards, for a sharded array) of the image's grid that have no file.
+    total : int
+        Chunks (shards) in the grid.
+
+    Raises
+    ------
+    FormatError
+        If the store cannot be read as :func:`load_zarr` reads it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> v = Volume(np.ones((4, 4, 4), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_zarr(v, Path(d) / "v.zarr", None, SaveOptions(chunks=(2, 4, 4)))
+    ...     missing_chunks(Path(d) / "v.zarr")
+    (0, 2)
+    """
+    node = _open(path)
+    try:
+        array = node if isinstance(node, zarr.Array) else _image_array(node, path)[0]
+        return count_missing_chunks(path, array)
+    except (VolsrError, *_METADATA_ERRORS) as error:
+        if isinstance(error, FormatError):
+            raise
+        raise FormatError(f"{path}: cannot list the image's chunks: {error}") from error
+
+
+def _lazy(array: Any, path: Path) -> da.Array:
+    where = f"zarr store {path}" + (f" (array {array.path})" if array.path else "")
+    check_shape(array.shape, where)
+    return zarr_dask(path, array.path, array, voxel_dtype(array.dtype, where))
+
+
+def _plain_array(array: Any, path: Path) -> Volume:
     if array.ndim not in (2, 3):
         raise FormatError(f"a plain zarr array needs 2 or 3 dimensions, got shape {array.shape}")
-    return Volume(da.from_zarr(array), np.eye(4), SPATIAL_AXES[: array.ndim])
+    return Volume(_lazy(array, path), np.eye(4), SPATIAL_AXES[: array.ndim])
+
+
+def _image_array(group: Any, path: Path) -> tuple[Any, dict, dict]:
+    """The first dataset of the first multiscale: (array, multiscale, dataset)."""
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)  # NGFF v0.4 (zarr v2) keeps multiscales at the top level
+    if not isinstance(ome, dict) or "multiscales" not in ome:
+        raise FormatError(f"{path} is a zarr group without OME-Zarr 'multiscales' metadata")
+    multiscales = ome["multiscales"]
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise FormatError(f"{path}: OME-Zarr 'multiscales' is empty or not a list of images: {multiscales!r:.80}")
+    multiscale = multiscales[0]
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
+        raise FormatError(f"{path}: the OME-Zarr multiscale has no 'datasets' (no image to read): {datasets!r:.80}")
+    dataset = datasets[0]
+    name = dataset.get("path")
+    if not isinstance(name, str) or any(p in ("", ".", "..") for p in name.split("/")):
+        raise FormatError(f"{path}: OME-Zarr dataset path {name!r} is not a path inside the store")
+    array = group.get(name)
+    if not isinstance(array, zarr.Array):
+        raise FormatError(f"{path}: OME-Zarr dataset {name!r} is not an array in the store")
+    return array, multiscale, dataset
 
 
 def _ome_image(group: Any, path: Path) -> Volume:
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome", attrs)  # NGFF v0.4 (zarr v2) keeps multiscales at the top level
-    if "multiscales" not in ome:
-        raise FormatError(f"{path} is a zarr group without OME-Zarr 'multiscales' metadata")
-    multiscale = ome["multiscales"][0]
-    dataset = multiscale["datasets"][0]
-    array = group[dataset["path"]]
-    axes = multiscale.get("axes") or [{"name": n, "type": "space"} for n in "zyx"[-array.ndim :]]
+    array, multiscale, dataset = _image_array(group, path)
+    axes = _ngff_axes(multiscale.get("axes"), array.ndim, path)
     if len(axes) != array.ndim:
         raise FormatError(f"{path}: {len(axes)} NGFF axes for an array of shape {array.shape}")
-    data = da.from_zarr(array)
-    record = attrs.get("volsr")
+    data = _lazy(array, path)
+    unit = _space_unit(axes, path)
+    record = dict(group.attrs).get("volsr")
     if record is not None:
-        return _volsr_image(data, record, path)
-    return _foreign_image(data, axes, multiscale, dataset, path)
+        return _volsr_image(data, record, path).replace(meta={"ngff_unit": unit})
+    return _foreign_image(data, axes, multiscale, dataset, path).replace(meta={"ngff_unit": unit})
+
+
+def _ngff_axes(axes: Any, ndim: int, path: Path) -> list[dict[str, Any]]:
+    """NGFF axes as dicts: absent -> ``z, y, x`` space axes; 0.3 strings -> typed dicts."""
+    if not axes:
+        return [{"name": n, "type": "space"} for n in "zyx"[-ndim:]]
+    if not isinstance(axes, list):
+        raise FormatError(f"{path}: NGFF 'axes' must be a list, got {axes!r:.80}")
+    result = []
+    for axis in axes:
+        if isinstance(axis, str):  # NGFF 0.3
+            axis = {"name": axis, "type": _V03_TYPES.get(axis.lower(), "space")}
+        if not isinstance(axis, dict) or not isinstance(axis.get("name"), str):
+            raise FormatError(f"{path}: NGFF axis {axis!r:.80} has no name")
+        result.append(axis)
+    return result
+
+
+def _unit_factor(unit: Any, path: Path) -> float:
+    if unit is None:
+        return 1.0
+    name = _UNIT_ALIASES.get(str(unit).strip().lower(), str(unit).strip().lower())
+    if name not in _MM_PER_UNIT:
+        raise FormatError(f"{path}: unknown NGFF space unit {unit!r}; known: {', '.join(_MM_PER_UNIT)}")
+    return _MM_PER_UNIT[name]
+
+
+def _space_unit(axes: list[dict[str, Any]], path: Path) -> str:
+    """The common unit of the space axes (UDUNITS name), ``"millimeter"`` if none or mixed."""
+    units = set()
+    for axis in axes:
+        if axis.get("type", "space" if axis["name"] in ("z", "y", "x") else "channel") == "space":
+            _unit_factor(axis.get("unit"), path)
+            raw = str(axis.get("unit") or "millimeter").strip().lower()
+            units.add(_UNIT_ALIASES.get(raw, raw))
+    return units.pop() if len(units) == 1 else "millimeter"
 
 
 def _volsr_image(data: da.Array, record: dict[str, Any], path: Path) -> Volume:
-    axes = tuple(record["axes"])
+    axes = tuple(str(a) for a in record["axes"])
     order = _disk_order(axes)
     if len(order) != data.ndim:
         raise FormatError(f"{path}: 'volsr' axes {axes} do not match the array shape {data.shape}")
@@ -326,7 +458,7 @@ def _foreign_image(data: da.Array, axes: list, multiscale: dict, dataset: dict, 
         dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", []),
         data.ndim,
     )  # fmt: skip
-    kinds = [axis.get("type", "space" if axis["name"] in "zyx" else "channel") for axis in axes]
+    kinds = [axis.get("type", "space" if axis["name"] in ("z", "y", "x") else "channel") for axis in axes]
     space = [n for n, kind in enumerate(kinds) if kind == "space"]
     other = [n for n, kind in enumerate(kinds) if kind != "space"]
     drop = [n for n in other if kinds[n] == "time" and data.shape[n] == 1]
@@ -338,7 +470,7 @@ def _foreign_image(data: da.Array, axes: list, multiscale: dict, dataset: dict, 
     data = data.transpose([kept.index(n) for n in space + other])
     affine = np.eye(4)
     for column, n in enumerate(space):
-        factor = _MM_PER_UNIT.get(str(axes[n].get("unit", "millimeter")).lower(), 1.0)
+        factor = _unit_factor(axes[n].get("unit"), path)
         affine[column, column] = scale[n] * factor
         affine[column, 3] = translation[n] * factor
     names = SPATIAL_AXES[: len(space)] + ("channel",) * len(other)
@@ -367,4 +499,7 @@ def _compose_transforms(inner: list, outer: list, ndim: int) -> tuple[list[float
 
 
 #: The OME-Zarr format record (suffix ``.zarr``, a directory).
-FORMAT = Format(name="zarr", suffixes=(".zarr",), load=load_zarr, save=save_zarr)
+FORMAT = Format(
+    name="zarr", suffixes=(".zarr",), load=load_zarr, save=save_zarr,
+    stored_dtype=functools.partial(storable_dtype, where="Zarr"),
+)  # fmt: skip

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import ModelCard, register_model
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
 from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
@@ -436,7 +436,7 @@ def register_attn1d2d(
         name=name, kind="network", grid="lr", halo=probe.halo, scales="integer",
         scale_range=(float(probe.scale), float(probe.scale)), modality="hsi",
         description=description, weights=path.name, input_scaling="max",
-        input_peak=input_peak, self_ensemble=True,
+        input_peak=input_peak, self_ensemble=True, output_floor=SHIPPED_OUTPUT_FLOOR,
     )
 
     def factory() -> Attn1D2D:

@@ -16,7 +16,7 @@ from volsr.models.attn1d2d import Attn1D2D, register_attn1d2d
 from volsr.models.mdcsrn import MDCSRN, register_mdcsrn
 from volsr.models.meta_srgan import MetaSRGAN, register_meta_srgan
 from volsr.models.registry import ModelCard, get_card
-from volsr.models.weights import read_card, read_shipped
+from volsr.models.weights import check_fits, read_card, read_shipped
 
 __all__ = ["is_model_file", "register_model_file"]
 
@@ -95,6 +95,7 @@ def register_model_file(path: str | Path) -> ModelCard:
                          f"architecture ({', '.join(a + '.*' for a in _ARCHITECTURES)})")
     factory, register = _ARCHITECTURES[arch]
     facts = read_shipped(path.resolve(), factory=factory)
+    check_fits(factory, facts.config, path.resolve())  # before register_* builds the network
     if arch == "attn1d2d":  # its scale comes from the config
         return register(name, weights=facts.file, config=facts.config, description=facts.description,
                         input_peak=facts.input_peak)

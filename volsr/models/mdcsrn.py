@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import ModelCard, register_model
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
 from volsr.models.weights import load_weights, shipped_weights, weights_path
 
 __all__ = [
@@ -515,7 +515,7 @@ def register_mdcsrn(
     halo = MDCSRN(**settings).receptive_radius  # validates the configuration now
     card = ModelCard(name=name, kind="network", grid="hr", halo=halo, scales="real",
                      scale_range=(low, high), modality="mri", description=description,
-                     weights=path.name, input_scaling="p99.9")
+                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR)
 
     def factory() -> MDCSRNUpsampler:
         return MDCSRNUpsampler(load_weights(MDCSRN(**settings), path))

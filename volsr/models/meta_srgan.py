@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import ModelCard, register_model
+from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
 from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
@@ -562,7 +562,7 @@ def register_meta_srgan(
     halo = MetaSRGAN(**settings).halo  # validates the configuration now
     card = ModelCard(name=name, kind="network", grid="lr", halo=halo, scales="real",
                      scale_range=(low, high), modality="mri", description=description,
-                     weights=path.name, input_scaling="p99.9")
+                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR)
 
     def factory() -> MetaSRGAN:
         return load_weights(MetaSRGAN(**settings), path)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from torch import nn
 
-__all__ = ["ModelCard", "register_model", "create_model", "get_card", "list_models"]
+__all__ = ["ModelCard", "register_model", "create_model", "get_card", "list_models", "SHIPPED_OUTPUT_FLOOR"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +56,11 @@ class ModelCard:
         The engine runs the model as a :class:`volsr.models.ensemble.SelfEnsemble` (the
         mean over flips and axis swaps of its input) unless told not to: declare it for a
         network trained with flip and rotation augmentation whose card shows the gain.
+    output_floor : float or None
+        The engine clamps the outputs below at this value (in the card's scaled units, so a
+        fraction of the input scale) when the whole input has no negative voxel; None (the
+        default, and any module you bring) runs the model exactly as written. The shipped
+        networks declare :data:`SHIPPED_OUTPUT_FLOOR`.
     """
 
     name: str
@@ -71,7 +76,16 @@ class ModelCard:
     input_peak: float = 1.0
     layout: Literal["contiguous", "channels_last"] = "contiguous"
     self_ensemble: bool = False
+    output_floor: float | None = None
 
+
+#: The output floor of the shipped networks (:attr:`ModelCard.output_floor`): -2 % of the input
+#: scale. Deeper undershoot at sharp edges (ringing; ``meta_srgan.t1`` reached -35 % of the
+#: maximum on a 2 mm IXI brain) is a value non-negative data cannot hold; small negative
+#: values are kept, since a floor at 0 biases the local means of a noisy background upwards
+#: (thick-slice x4 on ICBM152: a floor at 0 gave +0.06 dB PSNR but -0.0007 SSIM; -2 %:
+#: +0.03 dB and +0.0002).
+SHIPPED_OUTPUT_FLOOR = -0.02
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}
 

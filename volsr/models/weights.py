@@ -34,6 +34,7 @@ __all__ = [
     "save_weights",
     "read_config",
     "load_weights",
+    "check_fits",
     "load_module",
     "shipped_path",
     "weights_path",
@@ -322,7 +323,66 @@ def load_module(factory: Callable[..., nn.Module], path: str | Path) -> nn.Modul
     >>> load_module(nn.Linear, path).weight.shape
     torch.Size([2, 3])
     """
-    return load_weights(factory(**read_config(path, factory=factory)), path)
+    config = read_config(path, factory=factory)
+    check_fits(factory, config, Path(path))
+    return load_weights(factory(**config), path)
+
+
+def check_fits(factory: Callable[..., nn.Module], config: Mapping[str, object], path: Path) -> None:
+    """Refuse a config whose tensors differ from the file's, before allocating any memory.
+
+    Built on PyTorch's ``meta`` device (shapes, no storage) and compared with the safetensors
+    header: a sidecar asking for an absurd network fails in one line, not at a 1 TB malloc.
+
+    Parameters
+    ----------
+    factory : callable
+        Class or function taking ``config`` as keyword arguments.
+    config : mapping
+        Constructor arguments from the sidecar.
+    path : Path
+        The ``.safetensors`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If a config value exceeds the stored weights' count, or its tensors differ.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_weights(nn.Linear(3, 2), tempfile.mkdtemp() + "/lin.safetensors", config={})
+    >>> check_fits(nn.Linear, {"in_features": 3, "out_features": 2}, path)
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (safetensors.SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a valid safetensors file: {error}") from None
+    # A width or depth beyond the number of stored weights cannot describe them (each unit
+    # of a layer holds at least one): refused before building anything of that size.
+    elements = sum(math.prod(shape) for shape in stored.values())
+    for key, value in config.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > max(elements, 1):
+            raise ValueError(f"config[{key!r}] = {value} in {_sidecar(path)} is larger than the "
+                             f"{elements} weights stored in {path}: not the network they were saved from")
+    try:
+        with torch.device("meta"):
+            shapes = {name: tuple(t.shape) for name, t in factory(**config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"the config in {_sidecar(path)} cannot build {getattr(factory, '__name__', factory)}: "
+                         f"{error}") from None
+    wrong = sorted(name for name in set(shapes) | set(stored) if shapes.get(name) != stored.get(name))
+    if wrong:
+        name = wrong[0]
+        raise ValueError(
+            f"the config in {_sidecar(path)} does not describe the tensors in {path} ({len(wrong)} differ; "
+            f"{name}: {shapes.get(name, 'absent')} built, {stored.get(name, 'absent')} stored)"
+        )
 
 
 def shipped_path(file_name: str) -> Path:

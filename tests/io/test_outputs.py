@@ -1,0 +1,129 @@
+"""volsr.io.outputs: one writer per output (lock), replace only by a complete successor."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from volsr.io.outputs import (
+    LockedError,
+    clean_leftovers,
+    lock_path,
+    output_lock,
+    replace_with,
+    temporary_sibling,
+)
+
+_HOLD = """
+import sys, time
+from volsr.io.outputs import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_second_process_is_refused_at_once_while_the_first_holds_the_lock(tmp_path):
+    out = tmp_path / "o.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        owner = json.loads(lock_path(out).read_text())
+        assert owner["pid"] == holder.pid and owner["host"] == socket.gethostname()
+        with pytest.raises(LockedError, match=rf"being written by another run \(pid {holder.pid} on"):
+            with output_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder was killed: its lock is stale (same host, pid gone) and is taken over.
+    assert lock_path(out).exists()
+    with output_lock(out) as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock_path(out).exists()
+
+
+def test_a_lock_held_on_another_host_is_respected_and_the_message_names_the_file(tmp_path):
+    out = tmp_path / "o.nii.gz"
+    lock_path(out).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": None}))
+    with pytest.raises(LockedError, match=r"pid 1 on elsewhere\.example.*delete .*\.o\.nii\.gz\.volsr-lock"):
+        with output_lock(out):
+            pass
+
+
+def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
+    out = tmp_path / "o.h5"
+    # This process's pid with another start time: the original owner is gone.
+    lock_path(out).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "1"}))
+    with output_lock(out):
+        pass
+
+
+def test_an_empty_lock_is_stale_only_after_a_grace_period(tmp_path):
+    out = tmp_path / "o.zarr"
+    lock_path(out).touch()
+    with pytest.raises(LockedError, match="an unknown process"):
+        with output_lock(out):
+            pass
+    os.utime(lock_path(out), (0, 0))
+    with output_lock(out):
+        pass
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released_on_error(tmp_path):
+    out = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError, match="boom"):
+        with output_lock(out):
+            with output_lock(out):
+                assert lock_path(out).exists()
+            assert lock_path(out).exists()
+            raise RuntimeError("boom")
+    assert not lock_path(out).exists()
+
+
+def test_replace_with_swaps_a_directory_and_leaves_nothing_behind(tmp_path):
+    old, new = tmp_path / "o.zarr", tmp_path / ".o.zarr.volsr-partial.zarr"
+    old.mkdir()
+    (old / "a").write_text("old")
+    new.mkdir()
+    (new / "a").write_text("new")
+    replace_with(new, old)
+    assert (old / "a").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+
+
+def test_clean_leftovers_puts_back_an_old_output_whose_successor_never_arrived(tmp_path):
+    out = tmp_path / "o.zarr"
+    aside = tmp_path / ".o.zarr.old-1234"
+    aside.mkdir()
+    (aside / "a").write_text("old")
+    temporary_sibling(out, "0123abcd").write_text("partial")
+    removed = clean_leftovers(out)
+    assert (out / "a").read_text() == "old"
+    assert [p.name for p in removed] == [".o.zarr.tmp-0123abcd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+    # Once the output is back, an old copy beside it is garbage.
+    aside.mkdir()
+    clean_leftovers(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+
+
+def test_clean_leftovers_touches_only_this_outputs_files(tmp_path):
+    out = tmp_path / "o[1].nii"
+    others = [tmp_path / ".o1.nii.tmp-0123abcd", tmp_path / ".other.nii.tmp-0123abcd", tmp_path / "o[1].nii"]
+    for path in others:
+        path.write_text("keep")
+    mine = temporary_sibling(out, "89abcdef")
+    mine.write_text("partial")
+    assert clean_leftovers(out) == [mine]
+    assert all(path.exists() for path in others)
+
+
+def test_paths_are_siblings(tmp_path):
+    assert lock_path(tmp_path / "x" / "o.zarr") == Path(tmp_path / "x" / ".o.zarr.volsr-lock")

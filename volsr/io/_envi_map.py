@@ -1,0 +1,133 @@
+"""ENVI ``map info`` <-> affine: north-up map grids in world mm (pixel centres).
+
+ENVI pixel coordinates are 1-based at the upper-left *corner* of a pixel; the affine maps
+voxel *centres* (see :mod:`volsr.geometry`), world x = easting, y = northing, converted to
+mm from the map units (Meters, Feet, ...; angular units are kept as they are). A rotated
+map grid is not supported (a warning, and unit pixels).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from volsr.errors import FormatError
+
+__all__ = ["header_items", "map_affine", "map_info", "MM_PER_MAP_UNIT"]
+
+#: Millimetres per ENVI map unit.
+MM_PER_MAP_UNIT = {
+    "meters": 1e3, "km": 1e6, "kilometers": 1e6, "feet": 304.8, "us feet": 1200 / 3937 * 1e3,
+    "yards": 914.4, "miles": 1609344.0, "nautical miles": 1852000.0, "millimeters": 1.0,
+    "centimeters": 10.0, "micrometers": 1e-3,
+}  # fmt: skip
+
+
+def header_items(value: str) -> list[str]:
+    """The comma-separated items of an ENVI ``{...}`` value, stripped, empty ones dropped.
+
+    Parameters
+    ----------
+    value : str
+        A raw header value, braces included or not.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> header_items("{UTM, 1, 1 , }")
+    ['UTM', '1', '1']
+    """
+    return [item.strip() for item in value.strip().strip("{}").split(",") if item.strip()]
+
+
+def map_affine(value: str) -> np.ndarray | None:
+    """The affine of pixel centres (mm) from an ENVI ``map info`` value.
+
+    Parameters
+    ----------
+    value : str
+        ``{projection, ref x, ref y, easting, northing, dx, dy, ...}``.
+
+    Returns
+    -------
+    (4, 4) float64 ndarray or None
+        None (with a warning) for a rotated grid.
+
+    Raises
+    ------
+    FormatError
+        If the six numbers after the projection are missing or not numbers.
+
+    Examples
+    --------
+    >>> map_affine("{UTM, 1, 1, 500000, 4100000, 30, 30, units=Meters}")[:2, 3].tolist()
+    [500015000.0, 4099985000.0]
+    """
+    items = header_items(value)
+    try:
+        rx, ry, east, north, dx, dy = (float(v) for v in items[1:7])
+    except ValueError:
+        raise FormatError(f"ENVI map info needs 6 numbers after the projection: {value!r}") from None
+    options = {k.strip().lower(): v.strip() for k, _, v in (i.partition("=") for i in items[7:] if "=" in i)}
+    if float(options.get("rotation", "0")) != 0:
+        warnings.warn(
+            f"ENVI map info with rotation={options['rotation']} is not supported; using unit pixels",
+            stacklevel=4,
+        )
+        return None
+    default = "pixels" if items[0].lower() in ("arbitrary", "pixel") else "meters"
+    factor = MM_PER_MAP_UNIT.get(options.get("units", default).lower(), 1.0)
+    affine = np.zeros((4, 4))
+    # ENVI pixel coordinates are 1-based at the upper-left *corner*: pixel centre = index + 1.5.
+    affine[0, 1], affine[0, 3] = dx * factor, (east + (1.5 - rx) * dx) * factor
+    affine[1, 0], affine[1, 3] = -dy * factor, (north - (1.5 - ry) * dy) * factor
+    affine[2, 2] = affine[3, 3] = 1.0
+    return affine
+
+
+def map_info(template: str, affine: np.ndarray) -> str | None:
+    """North-up ``map info`` for ``affine`` keeping the template's projection, or None.
+
+    Parameters
+    ----------
+    template : str
+        The source's ``map info`` (projection, units and extra items are kept).
+    affine : (4, 4) float64 ndarray
+        Voxel-to-world affine (mm).
+
+    Returns
+    -------
+    str or None
+        None if the affine is not north-up axis-aligned (or the template is rotated).
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> affine = map_affine("{UTM, 1, 1, 500000, 4100000, 30, 30, units=Meters}")
+    >>> map_info("{UTM, 1, 1, 0, 0, 1, 1, units=Meters}", affine)
+    '{UTM, 1, 1, 500000.0, 4100000.0, 30.0, 30.0, units=Meters}'
+    """
+    items = header_items(template)
+    extras = items[7:]
+    options = {k.strip().lower(): v.strip() for k, _, v in (i.partition("=") for i in extras if "=" in i)}
+    default = "pixels" if items[0].lower() in ("arbitrary", "pixel") else "meters"
+    factor = MM_PER_MAP_UNIT.get(options.get("units", default).lower(), 1.0)
+    tolerance = 1e-9 * np.abs(affine[:3, :3]).max()
+    off_axis = np.abs(affine[[0, 1, 2, 2], [0, 1, 0, 1]]).max()
+    if off_axis > tolerance or affine[0, 1] <= 0 or affine[1, 0] >= 0 or "rotation" in options:
+        return None
+    dx, dy = affine[0, 1] / factor, -affine[1, 0] / factor
+    east, north = affine[0, 3] / factor - dx / 2, affine[1, 3] / factor + dy / 2
+    numbers = [repr(float(v)) for v in (east, north, dx, dy)]
+    return "{" + ", ".join([items[0], "1", "1", *numbers, *extras]) + "}"
