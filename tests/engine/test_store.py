@@ -371,6 +371,7 @@ def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line(tmp_path, capsys):
             upsample_to_store(volume, tmp_path / "a.zarr", resume=True, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
 def test_non_finite_outputs_are_never_written(tmp_path):
     from volsr.models import get_card
     from volsr.models.interpolation import SeparableInterpolation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from volsr import io
 from volsr.errors import FormatError, InvalidDataError
 from volsr.io import check_output, files_read, load, save
 from volsr.io._common import SaveOptions
@@ -294,3 +296,44 @@ def test_unusable_output_keys_are_refused_before_work(tmp_path: Path, key: str, 
 def test_empty_output_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="empty key after ':'"):
         check_output(f"{tmp_path / 'o.h5'}:")
+
+
+def test_a_full_disk_is_an_oserror_before_hdf5_writes_and_leaves_nothing(tmp_path, monkeypatch):
+    # libhdf5 crashes the process when it closes a file after a failed write (seen: exit
+    # 139 on a full tmpfs), so the room is checked before every block.
+    import collections
+    import errno
+
+    from volsr.io import hdf5 as hdf5_module
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(hdf5_module.shutil, "disk_usage", lambda _: usage(2**30, 2**30, 2**20))
+    volume = Volume(np.ones((32, 32, 32), np.float32), np.eye(4), ("i", "j", "k"))
+    with pytest.raises(OSError, match="No space left on device") as error:
+        io.save(volume, tmp_path / "o.h5")
+    assert error.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_full_disk_ends_in_one_line_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        source = tmp_path / "v.nii"
+        io.save(Volume(np.random.default_rng(0).random((96, 96, 96), dtype=np.float32), np.eye(4),
+                       ("i", "j", "k")), source)  # fmt: skip
+        run = subprocess.run([sys.executable, "-m", "volsr.cli", "convert", str(source), str(mount / "o.h5")],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 1, (run.returncode, run.stderr)  # a system error, not a segfault (-11)
+        assert run.stderr.count("\n") == 1 and "No space left on device" in run.stderr
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

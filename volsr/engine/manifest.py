@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from volsr.volume import Volume
 
 __all__ = [
     "MANIFEST_NAME", "RUN_ATTRIBUTE", "Manifest", "input_fingerprint", "model_identity", "content_digest",
-    "finished_header",
+    "finished_header", "content_size",
 ]  # fmt: skip
 
 MANIFEST_NAME = "volsr_manifest.json"
@@ -43,6 +44,31 @@ def _files_under(path: Path) -> list[Path]:
     if not path.is_dir():
         return [path]
     return sorted(Path(folder) / name for folder, _, names in os.walk(path) for name in names)
+
+
+def content_size(paths: Sequence[Path]) -> int:
+    """Total bytes of files and directory trees, from their sizes (nothing read).
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        Files or directories.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    OSError
+        If a file cannot be stat'ed.
+
+    Examples
+    --------
+    >>> content_size([])
+    0
+    """
+    return sum(path.stat().st_size for root in paths for path in _files_under(root))
 
 
 def content_digest(paths: list[Path]) -> tuple[str, int]:

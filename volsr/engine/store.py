@@ -42,6 +42,7 @@ from volsr.engine.manifest import (
     MANIFEST_NAME,
     RUN_ATTRIBUTE,
     Manifest,
+    content_size,
     finished_header,
     input_fingerprint,
     model_identity,
@@ -113,6 +114,8 @@ def _finalise_store(path: Path, template: Volume, header: dict) -> None:
 _PARTIAL_SUFFIX = ".volsr-partial.zarr"
 
 
+#: Inputs larger than this get a note while their content is hashed (about 1 GB/s).
+_NOTE_HASH_BYTES = 2**30
 #: Axes shorter than this are tried on the network before the run (:func:`_check_short_axes`).
 _SHORT_AXIS = 8
 
@@ -409,6 +412,11 @@ def _upsample_locked(
         net, volume, shape_out, factors, options.chunks, options.tile, options.blend, options.overlap,
         budget_bytes, where,
     )  # fmt: skip
+    if spec is not None:
+        size = content_size(io.files_read(spec, allow_external=options.allow_external))
+        if size > _NOTE_HASH_BYTES:
+            _note(f"checking the input's content ({progress.format_size(size)}): a SHA-256 that --resume "
+                  "compares", quiet)
     header = {
         "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
         "model": model_identity(net),

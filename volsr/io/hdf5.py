@@ -15,7 +15,9 @@ native, complex and records refused); null (``h5py.Empty``) and scalar datasets 
 
 from __future__ import annotations
 
+import errno
 import functools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +308,32 @@ def _open_file(path: Path) -> h5py.File:
         raise FormatError(f"not a readable HDF5 file: {path} ({exc})") from exc
 
 
+#: Free disk kept beyond each block written to HDF5: the chunk cache and the metadata that
+#: closing the file flushes must still fit.
+ROOM_MARGIN = 2 * 2**20
+
+
+class _RoomChecked:
+    """A dataset that refuses a block when the disk could not hold it (``da.store`` target).
+
+    libhdf5 does not survive a full disk: the failed write is reported, then the process
+    crashes when the file is closed. So the free space is checked before every block
+    (uncompressed size plus :data:`ROOM_MARGIN`) and a full disk is an ``OSError`` raised
+    here, before HDF5 sees it.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, folder: Path) -> None:
+        self.dataset, self.folder = dataset, folder
+        self.shape, self.dtype, self.ndim = dataset.shape, dataset.dtype, dataset.ndim
+
+    def __setitem__(self, index: Any, block: np.ndarray) -> None:
+        free = shutil.disk_usage(self.folder).free
+        if free < block.nbytes + ROOM_MARGIN:
+            raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free in {self.folder}, "
+                                        f"an HDF5 block needs up to {block.nbytes + ROOM_MARGIN}")
+        self.dataset[index] = block
+
+
 def save_hdf5(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
     """Write a volume as one chunked, gzip-compressed dataset with its geometry attributes.
 
@@ -359,7 +387,7 @@ def save_hdf5(volume: Volume, path: Path, key: str | None, options: SaveOptions)
             if getattr(volume, field) is not None:
                 dataset.attrs[field] = getattr(volume, field)
         # h5py is not thread-safe for writes: the lock serialises them, reads stay parallel.
-        da.store(volume.data, dataset, lock=True)
+        da.store(volume.data, _RoomChecked(dataset, path.parent), lock=True)
 
 
 def _find_dataset(
