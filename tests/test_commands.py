@@ -257,6 +257,21 @@ def test_upsample_of_an_image_defaults_to_cubic(
     np.testing.assert_allclose(nib.load(out).get_fdata(), expected, atol=1e-6)
 
 
+def test_a_default_model_fallback_is_announced_before_the_run_even_when_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from volsr.engine import store
+
+    source = _write(tmp_path / "v.nii.gz", _smooth((10, 12, 4)))
+    said_before_work = []
+    original = store._run
+    monkeypatch.setattr(store, "_run", lambda *a: said_before_work.append(capsys.readouterr().err) or original(*a))
+    assert main(["upsample", str(source), str(tmp_path / "o.nii.gz"), "--scale", "1,1,8", "--quiet"]) == 0
+    assert said_before_work == ["no shipped MRI network for scale 1x1x8: using cubic (see `volsr models`)\n"]
+    assert main(["upsample", str(source), str(tmp_path / "p.nii.gz"), "--scale", "1,1,2", "--model", "linear"]) == 0
+    assert said_before_work[1].startswith("model: linear\n")
+
+
 def test_upsample_spectral_mat_cube_keeps_bands(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -309,7 +324,9 @@ def test_evaluate_matches_the_metric_functions(
         "nrmse_foreground": metrics.nrmse(ref, est, mask=inside),
     }
     written = json.loads(report.read_text())
-    assert set(written) == set(expected)
+    assert set(written) == set(expected) | {"conventions"}
+    assert written["conventions"]["data_range"] == peak and written["conventions"]["reference_crop"] is None
+    assert written["conventions"]["data_range_from"] == "max - min of the reference"
     for name, value in expected.items():
         assert written[name] == pytest.approx(value, rel=1e-9), name
     printed = _parse_table(captured.out)
@@ -378,3 +395,36 @@ def test_demo_command_passes_its_options(
         "demo table\n"
     )
     assert calls == [(tmp_path / "d", 3.0, True)]
+
+
+def test_degrade_says_what_it_did_and_gives_float32_for_integer_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write(tmp_path / "i.nii.gz", (_smooth((12, 12, 16)) * 1000).astype(np.int16))
+    out = _ok(["degrade", str(source), str(tmp_path / "lr.nii.gz"), "--factor", "1,1,4", "--profile", "box",
+               "--snr", "25", "--seed", "3"], capsys)  # fmt: skip
+    assert "float32" in out and "thick slices, box profile" in out and "SNR 25 dB (seed 3)" in out
+    assert io.load(tmp_path / "lr.nii.gz").dtype == np.float32
+
+
+def test_a_target_spacing_the_grid_must_round_is_announced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _smooth((10, 10, 7))
+    source = tmp_path / "t.nii.gz"
+    io.save(Volume(data, np.diag([1.0, 1.0, 4.2, 1.0]), ("i", "j", "k")), source)
+    assert main(["upsample", str(source), str(tmp_path / "o.nii.gz"), "--target-spacing", "1,1,1",
+                 "--model", "linear", "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    # 7 x 4.2 mm = 29.4 mm: 29 voxels over the same field of view are 29.4 / 29 = 1.0138 mm.
+    assert "axis 2: 7 x 4.2 mm holds 29.4 voxels, so the output has 29 at 1.014 mm" in err
+    assert "axis 0" not in err and "axis 1" not in err
+    assert io.load(tmp_path / "o.nii.gz").spacing[2] == pytest.approx(29.4 / 29)
+
+
+def test_help_shows_defaults_and_describes_positionals(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["degrade", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: slice)" in text and "(default: gaussian)" in text and "(default: 0.0)" in text
+    assert "input file: .nii/.nii.gz" in text and "(default: None)" not in text

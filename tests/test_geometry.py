@@ -22,6 +22,8 @@ from volsr.geometry import (
     effective_scale,
     input_window,
     output_coordinates,
+    pyramid_affine,
+    pyramid_shape,
     resampled_affine,
     resampled_shape,
     scale_for_target_spacing,
@@ -380,3 +382,65 @@ def test_integer_factors_invariant():
     assert geometry.integer_factors((1, 2.0, 4 + 1e-12)) and geometry.integer_factors(())
     assert not geometry.integer_factors((1, 1, 4 + 1e-6))
     assert geometry.integer_factors([3 * f for f in (1, 2, 5)])  # closed under integer multiples
+
+
+# --- pyramid_shape / pyramid_affine -------------------------------------------------------
+
+
+def _naive_block_centre(affine, ndim, level, index) -> np.ndarray:
+    """World mean of the level-0 voxel centres in one ``2**level`` block (the level's voxel)."""
+    size = 2**level
+    corners = [range(i * size, (i + 1) * size) for i in index]
+    centres = [_world(affine, [*voxel, *[0] * (3 - ndim)]) for voxel in itertools.product(*corners)]
+    return np.mean(centres, axis=0)
+
+
+def test_pyramid_shape_invariant():
+    for shape in [(182, 218, 55), (7, 9), (1, 64, 3), (16,)]:
+        for level in range(4):
+            if min(shape) < 2**level:
+                with pytest.raises(GeometryError, match="too short"):
+                    pyramid_shape(shape, level)
+                continue
+            got = pyramid_shape(shape, level)
+            assert got == tuple(n // 2**level for n in shape)  # whole blocks only
+            assert pyramid_shape(shape, 0) == tuple(shape)
+            if level and min(shape) >= 2 ** (level + 1):  # nested: level k+1 halves level k
+                assert pyramid_shape(shape, level + 1) == pyramid_shape(got, 1)
+
+
+@pytest.mark.parametrize("level", [-1, 1.0, True])
+def test_pyramid_shape_errors(level):
+    with pytest.raises(GeometryError, match="integer >= 0"):
+        pyramid_shape((8, 8), level)
+
+
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_pyramid_affine_invariant(ndim):
+    affine = _oblique(np.random.default_rng(8))
+    np.testing.assert_array_equal(pyramid_affine(affine, 0, ndim=ndim), affine)
+    for level in range(1, 4):
+        level_k = pyramid_affine(affine, level, ndim=ndim)
+        # Each level-k voxel sits at the world mean of the level-0 voxels it averages.
+        for index in [(0,) * ndim, (1, 2, 0)[:ndim], (3, 0, 5)[:ndim]]:
+            np.testing.assert_allclose(_world(level_k, [*index, *[0] * (3 - ndim)]),
+                                       _naive_block_centre(affine, ndim, level, index), atol=1e-9)
+        # Nested: level k+1 is level 1 of level k; and the thick-slice rule with f = 2**k.
+        np.testing.assert_allclose(pyramid_affine(affine, level + 1, ndim=ndim),
+                                   pyramid_affine(level_k, 1, ndim=ndim), atol=1e-9)
+        n_lr, n_cov = downsampled_grid(40, 2**level)
+        np.testing.assert_allclose(level_k, resampled_affine(affine, (n_cov,) * ndim, (n_lr,) * ndim), atol=1e-9)
+        np.testing.assert_allclose(voxel_spacing(level_k)[:ndim], voxel_spacing(affine)[:ndim] * 2**level)
+        np.testing.assert_array_equal(level_k[:, ndim:3], affine[:, ndim:3])  # other columns untouched
+    # Axis-aligned: NGFF scale doubles, translation t0 + s0 (2**k - 1) / 2 (not t0 + s0 k / 2).
+    aligned = np.diag([0.5, 2.0, 3.0, 1.0])
+    aligned[:3, 3] = [10.0, -4.0, 1.0]
+    level_2 = pyramid_affine(aligned, 2, ndim=3)
+    np.testing.assert_allclose(np.diag(level_2)[:3], [2.0, 8.0, 12.0])
+    np.testing.assert_allclose(level_2[:3, 3], [10.75, -1.0, 5.5])
+
+
+@pytest.mark.parametrize(("level", "ndim", "match"), [(-1, 3, "integer >= 0"), (1, 4, "ndim must be")])
+def test_pyramid_affine_errors(level, ndim, match):
+    with pytest.raises(GeometryError, match=match):
+        pyramid_affine(np.eye(4), level, ndim=ndim)

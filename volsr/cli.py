@@ -18,8 +18,24 @@ __all__ = ["main", "build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other user error
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has one worth saying (not None, False or stated)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or "default" in text \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -93,30 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_external_option(info)
 
     convert = commands.add_parser("convert", help="convert between formats (geometry kept)")
-    convert.add_argument("input")
-    convert.add_argument("output")
+    convert.add_argument("input", help="input file: .nii/.nii.gz, .zarr, .hdr (ENVI), file.h5:/dataset or file.mat:variable")
+    convert.add_argument("output", help="output file, same forms as the input; refused if it exists (see --overwrite)")
     convert.add_argument("--chunks", type=_ints, help="output chunk shape, e.g. 64,64,64")
     _add_output_options(convert)
     _add_external_option(convert)
 
     degrade = commands.add_parser("degrade", help="simulate a low-resolution acquisition")
-    degrade.add_argument("input")
-    degrade.add_argument("output")
+    degrade.add_argument("input", help="input file: .nii/.nii.gz, .zarr, .hdr (ENVI), file.h5:/dataset or file.mat:variable")
+    degrade.add_argument("output", help="output file, same forms as the input; refused if it exists (see --overwrite)")
     degrade.add_argument("--factor", type=_floats, required=True, help="per-axis factor, e.g. 1,1,4")
     degrade.add_argument(
-        "--method", choices=("slice", "kspace", "gaussian", "bicubic"), default="slice"
-    )
+        "--method", choices=("slice", "kspace", "gaussian", "bicubic"), default="slice",
+        help="slice: thick slices along the one axis with a factor != 1; kspace: k-space truncation; "
+             "gaussian: blur + decimation; bicubic: MATLAB imresize (antialiased)",
+    )  # fmt: skip
     degrade.add_argument("--thickness", type=float, help="slice thickness in mm (slice method)")
     degrade.add_argument("--gap", type=float, default=0.0, help="slice gap in mm (slice method)")
-    degrade.add_argument("--profile", choices=("gaussian", "box"), default="gaussian")
+    degrade.add_argument("--profile", choices=("gaussian", "box"), default="gaussian",
+                         help="slice profile (slice method): Gaussian with FWHM = thickness, or a box")
     degrade.add_argument("--snr", type=float, help="add Rician noise at this SNR (dB)")
-    degrade.add_argument("--seed", type=int, default=0, help="noise seed")
+    degrade.add_argument("--seed", type=int, default=0, help="noise seed (--snr)")
     _add_output_options(degrade)
     _add_external_option(degrade)
 
     upsample = commands.add_parser("upsample", help="super-resolve a volume or cube")
-    upsample.add_argument("input")
-    upsample.add_argument("output")
+    upsample.add_argument("input", help="input file: .nii/.nii.gz, .zarr, .hdr (ENVI), file.h5:/dataset or file.mat:variable")
+    upsample.add_argument("output", help="output file: .zarr (OME-Zarr, any size), .h5:/key, .nii.gz, .mat:key or .hdr; "
+                          "refused if it exists (see --overwrite, --resume)")
     grid = upsample.add_mutually_exclusive_group(required=True)
     grid.add_argument("--scale", type=_floats, help="per-axis factor (1,1,4) or one for all spatial axes")
     grid.add_argument("--target-spacing", type=_floats, help="output voxel size in mm, e.g. 1,1,1")
@@ -132,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N workers")
     where.add_argument("--scheduler", metavar="ADDR", help="run on the Dask scheduler at ADDR")
     upsample.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    upsample.add_argument("--max-memory", metavar="SIZE", help="memory per worker, e.g. 2G (default: half the free memory, at least 1G)")
-    upsample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    upsample.add_argument("--max-memory", metavar="SIZE", help="memory budget of each worker (tiles are sized to fit it), e.g. 2G; default: half "
+                               "the free memory divided among the local --workers, at least 1G each")
+    upsample.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N")
     upsample.add_argument("--layout", choices=("contiguous", "channels_last"),
                           help="memory layout of the network's convolutions (default: the model card's)")
     upsample.add_argument("--quiet", action="store_true", help="no plan, budget or progress bar")
@@ -142,14 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
                                "cube; default: the model card's, on for the shipped HSI networks)")
     upsample.add_argument("--check-halo", action="store_true",
                           help="first check the model's declared halo against its receptive field")
+    upsample.add_argument("--pyramid", type=int, default=1, metavar="N",
+                          help="write N OME-Zarr multiscale levels (.zarr output only): level 0 is the "
+                               "full-resolution output, each further level halves every spatial axis "
+                               "(2x block means; bands untouched)")
     upsample.add_argument("--force", action="store_true",
                           help="run at factors outside the model's trained range (with a warning)")
     _add_output_options(upsample)
     _add_external_option(upsample)
 
+    bids = commands.add_parser(
+        "bids", help="super-resolve every anatomical image of a BIDS dataset (BIDS-Apps style)")
+    bids.add_argument("bids_dir", help="BIDS dataset root (with dataset_description.json)")
+    bids.add_argument("output_dir", help="derivative dataset root, e.g. BIDS_DIR/derivatives/volsr")
+    bids.add_argument("analysis_level", choices=("participant",), help="BIDS-Apps analysis level")
+    bids.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                      help="only these subjects (01 or sub-01); default: all")
+    bids_grid = bids.add_mutually_exclusive_group()
+    bids_grid.add_argument("--scale", type=_floats, help="per-axis factor (1,1,4) or one for all spatial axes")
+    bids_grid.add_argument("--target-spacing", type=_floats,
+                           help="output voxel size in mm (default: isotropic at each image's finest voxel size)")
+    bids.add_argument("--model", help="registry name (see `volsr models`); default: the best shipped for each image")
+    bids.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N")
+    bids.add_argument("--overwrite", action="store_true", help="redo finished images, restart unfinished ones")
+    bids.add_argument("--quiet", action="store_true", help="no per-image lines, plan, budget or progress bar")
+
     evaluate = commands.add_parser("evaluate", help="compare a prediction with a reference")
-    evaluate.add_argument("--reference", required=True)
-    evaluate.add_argument("--prediction", required=True)
+    evaluate.add_argument("--reference", required=True, help="ground truth (same forms as upsample's input)")
+    evaluate.add_argument("--prediction", required=True, help="the volume to score, on the reference's grid")
     evaluate.add_argument("--mask", help="foreground mask file (non-zero = inside)")
     evaluate.add_argument("--scale", type=float, help="resolution ratio r (for ERGAS)")
     evaluate.add_argument(
@@ -179,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace weights of that name (a hand-edited card is kept)")
 
     demo = commands.add_parser("demo", help="thick-slice ICBM152 -> upsample -> metrics + figure")
-    demo.add_argument("outdir", nargs="?", default="volsr_demo")
-    demo.add_argument("--factor", type=float, default=4.0, help="slice factor (default 4)")
-    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("outdir", nargs="?", default="volsr_demo", help="folder for the demo's files (default: volsr_demo)")
+    demo.add_argument("--factor", type=float, default=4.0, help="slice factor")
+    demo.add_argument("--overwrite", action="store_true", help="replace the demo's earlier files")
 
     train = commands.add_parser("train", help="train a network from a YAML config (configs/*.yaml)")
     train.add_argument("config", help="experiment YAML file")
@@ -195,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 _AFTER_INTERRUPT = {
     "upsample": "finished tiles are kept: rerun the same command with --resume to continue",
     "train": "rerun with --resume to continue from the newest checkpoint",
+    "bids": "finished images are kept: rerun the same command to continue",
 }
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "run_convert",
     "run_degrade",
     "run_upsample",
+    "run_bids",
     "run_evaluate",
     "run_models",
     "run_export_weights",
@@ -237,9 +238,28 @@ def run_degrade(args: argparse.Namespace) -> str:
         snr_db=args.snr,
         seed=args.seed,
     )
+    if not np.issubdtype(result.dtype, np.floating):
+        result = result.replace(data=result.data.astype(np.float32))
+    elif result.dtype == np.float64 and volume.dtype != np.float64:
+        result = result.replace(data=result.data.astype(np.float32))  # integer input: float32 output
     path = io.save(result, args.output, overwrite=args.overwrite)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
-    return f"wrote {path}: {result.shape}, spacing {spacing} mm"
+    return f"wrote {path}: {result.shape} {result.dtype}, spacing {spacing} mm; {_degradation_said(args)}"
+
+
+def _degradation_said(args: argparse.Namespace) -> str:
+    """Which degradation ``degrade`` applied, in words (for its report line)."""
+    said = {
+        "slice": f"thick slices, {args.profile} profile" + (
+            f", thickness {args.thickness:g} mm" if args.thickness is not None else ", thickness = slice spacing"
+        ) + f", gap {args.gap:g} mm",
+        "kspace": "k-space truncation (the central 1/factor of the frequencies, magnitude)",
+        "gaussian": "Gaussian blur + decimation",
+        "bicubic": "antialiased bicubic (MATLAB imresize)",
+    }[args.method]
+    if args.snr is not None:
+        said += f"; Rician noise at SNR {args.snr:g} dB (seed {args.seed})"
+    return said
 
 
 def degrade_volume(
@@ -326,12 +346,49 @@ def degrade_volume(
     return result.replace(data=da.from_array(noisy.astype(values.dtype, copy=False)))
 
 
+def _rounded_spacing(volume: Volume, target: tuple[float, ...], factors: tuple[float, ...]) -> list[str]:
+    """Lines saying where a whole number of voxels over the kept field of view misses the target."""
+    from volsr.geometry import resampled_shape
+
+    lines, shape_out = [], resampled_shape(volume.spatial_shape, factors)
+    for axis, (n_in, n_out, spacing, wanted) in enumerate(
+        zip(volume.spatial_shape, shape_out, volume.spacing, target, strict=True)
+    ):
+        got = n_in * float(spacing) / n_out
+        if not math.isclose(got, wanted, rel_tol=1e-6):
+            lines.append(f"target spacing {wanted:g} mm on axis {axis}: {n_in} x {float(spacing):.4g} mm holds "
+                         f"{n_in * float(spacing) / wanted:.4g} voxels, so the output has {n_out} at {got:.4g} mm "
+                         "(the field of view is kept)")
+    return lines
+
+
+def _model_lines(args: argparse.Namespace, model: str, volume: Volume, factors: tuple[float, ...]) -> list[str]:
+    """The lines naming the model a run uses, printed as it starts: a fallback from the default
+    network always (``--quiet`` too), the model itself unless quiet."""
+    from volsr.engine.resolve import input_mismatch
+    from volsr.geometry import integer_factors
+    from volsr.models import get_card
+
+    lines, shown = [], "x".join(f"{f:g}" for f in factors)
+    unfit = None if args.model else input_mismatch(get_card(model), volume)
+    if unfit is not None:
+        lines.append(f"the default network {model} {unfit}: using cubic interpolation")
+        model = "cubic"
+    elif not args.model and get_card(model).kind != "network":
+        kind = "hyperspectral" if volume.band_axis is not None else "MRI"
+        lines.append(f"no shipped {kind} network for scale {shown}: using {model} (see `volsr models`)")
+    if not args.quiet:
+        why = " (arbitrary-scale network: non-integer factors)" if (
+            not args.model and model.startswith("meta_srgan.") and not integer_factors(factors)) else ""
+        lines.insert(0, f"model: {model}{why}")
+    return lines
+
+
 def run_upsample(args: argparse.Namespace) -> str:
     """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
     from volsr.engine import check_halo, upsample_to_store
     from volsr.engine.plan import DEFAULT_OVERLAP
     from volsr.engine.resolve import input_mismatch, resolve_factors
-    from volsr.geometry import integer_factors
     from volsr.models import default_model_name, get_card
 
     if args.overlap is not None and args.blend != "gaussian":
@@ -345,21 +402,12 @@ def run_upsample(args: argparse.Namespace) -> str:
         grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
     else:
         grid = {"target_spacing": _spatial_factors(volume, args.target_spacing, "--target-spacing")}
-    spectral = volume.band_axis is not None
     factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
-    model = args.model or default_model_name(spectral=spectral, scale=factors)
-    unfit = None if args.model else input_mismatch(get_card(model), volume)
-    if unfit is not None:
-        _note(f"the default network {model} {unfit}: using cubic interpolation")
-        model = "cubic"
-    if not args.quiet:
-        why = " (arbitrary-scale network: non-integer factors)" if (
-            not args.model and model.startswith("meta_srgan.") and not integer_factors(factors)) else ""
-        _note(f"model: {model}{why}")
-        if spectral and not args.model and get_card(model).kind != "network":
-            shown = "x".join(f"{f:g}" for f in factors)
-            _note(f"no shipped hyperspectral network for scale {shown}: using {model} "
-                  f"(see `volsr models`)")
+    model = args.model or default_model_name(spectral=volume.band_axis is not None, scale=factors)
+    announce = _model_lines(args, model, volume, factors)
+    if args.target_spacing is not None:
+        announce += _rounded_spacing(volume, grid["target_spacing"], factors)
+    model = "cubic" if not args.model and input_mismatch(get_card(model), volume) else model
     if args.check_halo:
         difference = check_halo(model, scale=factors, device=args.device)
         _note(f"halo check passed (max difference {difference:.2g})")
@@ -370,7 +418,7 @@ def run_upsample(args: argparse.Namespace) -> str:
         resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
         layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
-        allow_external=args.allow_external,
+        allow_external=args.allow_external, announce=announce, pyramid=args.pyramid,
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
@@ -400,6 +448,13 @@ def _aligned(volume: Volume, prediction: Volume, name: str) -> Volume:
     return volume.crop(tuple(slice(0, n) for n in prediction.shape))
 
 
+def run_bids(args: argparse.Namespace) -> str:
+    """``volsr bids BIDS_DIR OUT_DIR participant [--participant-label L ...] [...]``."""
+    from volsr.bids import run_bids as run
+
+    return run(args)
+
+
 def run_evaluate(args: argparse.Namespace) -> str:
     """``volsr evaluate --reference REF --prediction PRED [--mask M] [--scale S] [--json F]``."""
     from volsr.metrics import evaluate
@@ -414,8 +469,9 @@ def run_evaluate(args: argparse.Namespace) -> str:
     external = args.allow_external
     prediction = checked_finite(io.load(args.prediction, allow_external=external), None, name="the prediction",
                                 remedy=undefined)
-    reference = _aligned(checked_finite(io.load(args.reference, allow_external=external), None, name="the reference",
-                                        remedy=undefined), prediction, "reference")
+    whole_reference = checked_finite(io.load(args.reference, allow_external=external), None,
+                                     name="the reference", remedy=undefined)
+    reference = _aligned(whole_reference, prediction, "reference")
     ref = reference.numpy().astype(np.float64)
     est = prediction.numpy().astype(np.float64)
     mask = None
@@ -431,7 +487,14 @@ def run_evaluate(args: argparse.Namespace) -> str:
         ref, est, data_range=data_range, mask=mask, spectral=spectral, scale=args.scale
     )
     if args.json:
-        write_text_atomic(args.json, json.dumps(metrics, indent=2) + "\n")
+        cropped = reference.shape != whole_reference.shape
+        conventions = {
+            "data_range": data_range,
+            "data_range_from": "--data-range" if args.data_range is not None else "max - min of the reference",
+            "reference_crop": [[0, n] for n in reference.shape] if cropped else None,
+            "mask": args.mask, "spectral": spectral, "ergas_scale": args.scale,
+        }  # fmt: skip
+        write_text_atomic(args.json, json.dumps({**metrics, "conventions": conventions}, indent=2) + "\n")
     width = max(len(name) for name in metrics)
     return "\n".join(f"{name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
@@ -453,7 +516,7 @@ def run_models(args: argparse.Namespace) -> str:
         path = card_path(card.name)
         rows.append(
             (card.name, card.kind, card.modality, card.scales, f"{low:g}-{high:g}",
-             str(card.halo), "-" if path is None else str(path), card.description)
+             str(card.halo), "-" if path is None else path.name, card.description)
         )
     widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]) - 1)]
     return "\n".join(

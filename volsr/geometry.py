@@ -22,6 +22,11 @@ Conventions (fixed here, used everywhere):
   voxels covering the first ``n_cov = floor(n_lr f + 1/2) <= n`` high-resolution voxels;
   low-resolution voxel ``k`` is centred on the middle of HR voxels ``[k f, (k+1) f)``,
   and upsampling the LR grid by ``f`` lands exactly on the HR grid.
+- Multiscale (OME-Zarr pyramid) level ``k`` is that downsampling with ``f = 2**k`` on every
+  spatial axis: ``floor(n / 2**k)`` voxels, voxel ``o`` the mean of level-0 voxels
+  ``[o 2**k, (o + 1) 2**k)`` and centred on their mean position, so
+  ``A_k = A . diag(2**k, 1)`` with the origin moved by ``A[:3, :3] . ((2**k - 1) / 2)``
+  (half a level-``k-1`` voxel per level, not half a level-0 voxel).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ __all__ = [
     "crop_affine",
     "downsampled_grid",
     "integer_factors",
+    "pyramid_shape",
+    "pyramid_affine",
 ]
 
 _EPS = 1e-9
@@ -431,3 +438,74 @@ def integer_factors(factors: Sequence[float]) -> bool:
     (True, False)
     """
     return all(abs(float(f) - round(float(f))) < _EPS for f in factors)
+
+
+def pyramid_shape(shape: Sequence[int], level: int) -> tuple[int, ...]:
+    """Spatial shape of multiscale level ``level``: ``floor(n / 2**level)`` voxels per axis.
+
+    Trailing voxels that do not fill a ``2**level`` block are not part of the level, so
+    that each of its voxels is exactly the mean of one block (:func:`pyramid_affine`).
+
+    Parameters
+    ----------
+    shape : (D,) sequence of int
+        Level-0 spatial grid size (voxels).
+    level : int
+        Level index, >= 0 (0 is the level-0 grid itself).
+
+    Returns
+    -------
+    tuple of int
+        Grid size of the level, each >= 1.
+
+    Raises
+    ------
+    GeometryError
+        If ``level < 0`` or an axis has fewer than ``2**level`` voxels.
+
+    Examples
+    --------
+    >>> pyramid_shape((182, 218, 55), 2)
+    (45, 54, 13)
+    """
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
+    return tuple(downsampled_grid(int(n), float(2**level))[0] for n in shape)
+
+
+def pyramid_affine(affine: np.ndarray, level: int, *, ndim: int) -> np.ndarray:
+    """Affine of multiscale level ``level``: one voxel per ``2**level`` block of level 0.
+
+    Parameters
+    ----------
+    affine : (4, 4) float64 ndarray
+        Voxel-to-world matrix of level 0 (mm).
+    level : int
+        Level index, >= 0.
+    ndim : int
+        Number of spatial axes (1 to 3); columns beyond ``ndim`` are unchanged.
+
+    Returns
+    -------
+    (4, 4) float64 ndarray
+        ``A . diag(2**level, 1)`` with the origin moved by ``A[:3, :3] . ((2**level - 1) / 2)``
+        on the spatial columns: :func:`resampled_affine` of a ``2**level`` block to one voxel.
+        For an axis-aligned affine the NGFF ``scale`` doubles per level and the
+        ``translation`` is ``t_0 + s_0 (2**level - 1) / 2``.
+
+    Raises
+    ------
+    GeometryError
+        If ``affine`` is invalid, ``level < 0`` or ``ndim`` is not 1, 2 or 3.
+
+    Examples
+    --------
+    >>> a = pyramid_affine(np.diag([2.0, 2.0, 3.0, 1.0]), 2, ndim=3)
+    >>> np.diag(a).tolist(), a[:3, 3].tolist()
+    ([8.0, 8.0, 12.0, 1.0], [3.0, 3.0, 4.5])
+    """
+    if ndim not in (1, 2, 3):
+        raise GeometryError(f"ndim must be 1, 2 or 3 spatial axes, got {ndim!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
+    return resampled_affine(affine, (2**level,) * ndim, (1,) * ndim)

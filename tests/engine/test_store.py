@@ -108,7 +108,7 @@ def test_resume_refuses_changed_input_model_or_options(tmp_path):
 
 
 def test_two_dask_workers_equal_one_process(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     volume = _volume(shape=(14, 9, 5))
     kwargs = dict(scale=(1, 2, 2.5), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
     one = upsample_to_store(volume, tmp_path / "one.zarr", **kwargs)
@@ -116,6 +116,20 @@ def test_two_dask_workers_equal_one_process(tmp_path):
                                   dashboard_address=None) as cluster:  # fmt: skip
         two = upsample_to_store(volume, tmp_path / "two.zarr", scheduler=cluster.scheduler_address, **kwargs)
     np.testing.assert_allclose(io.load(two).numpy(), io.load(one).numpy(), rtol=0, atol=1e-6)
+
+
+def test_cli_workers_run_on_a_local_cluster_with_max_memory_per_worker(tmp_path, capsys):
+    # distributed is a dependency: --workers works on a plain install. --max-memory is each
+    # worker's budget: the plan (and the recorded budget) is the same as one process with it.
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(shape=(40, 36, 12)), source)
+    common = [str(source), "--scale", "1,1,2", "--model", "cubic", "--chunks", "8,8,8", "--max-memory", "512K"]
+    assert main(["upsample", common[0], str(tmp_path / "two.zarr"), *common[1:], "--workers", "2"]) == 0
+    assert "memory budget per worker" in capsys.readouterr().err
+    assert main(["upsample", common[0], str(tmp_path / "one.zarr"), *common[1:]]) == 0
+    two, one = finished_header(tmp_path / "two.zarr"), finished_header(tmp_path / "one.zarr")
+    assert two["options"]["plan"] == one["options"]["plan"] and two["options"]["tasks"] > 1
+    np.testing.assert_array_equal(io.load(tmp_path / "two.zarr").numpy(), io.load(tmp_path / "one.zarr").numpy())
 
 
 def _traced_peak(source, output, **kwargs):
@@ -390,3 +404,18 @@ def test_non_finite_outputs_are_never_written(tmp_path):
     with pytest.raises(InvalidDataError, match="produced NaN or Inf"):
         upsample_to_store(huge, tmp_path / "p.nii.gz", scale=(1, 1, 2), model="linear", quiet=True)
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "p.nii.gz").exists()
+
+
+def test_silent_phases_say_what_they_do_at_a_terminal_only(tmp_path, capsys, monkeypatch):
+    from tests.engine.nets import LRNet
+
+    kwargs = dict(scale=(1, 1, 2), model=LRNet(seed=1), chunks=(4, 4, 4))
+    upsample_to_store(_volume(), tmp_path / "a.zarr", **kwargs)
+    assert "..." not in capsys.readouterr().err  # not a terminal: no phase lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    upsample_to_store(_volume(), tmp_path / "b.zarr", **kwargs)
+    err = capsys.readouterr().err
+    assert "sizing the tiles: probe forwards measure the model's memory ..." in err
+    assert "input statistics: one pass over the input" in err
+    upsample_to_store(_volume(), tmp_path / "c.zarr", quiet=True, **kwargs)
+    assert capsys.readouterr().err == ""

@@ -97,7 +97,7 @@ def test_a_tile_of_the_ensemble_equals_the_whole_cube_ensemble(tmp_path):
     assert np.abs(whole - alone).max() > 1e-3  # the ensemble changed something
     with pytest.raises(VolsrError, match="the model differs"):
         upsample_to_store(volume, tmp_path / "se.zarr", self_ensemble=False, resume=True, **kwargs)
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:  # fmt: skip
         workers = upsample_to_store(volume, tmp_path / "dask.zarr", self_ensemble=True,

@@ -48,7 +48,8 @@ from volsr.engine.manifest import (
     model_identity,
 )
 from volsr.engine.normalise import input_statistics
-from volsr.engine.plan import DEFAULT_OVERLAP, make_plan
+from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
+from volsr.engine.pyramid import build_pyramid, check_levels, create_levels
 from volsr.engine.resolve import (
     check_input,
     check_supported,
@@ -72,6 +73,13 @@ def _note(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr)  # noqa: T201 - the engine's log line, like tqdm's
 
 
+def _phase(message: str, quiet: bool) -> None:
+    """A silent phase's line ("what it is doing now"), for a person at a terminal only: like a
+    progress bar it is not part of the output a script reads, where a refusal stays one line."""
+    if not quiet and sys.stderr.isatty():
+        print(f"{message} ...", file=sys.stderr)  # noqa: T201
+
+
 def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
     shape = list(volume.shape)
     for axis, size in zip(volume.spatial_axes, shape_out, strict=True):
@@ -82,7 +90,7 @@ def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
     )
 
 
-def _create_store(path: Path, template: Volume, chunks: tuple[int, ...]) -> None:
+def _create_store(path: Path, template: Volume, chunks: tuple[int, ...], *, levels: int = 1) -> None:
     import zarr
     import zarr.codecs
     from zarr.storage import LocalStore
@@ -98,23 +106,44 @@ def _create_store(path: Path, template: Volume, chunks: tuple[int, ...]) -> None
         "0", shape=tuple(template.shape[n] for n in order), chunks=tuple(chunk_shape),
         dtype=np.float32, compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=names,
     )  # fmt: skip
+    create_levels(path, template.axes, levels)
 
 
-def _finalise_store(path: Path, template: Volume, header: dict) -> None:
+def _finalise_store(path: Path, template: Volume, header: dict, *, levels: int = 1) -> None:
     import zarr
     from zarr.storage import LocalStore
 
     from volsr.io.zarr_ome import ome_attributes
 
     group = zarr.open_group(store=LocalStore(path), mode="r+")
-    group.attrs.update({**ome_attributes(template), RUN_ATTRIBUTE: header})
+    group.attrs.update({**ome_attributes(template, levels=levels), RUN_ATTRIBUTE: header})
+
+
+def _build_levels(store: Path, template: Volume, manifest: Manifest, options: _Options) -> None:
+    """Multiscale levels 1.. from the finished image, resuming after the last one recorded."""
+    done = manifest.state.get("pyramid_done", 0)
+    done = done if isinstance(done, int) and 0 <= done < options.pyramid else 0  # else: rebuild (same bytes)
+
+    def finished(level: int) -> None:
+        manifest.state["pyramid_done"] = level
+        manifest.save()
+        _note(f"pyramid: level {level} of {options.pyramid - 1} written", options.quiet)
+
+    build_pyramid(store, template.axes, options.pyramid, done=done, on_level=finished)
+
+
+def _check_pyramid(pyramid: int, output: str | os.PathLike[str], shape_out: tuple[int, ...]) -> None:
+    """Refuse ``pyramid`` levels that are not a count :func:`check_levels` accepts, or a non-Zarr output."""
+    if pyramid != 1 and io.format_for(output)[0].name != "zarr":
+        raise ValueError(f"pyramid={pyramid!r} needs a .zarr output (OME-Zarr multiscales), got {os.fspath(output)!r}")
+    check_levels(pyramid, shape_out)
 
 
 #: Name ending of a run's hidden work store, beside its output.
 _PARTIAL_SUFFIX = ".volsr-partial.zarr"
 
 
-#: Inputs larger than this get a note while their content is hashed (about 1 GB/s).
+#: Inputs larger than this get a phase line while their content is hashed (about 1 GB/s).
 _NOTE_HASH_BYTES = 2**30
 #: Axes shorter than this are tried on the network before the run (:func:`_check_short_axes`).
 _SHORT_AXIS = 8
@@ -252,6 +281,8 @@ def upsample_to_store(
     layout: str | None = None,
     self_ensemble: bool | None = None,
     allow_external: bool = False,
+    announce: Sequence[str] = (),
+    pyramid: int = 1,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -313,6 +344,15 @@ def upsample_to_store(
         estimates); default as the model's card says (on for the shipped HSI networks).
     allow_external : bool
         Read HDF5 data held in other files (:func:`volsr.io.load`); refused by default.
+    announce : sequence of str
+        Lines printed to stderr once every check has passed, before any work (even with
+        ``quiet``): the command line names the model and any fallback this way, so that a
+        refusal stays the only line.
+    pyramid : int
+        OME-Zarr multiscale levels, level 0 included (1: the full-resolution image only).
+        Levels 1.. halve every spatial axis (2x block means, :mod:`volsr.engine.pyramid`;
+        bands untouched), built chunk by chunk after the run and resumable; ``.zarr`` only,
+        and every spatial axis needs ``2**(pyramid - 1)`` voxels.
 
     Returns
     -------
@@ -347,6 +387,7 @@ def upsample_to_store(
     check_supported(net.card, factors, force=force)
     check_input(net.card, volume)
     where = resolve_device(device)
+    _check_pyramid(pyramid, output, resampled_shape(volume.spatial_shape, factors))
     if workers is not None and scheduler is not None:
         raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -357,6 +398,7 @@ def upsample_to_store(
         output=os.fspath(output), chunks=chunks, tile=tile, blend=blend, overlap=overlap, workers=workers,
         scheduler=scheduler, resume=resume, overwrite=overwrite, max_memory=max_memory, quiet=quiet,
         layout=layout, self_ensemble=self_ensemble, allow_external=allow_external,
+        announce=tuple(announce), pyramid=int(pyramid),
     )  # fmt: skip
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
@@ -383,6 +425,25 @@ class _Options:
     layout: str | None
     self_ensemble: bool | None
     allow_external: bool
+    announce: tuple[str, ...]
+    pyramid: int
+
+
+def _announce(net: nn.Module, volume: Volume, shape_out: tuple[int, ...], output_path: Path,
+              options: _Options) -> None:
+    """What the run is about to do, once no refusal can follow: the caller's lines (shown even
+    with quiet), the self-ensemble, and a warning when the output may not fit the disk."""
+    channels = volume.data.size // math.prod(volume.spatial_shape)
+    room = progress.check_output_room(4 * math.prod(shape_out) * channels, output_path.parent,
+                                      in_memory=io.format_for(options.output)[0].name == "nifti")
+    for line in options.announce:
+        _note(line, False)
+    if isinstance(net, SelfEnsemble):
+        count = len(net.symmetries)
+        _note(f"self-ensemble: the mean over {count} flips and axis swaps "
+              f"(--no-self-ensemble: {count}x faster)", options.quiet)
+    if room is not None:
+        _note(room, False)  # a warning, shown even with quiet
 
 
 def _upsample_locked(
@@ -390,50 +451,31 @@ def _upsample_locked(
     where: torch.device, options: _Options,
 ) -> Path:  # fmt: skip
     """The run, once the output's lock is held: work store, tasks, then the output replaced."""
-    output, quiet, workers, scheduler = options.output, options.quiet, options.workers, options.scheduler
+    quiet, workers, scheduler = options.quiet, options.workers, options.scheduler
     store = _work_store(output_path)
     resume = options.resume
     previous = _previous_manifest(store, resume=resume)
     budget_bytes = _budget_bytes(options.max_memory, previous, workers, scheduler)
     net = with_self_ensemble(net, factors, options.self_ensemble)
-    if isinstance(net, SelfEnsemble):
-        count = len(net.symmetries)
-        _note(f"self-ensemble: the mean over {count} flips and axis swaps "
-              f"(--no-self-ensemble: {count}x faster)", quiet)
     layout = options.layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
-    channels = volume.data.size // math.prod(volume.spatial_shape)
-    room = progress.check_output_room(4 * math.prod(shape_out) * channels, output_path.parent,
-                                      in_memory=io.format_for(output)[0].name == "nifti")
-    if room is not None:
-        _note(room, False)  # a warning, shown even with quiet
+    _phase("sizing the tiles: probe forwards measure the model's memory", quiet)
     plan, batch, budget = plan_run(
         net, volume, shape_out, factors, options.chunks, options.tile, options.blend, options.overlap,
         budget_bytes, where,
     )  # fmt: skip
-    if spec is not None:
-        size = content_size(io.files_read(spec, allow_external=options.allow_external))
-        if size > _NOTE_HASH_BYTES:
-            _note(f"checking the input's content ({progress.format_size(size)}): a SHA-256 that --resume "
-                  "compares", quiet)
-    header = {
-        "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
-        "model": model_identity(net),
-        "options": {
-            "shape_out": list(shape_out), "plan": dataclasses.asdict(plan), "tasks": plan.n_tasks, "batch": batch,
-            "device": where.type, "output": str(output), "layout": layout,
-        },
-    }  # fmt: skip
+    header = _run_header(net, volume, spec, plan, batch, where, layout, options)
     _check_short_axes(net, volume, factors, where)
     if resume and previous is None and output_path.exists():
         _check_finished(output_path, header)
         _note(f"{output_path} is already complete: nothing to resume", quiet)
         return output_path
     manifest = _open_manifest(store, header, previous, overwrite=options.overwrite, quiet=quiet)
+    _announce(net, volume, shape_out, output_path, options)  # every check passed: the run starts
     template = _template(volume, shape_out)
     if manifest is None:
-        _create_store(store, template, plan.chunks)
+        _create_store(store, template, plan.chunks, levels=options.pyramid)
         manifest = Manifest.create(store / MANIFEST_NAME, header, plan.n_tasks)
         manifest.state["budget_bytes"] = budget_bytes
         manifest.save()
@@ -444,17 +486,44 @@ def _upsample_locked(
             if previous is None and not manifest.done.any():
                 shutil.rmtree(store, ignore_errors=True)  # nothing done: no half-written run left
             raise
-        _finalise_store(store, template, manifest.header)
+        _build_levels(store, template, manifest, options)
+        _finalise_store(store, template, manifest.header, levels=options.pyramid)
         manifest.complete = True
         manifest.save()
-    if io.format_for(output)[0].name == "zarr":
+    _deliver(store, output_path, volume, options)
+    return output_path
+
+
+def _run_header(
+    net: nn.Module, volume: Volume, spec: str | None, plan: Plan, batch: int, where: torch.device,
+    layout: str, options: _Options,
+) -> dict:  # fmt: skip
+    """What a resume must match: the input (a SHA-256 of its files), the model, the options."""
+    if spec is not None:
+        size = content_size(io.files_read(spec, allow_external=options.allow_external))
+        if size > _NOTE_HASH_BYTES:
+            _phase(f"hashing the input ({progress.format_size(size)}) so that --resume can check it",
+                   options.quiet)
+    return {
+        "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
+        "model": model_identity(net),
+        "options": {
+            "shape_out": list(plan.shape_out), "plan": dataclasses.asdict(plan), "tasks": plan.n_tasks,
+            "batch": batch, "device": where.type, "output": str(options.output), "layout": layout,
+            **({"pyramid": options.pyramid} if options.pyramid > 1 else {}),  # 1: headers as before
+        },
+    }  # fmt: skip
+
+
+def _deliver(store: Path, output_path: Path, volume: Volume, options: _Options) -> None:
+    """Put the finished work store in the output's place (Zarr: renamed; else converted)."""
+    if io.format_for(options.output)[0].name == "zarr":
         (store / MANIFEST_NAME).unlink(missing_ok=True)
         replace_with(store, output_path)
     else:
         result = io.load(store).replace(meta=volume.meta)
-        io.save(result, output, overwrite=True)
+        io.save(result, options.output, overwrite=True)
         shutil.rmtree(store)
-    return output_path
 
 
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options):
@@ -464,6 +533,9 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
         raise VolsrError(f"cannot resume: {manifest.path} holds an invalid input scale {input_scale!r}; "
                          "rerun with --overwrite to start again")
     if input_scale is None:
+        if net.card.kind == "network" or net.card.input_scaling != "none":
+            _phase(f"input statistics: one pass over the input ({progress.format_size(volume.data.nbytes)}) "
+                   f"for the intensity scale", options.quiet)
         input_scale, floor = input_statistics(net.card, volume.data)
         manifest.state["input_scale"] = input_scale
         manifest.state["output_floor"] = floor

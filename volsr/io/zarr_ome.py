@@ -3,7 +3,10 @@
 Layout written (``volume.zarr/``)::
 
     zarr.json        group; attributes {"ome": {NGFF v0.5 multiscales}, "volsr": {...}}
-    0/               the image, one resolution level, zstd-compressed chunks
+    0/               the image, full resolution, zstd-compressed chunks
+    1/, 2/, ...      optional coarser levels (the engine's ``pyramid``): 2x block means per
+                     spatial axis, affine from :func:`volsr.geometry.pyramid_affine`; read
+                     only by viewers, the reader here reads the first dataset (level 0)
 
 Axis order. NGFF requires the ``channel`` axis to come before the ``space`` axes and the
 space axes to be last. Spatial axes keep our array order and are named ``z, y, x`` for
@@ -44,8 +47,8 @@ import zarr.codecs
 import zarr.errors
 from zarr.storage import LocalStore
 
-from volsr.errors import FormatError, VolsrError
-from volsr.geometry import check_affine, voxel_spacing
+from volsr.errors import FormatError, GeometryError, VolsrError
+from volsr.geometry import check_affine, pyramid_affine, voxel_spacing
 from volsr.io._common import Format, SaveOptions, check_shape, storable_dtype, voxel_dtype
 from volsr.io._zarr_array import count_missing_chunks, zarr_dask
 from volsr.volume import SPATIAL_AXES, Volume
@@ -129,7 +132,7 @@ def disk_order(axes: tuple[str, ...]) -> list[int]:
     return _disk_order(axes)
 
 
-def ome_attributes(volume: Volume) -> dict[str, Any]:
+def ome_attributes(volume: Volume, *, levels: int = 1) -> dict[str, Any]:
     """The group attributes :func:`save_zarr` writes (``"ome"`` NGFF v0.5 and ``"volsr"``).
 
     For writers that fill the image array themselves (the out-of-core engine) and write
@@ -139,6 +142,10 @@ def ome_attributes(volume: Volume) -> dict[str, Any]:
     ----------
     volume : Volume
         Supplies axes, affine, wavelengths and fwhm (the data is not read).
+    levels : int
+        Multiscale datasets ``"0"`` .. ``str(levels - 1)``; level ``k`` gets the ``scale``
+        and ``translation`` of :func:`volsr.geometry.pyramid_affine` (scale times ``2**k``
+        on the space axes, channel axes unchanged). The ``"volsr"`` affine is level 0's.
 
     Returns
     -------
@@ -148,39 +155,54 @@ def ome_attributes(volume: Volume) -> dict[str, Any]:
     Raises
     ------
     GeometryError
-        If the affine is invalid.
+        If the affine is invalid, or ``levels`` is not an integer >= 1.
 
     Examples
     --------
     >>> v = Volume(np.zeros((2, 3, 4), np.float32), np.eye(4), ("i", "j", "k"))
     >>> ome_attributes(v)["ome"]["multiscales"][0]["datasets"][0]["path"]
     '0'
+    >>> ome_attributes(v, levels=2)["ome"]["multiscales"][0]["datasets"][1]["coordinateTransformations"]
+    [{'type': 'scale', 'scale': [2.0, 2.0, 2.0]}, {'type': 'translation', 'translation': [0.5, 0.5, 0.5]}]
     """
-    return {"ome": _ngff_metadata(volume, _disk_order(volume.axes)), "volsr": _volsr_metadata(volume)}
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise GeometryError(f"levels must be an integer >= 1, got {levels!r}")
+    order = _disk_order(volume.axes)
+    return {"ome": _ngff_metadata(volume, order, levels=levels), "volsr": _volsr_metadata(volume)}
 
 
-def _ngff_metadata(volume: Volume, order: list[int]) -> dict[str, Any]:
+def _ngff_metadata(volume: Volume, order: list[int], *, levels: int = 1) -> dict[str, Any]:
     unit = str(volume.meta.get("ngff_unit", "millimeter"))
     unit = unit if unit in _MM_PER_UNIT else "millimeter"
-    spacing = voxel_spacing(volume.affine) / _MM_PER_UNIT[unit]
-    origin = volume.affine[:3, 3] / _MM_PER_UNIT[unit]
     n_space = len(volume.spatial_axes)
-    axes, scale, translation = [], [], []
+    axes = []
     for position in order:
         label = volume.axes[position]
         if label in SPATIAL_AXES:
-            index = SPATIAL_AXES.index(label)
-            axes.append({"name": _SPACE_NAMES[n_space][index], "type": "space", "unit": unit})
-            scale.append(float(spacing[index]))
-            translation.append(float(origin[index]))
+            name = _SPACE_NAMES[n_space][SPATIAL_AXES.index(label)]
+            axes.append({"name": name, "type": "space", "unit": unit})
         else:
             axes.append({"name": "c", "type": "channel"})
-            scale.append(1.0)
-            translation.append(0.0)
-    transforms = [{"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]
-    multiscale = {"axes": axes,
-                  "datasets": [{"path": _IMAGE_PATH, "coordinateTransformations": transforms}]}  # fmt: skip
-    return {"version": _NGFF_VERSION, "multiscales": [multiscale]}
+    datasets = [
+        {"path": _IMAGE_PATH if level == 0 else str(level),
+         "coordinateTransformations": _transforms(volume, order, pyramid_affine(volume.affine, level, ndim=n_space),
+                                                  _MM_PER_UNIT[unit])}
+        for level in range(levels)
+    ]  # fmt: skip
+    return {"version": _NGFF_VERSION, "multiscales": [{"axes": axes, "datasets": datasets}]}
+
+
+def _transforms(volume: Volume, order: list[int], affine: np.ndarray, unit_mm: float) -> list[dict[str, Any]]:
+    """NGFF ``scale`` (column norms) and ``translation`` (voxel 0's centre) of ``affine``, in disk order."""
+    spacing = voxel_spacing(affine) / unit_mm
+    origin = affine[:3, 3] / unit_mm
+    scale, translation = [], []
+    for position in order:
+        label = volume.axes[position]
+        index = SPATIAL_AXES.index(label) if label in SPATIAL_AXES else None
+        scale.append(1.0 if index is None else float(spacing[index]))
+        translation.append(0.0 if index is None else float(origin[index]))
+    return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]
 
 
 def _volsr_metadata(volume: Volume) -> dict[str, Any]:
