@@ -141,7 +141,7 @@ def test_real_cube_from_napari_hippo(tmp_path, spectral_envi):
     np.testing.assert_allclose(volume.fwhm[:3], 3.36)
     # Scale factor and ignore value are reported, not applied: raw integers stay as stored.
     assert volume.meta["reflectance_scale_factor"] == 65535.0
-    assert volume.meta["data_ignore_value"] == 0.0
+    assert volume.meta["nodata"] == 0.0
     assert volume.meta["envi"]["sensor type"] == "Fenix"
 
     out = save(volume.crop((slice(None), slice(None), slice(0, 100))), tmp_path / "crop.hdr")
@@ -352,3 +352,61 @@ def test_dtypes_without_an_envi_code_are_widened_losslessly(tmp_path, dtype, sto
     back = load(tmp_path / "w.hdr")
     assert back.dtype == np.dtype(stored)
     np.testing.assert_array_equal(back.numpy(), values.astype(stored))
+
+
+# ------------------------------------------------------------------- not ENVI, new grids, integer types
+
+
+@pytest.mark.parametrize(
+    ("kind", "endian", "name"),
+    [("AnalyzeImage", "<", "an Analyze 7.5"), ("AnalyzeImage", ">", "an Analyze 7.5"),
+     ("Nifti1Pair", "<", "a NIfTI-1")],
+)  # fmt: skip
+def test_a_binary_analyze_or_nifti_header_is_named(tmp_path, kind, endian, name):
+    nib = pytest.importorskip("nibabel")
+    image_class = getattr(nib, kind)
+    header = image_class.header_class(endianness=endian)
+    image_class(np.zeros((3, 4, 5), np.int16), np.eye(4), header).to_filename(tmp_path / "t1.hdr")
+    assert (tmp_path / "t1.img").exists() and (tmp_path / "t1.hdr").stat().st_size == 348
+    message = (rf"t1.hdr is {name} header \(binary, 348 bytes\), not an ENVI header: convert it with "
+               r"nibabel to .nii \(nibabel.save\(nibabel.load\('.*t1.hdr'\), 't1.nii'\)\)$")  # fmt: skip
+    with pytest.raises(FormatError, match=message):
+        load(tmp_path / "t1.hdr")
+
+
+def test_an_upsampled_or_cropped_grid_moves_map_info_x_start_and_pixel_size(tmp_path):
+    from volsr.geometry import resampled_affine
+
+    extra = ("map info = {UTM, 2, 3, 500000.0, 4000000.0, 30.0, 30.0, 13, North, WGS-84, units=Meters}\n"
+             "x start = 11\ny start = 5\npixel size = {30.0, 30.0, units=Meters}\n")  # fmt: skip
+    volume = load(write_by_hand(tmp_path, np.zeros((4, 6, 2), np.uint16), extra=extra))
+    affine = resampled_affine(volume.affine, (4, 6), (8, 12))
+    out = save(volume.replace(data=np.zeros((8, 12, 2), np.float32), affine=affine), tmp_path / "x2.hdr")
+    fields = parse_header(out.read_text())
+    # The corner of pixel (1, 1) lies one pixel left of and two pixels above the tie point (2, 3).
+    assert fields["map info"] == "{UTM, 1, 1, 499970.0, 4000060.0, 15.0, 15.0, 13, North, WGS-84, units=Meters}"
+    assert (fields["x start"], fields["y start"]) == ("21", "9")  # (start - 1) * 2 + 1
+    assert fields["pixel size"] == "{15.0, 15.0, units=Meters}"
+    corner = [-0.5, -0.5, 0, 1]
+    np.testing.assert_allclose(load(out).affine @ corner, volume.affine @ corner)
+    out.write_text(out.read_text().replace("volsr affine", "ignored"))  # geometry from map info alone
+    np.testing.assert_allclose(load(out).affine, affine)
+    fields = parse_header(save(volume.crop((slice(1, 4), slice(2, 6))), tmp_path / "crop.hdr").read_text())
+    assert (fields["x start"], fields["y start"], fields["pixel size"]) == ("13", "6", "{30.0, 30.0, units=Meters}")
+
+
+def test_floats_into_an_integer_type_are_rounded_clipped_and_counted_once(tmp_path):
+    values = np.array([[[-3.2, 7.6], [70000.0, 12.4]], [[0.0, 65535.4], [-0.4, 1e9]]], np.float32)
+    volume = Volume(values, np.eye(4), ("i", "j", "band"), meta={"envi": {"data type": "12"}, "nodata": 0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save(volume, tmp_path / "u16.hdr")
+    assert [str(w.message) for w in caught] == [
+        "3 values outside the range of uint16 [0, 65535] were clipped to it in u16.hdr (ENVI data type 12)"]
+    assert caught[0].filename == __file__
+    back = load(tmp_path / "u16.hdr")
+    assert back.dtype == np.uint16 and back.meta["nodata"] == 0.0
+    assert back.numpy().tolist() == [[[0, 8], [65535, 12]], [[0, 65535], [0, 65535]]]
+    assert parse_header((tmp_path / "u16.hdr").read_text())["data ignore value"] == "0.0"
+    with pytest.raises(FormatError, match=r"no-data value -9999 does not fit ENVI data type 12 \(uint16\)"):
+        save(volume.replace(meta={"envi": {"data type": "12"}, "nodata": -9999}), tmp_path / "bad.hdr")

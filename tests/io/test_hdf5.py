@@ -72,6 +72,33 @@ def test_plain_dataset_defaults(tmp_path: Path, shape: tuple[int, ...], axes: tu
     np.testing.assert_array_equal(volume.numpy(), values)
 
 
+@pytest.mark.parametrize(("stored", "expected"), [([0.45, 0.55, 2.5], [450.0, 550.0, 2500.0]),
+                                                  ([450.0, 550.0, 2500.0], [450.0, 550.0, 2500.0])])
+def test_plain_3d_dataset_with_wavelengths_per_last_entry_is_a_cube(tmp_path: Path, stored, expected) -> None:
+    # Written as a foreign tool would: rows x cols x bands, no volsr 'axes' attribute.
+    values = np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3)
+    with h5py.File(tmp_path / "hsi.h5", "w") as handle:
+        dataset = handle.create_dataset("cube", data=values)
+        dataset.attrs["wavelengths"] = stored
+        dataset.attrs["fwhm"] = np.array(stored) / 50
+    volume = load(f"{tmp_path / 'hsi.h5'}:/cube")
+    assert volume.axes == ("i", "j", "band") and volume.spatial_shape == (4, 5)
+    np.testing.assert_allclose(volume.wavelengths, expected)
+    np.testing.assert_allclose(volume.fwhm, np.array(expected) / 50)
+    np.testing.assert_array_equal(volume.numpy()[:, :, 2], values[:, :, 2])
+
+
+def test_wavelengths_that_fit_no_band_axis_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("cube", data=np.zeros((4, 5, 3), np.float32)).attrs["wavelengths"] = [400.0, 500.0]
+        tagged = handle.create_dataset("tagged", data=np.zeros((3, 4, 5), np.float32))
+        tagged.attrs["axes"], tagged.attrs["wavelengths"] = ["band", "i", "j"], [400.0, 500.0, 600.0]
+    with pytest.warns(UserWarning, match=r"ignoring 'wavelengths' of dataset /cube .*shape \(4, 5, 3\)"):
+        volume = load(f"{tmp_path / 'v.h5'}:/cube")
+    assert volume.axes == ("i", "j", "k") and volume.wavelengths is None
+    assert load(f"{tmp_path / 'v.h5'}:/tagged").axes == ("band", "i", "j")  # volsr's axes win
+
+
 def test_reads_in_threads_open_the_file_by_path(tmp_path: Path) -> None:
     values = np.random.default_rng(2).normal(size=(32, 16, 16))
     with h5py.File(tmp_path / "t.h5", "w") as handle:

@@ -21,6 +21,7 @@ from torch import nn
 
 from volsr.engine.execute import channel_first, read_box, run_task
 from volsr.engine.layout import apply_layout
+from volsr.engine.nodata import NoData, mark_footprint, read_masked
 from volsr.engine.plan import Plan
 from volsr.errors import VolsrError
 from volsr.volume import Volume
@@ -61,6 +62,8 @@ class WorkerJob:
         Memory layout of the model's weights (:func:`volsr.engine.layout.apply_layout`).
     allow_external : bool
         Whether the input may read HDF5 data held in other files (:func:`volsr.io.load`).
+    nodata : NoData, optional
+        The input's no-data handling (:func:`volsr.engine.nodata.nodata_for`).
     """
 
     key: str
@@ -74,6 +77,7 @@ class WorkerJob:
     threads: int
     layout: str = "contiguous"
     allow_external: bool = False
+    nodata: NoData | None = None
 
 
 def open_output_array(store: str | os.PathLike[str]) -> Any:
@@ -158,11 +162,16 @@ def _run_on_worker(job: WorkerJob, index: int) -> int:
     source, net, array = _worker_state(job)
     region = job.plan.task_region(index)
     box = job.plan.source_box(job.plan.tiles(region))
-    block = read_box(source, box, divide_by=job.input_scale)
+    if job.nodata is None:
+        block, invalid = read_box(source, box, divide_by=job.input_scale), None
+    else:
+        block, invalid = read_masked(source, box, job.nodata, divide_by=job.input_scale)
     result = run_task(
         net, job.plan, region, block, box, device=torch.device(job.device),
         batch=job.batch, multiply_by=job.input_scale,
     )  # fmt: skip
+    if invalid is not None:
+        mark_footprint(result, invalid, box, region, job.plan, job.nodata.value)
     write_result(array, region, result)
     return index
 

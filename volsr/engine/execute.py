@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from volsr.engine.nodata import NoData, mark_footprint, read_masked
 from volsr.engine.plan import Box, Plan, Tile
 from volsr.errors import InvalidDataError
 from volsr.volume import Volume
@@ -229,6 +230,7 @@ def run_in_process(
     batch: int = 1,
     input_scale: float = 1.0,
     prefetch: int = 1,
+    nodata: NoData | None = None,
 ) -> None:
     """Run tasks in this process; a reader thread fetches the next inputs during compute.
 
@@ -252,6 +254,9 @@ def run_in_process(
         Global intensity scale (inputs divided, outputs multiplied).
     prefetch : int
         Task inputs read ahead (each costs one task input box of memory).
+    nodata : NoData, optional
+        The input's no-data value (:func:`volsr.engine.nodata.nodata_for`): no-data pixels
+        are filled before the model and their output footprint is set to the value.
 
     Returns
     -------
@@ -274,9 +279,11 @@ def run_in_process(
     ([0, 1], (1, 2, 4))
     """
 
-    def read(index: int) -> tuple[Box, np.ndarray]:
+    def read(index: int) -> tuple[Box, np.ndarray, np.ndarray | None]:
         box = plan.source_box(plan.tiles(plan.task_region(index)))
-        return box, read_box(source, box, divide_by=input_scale)
+        if nodata is None:
+            return box, read_box(source, box, divide_by=input_scale), None
+        return box, *read_masked(source, box, nodata, divide_by=input_scale)
 
     pending: collections.deque = collections.deque()
     order = iter(tasks)
@@ -287,7 +294,7 @@ def run_in_process(
                 break
         while pending:
             index, future = pending.popleft()
-            box, block = future.result()
+            box, block, invalid = future.result()
             following = next(order, None)
             if following is not None:
                 pending.append((following, pool.submit(read, following)))
@@ -296,4 +303,6 @@ def run_in_process(
                 net, plan, region, block, box, device=device, batch=batch, multiply_by=input_scale
             )
             del block
+            if invalid is not None:
+                mark_footprint(result, invalid, box, region, plan, nodata.value)
             write(index, result)

@@ -47,6 +47,7 @@ from volsr.engine.manifest import (
     input_fingerprint,
     model_identity,
 )
+from volsr.engine.nodata import nodata_for, statistics_voxels
 from volsr.engine.normalise import input_statistics
 from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
 from volsr.engine.pyramid import build_pyramid, check_levels, create_levels
@@ -536,12 +537,13 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
         if net.card.kind == "network" or net.card.input_scaling != "none":
             _phase(f"input statistics: one pass over the input ({progress.format_size(volume.data.nbytes)}) "
                    f"for the intensity scale", options.quiet)
-        input_scale, floor = input_statistics(net.card, volume.data)
+        input_scale, floor = input_statistics(net.card, statistics_voxels(net.card, volume))
         manifest.state["input_scale"] = input_scale
         manifest.state["output_floor"] = floor
         manifest.save()
     net = with_floor(net, manifest.state.get("output_floor"))
     layout = manifest.header["options"]["layout"]
+    nodata = nodata_for(volume, plan)
     done = manifest.done
     # Generators, not lists: nothing held per task beyond the manifest's one byte.
     todo = (n for n in range(plan.n_tasks) if not done[n])
@@ -566,13 +568,13 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
                 finished(index)
 
             run_in_process(net, plan, channel_first(volume), todo, write, device=where,
-                           batch=batch, input_scale=input_scale)  # fmt: skip
+                           batch=batch, input_scale=input_scale, nodata=nodata)  # fmt: skip
             return
         job = WorkerJob(
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
             model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
             store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
-            layout=layout, allow_external=options.allow_external,
+            layout=layout, allow_external=options.allow_external, nodata=nodata,
         )  # fmt: skip
         run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.layout import apply_layout
+from volsr.engine.nodata import mark_footprint, nodata_for, prepare_block, statistics_voxels, widen
 from volsr.engine.normalise import input_statistics
 from volsr.engine.progress import default_budget, parse_size
 from volsr.engine.resolve import (
@@ -95,7 +96,9 @@ def upsample(
         float32 data (a lazy dask array) of spatial shape ``geometry.resampled_shape``;
         affine ``geometry.resampled_affine``; axes, wavelengths, fwhm and meta kept. For a
         model with ``input_scaling`` ``"p99.9"`` (``"max"``) the input's 99.9th percentile
-        (maximum) is computed here, once, by streaming over its blocks.
+        (maximum) is computed here, once, by streaming over its blocks. A volume declaring
+        ``meta["nodata"]`` keeps its no-data pixels: filled before the model, their output
+        footprint set to the value (:mod:`volsr.engine.nodata`), left out of the statistics.
 
     Raises
     ------
@@ -134,25 +137,33 @@ def upsample(
     # densely connected network needed over 10 GB).
     budget = default_budget() if max_memory is None else parse_size(max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
-    input_scale, floor = input_statistics(net.card, volume.data)
+    nodata = nodata_for(volume, plan)
+    input_scale, floor = input_statistics(net.card, statistics_voxels(net.card, volume))
     net = with_floor(net, floor)
 
-    def compute(block: np.ndarray, region: tuple, box: tuple) -> np.ndarray:
-        values = np.asarray(block, dtype=np.float32)
-        if input_scale != 1.0:
-            values = values / np.float32(input_scale)
+    def compute(block: np.ndarray, region: tuple, box: tuple, read: tuple) -> np.ndarray:
+        if nodata is None:
+            values, invalid = np.asarray(block, dtype=np.float32), None
+            if input_scale != 1.0:
+                values = values / np.float32(input_scale)
+        else:
+            values, invalid = prepare_block(np.asarray(block), read, box, nodata, divide_by=input_scale)
         # Dask runs tasks on several threads; torch already uses every core inside one
         # forward, so concurrent forwards only oversubscribe the cores (measured: most of
         # the time went to spinning threads). Reads and copies still overlap.
         with _FORWARD_LOCK:
-            return run_task(net, plan, region, values, box, device=where, multiply_by=input_scale)
+            result = run_task(net, plan, region, values, box, device=where, multiply_by=input_scale)
+        if invalid is not None:
+            mark_footprint(result, invalid, box, region, plan, nodata.value)
+        return result
 
     blocks = []
     for index in range(plan.n_tasks):
         region = plan.task_region(index)
         box = plan.source_box(plan.tiles(region))
-        block = source[(slice(None), *(slice(a, b) for a, b in box))]
-        task = dask.delayed(compute, pure=False)(block, region, box)
+        read = box if nodata is None else widen(box, nodata.radius, volume.spatial_shape)
+        block = source[(slice(None), *(slice(a, b) for a, b in read))]
+        task = dask.delayed(compute, pure=False)(block, region, box, read)
         shape = (channels, *(b - a for a, b in region))
         blocks.append(da.from_delayed(task, shape=shape, dtype=np.float32))
     result = da.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]

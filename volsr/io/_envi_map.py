@@ -4,6 +4,12 @@ ENVI pixel coordinates are 1-based at the upper-left *corner* of a pixel; the af
 voxel *centres* (see :mod:`volsr.geometry`), world x = easting, y = northing, converted to
 mm from the map units (Meters, Feet, ...; angular units are kept as they are). A rotated
 map grid is not supported (a warning, and unit pixels).
+
+On a new grid (upsampled, cropped) the writer rewrites ``map info`` from the affine: the
+reference pixel becomes (1, 1), the upper-left corner of the first pixel, at its world
+coordinate (which field-of-view-preserving resampling keeps), and the pixel size is the new
+one. :func:`grid_fields` moves ``x start``/``y start`` (the 1-based position of the first
+pixel in a parent image, ENVI's default 1) and scales ``pixel size`` to match.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import numpy as np
 
 from volsr.errors import FormatError
 
-__all__ = ["header_items", "map_affine", "map_info", "MM_PER_MAP_UNIT"]
+__all__ = ["header_items", "map_affine", "map_info", "grid_fields", "MM_PER_MAP_UNIT"]
 
 #: Millimetres per ENVI map unit.
 MM_PER_MAP_UNIT = {
@@ -131,3 +137,72 @@ def map_info(template: str, affine: np.ndarray) -> str | None:
     east, north = affine[0, 3] / factor - dx / 2, affine[1, 3] / factor + dy / 2
     numbers = [repr(float(v)) for v in (east, north, dx, dy)]
     return "{" + ", ".join([items[0], "1", "1", *numbers, *extras]) + "}"
+
+
+def _number(value: float) -> str:
+    rounded = round(value)
+    return str(int(rounded)) if abs(value - rounded) < 1e-6 else repr(float(value))
+
+
+def grid_fields(template: dict[str, str], affine: np.ndarray) -> dict[str, str]:
+    """``x start``, ``y start`` and ``pixel size`` of the template, moved to a new grid.
+
+    The old grid is the template's ``map info``; the new one is ``affine``. Along x
+    (samples, array axis ``j``) with ``s`` = old / new pixel size and ``c`` the new grid's
+    left edge in old pixels: ``x start' = (x start - 1 + c) * s + 1`` (1-based, as ENVI's
+    default ``x start = 1``); ``pixel size' = pixel size / s``; y likewise (lines, ``i``).
+
+    Parameters
+    ----------
+    template : dict of str to str
+        The source header's fields (lower-case keys, raw values).
+    affine : (4, 4) float64 ndarray
+        The new voxel-to-world affine (mm, pixel centres).
+
+    Returns
+    -------
+    dict of str to str
+        New values of the fields the template has; empty when the template has no usable
+        ``map info`` or either grid is not north-up (the fields are then kept as they are).
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> old = {"map info": "{UTM, 1, 1, 0, 0, 30, 30}", "x start": "101", "y start": "1",
+    ...        "pixel size": "{30, 30, units=Meters}"}
+    >>> new = np.diag([1.0, 1, 1, 1]); new[:2, :2] = [[0, 15e3], [-15e3, 0]]
+    >>> new[:2, 3] = [7.5e3, -7.5e3]
+    >>> grid_fields(old, new)
+    {'x start': '201', 'y start': '1', 'pixel size': '{15.0, 15.0, units=Meters}'}
+    """
+    wanted = [k for k in ("x start", "y start", "pixel size") if k in template]
+    if not wanted or "map info" not in template or map_info(template["map info"], affine) is None:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a rotated source: warned about when it was read
+            old = map_affine(template["map info"])
+    except FormatError:
+        return {}
+    if old is None or map_info(template["map info"], old) is None:
+        return {}
+    factor = (old[0, 1] / affine[0, 1], old[1, 0] / affine[1, 0])  # x (samples), y (lines)
+    corner = np.linalg.solve(old, affine @ [-0.5, -0.5, 0.0, 1.0])[:2] + 0.5  # (i, j), old pixels
+    fields: dict[str, str] = {}
+    for key, s, c in (("x start", factor[0], corner[1]), ("y start", factor[1], corner[0])):
+        if key in template:
+            try:
+                fields[key] = _number((float(template[key]) - 1 + c) * s + 1)
+            except ValueError:
+                pass  # not a number: kept as written
+    if "pixel size" in template:
+        items = header_items(template["pixel size"])
+        try:
+            sizes = [float(v) / float(f) for v, f in zip(items[:2], factor, strict=True)]
+            fields["pixel size"] = "{" + ", ".join([*(repr(v) for v in sizes), *items[2:]]) + "}"
+        except ValueError:
+            pass
+    return fields

@@ -15,9 +15,15 @@ field (micrometres, millimetres, nanometres), or, when that field is absent or
 ``Unknown``, from micrometres if every wavelength is below 100 (no imaging spectrometer
 has a band below 100 nm, and no band beyond 100 um). Any other unit (``Index``,
 wavenumbers) leaves ``wavelengths`` None and the raw fields in ``meta["envi"]``. The
-``reflectance scale factor`` and ``data ignore value`` are *not* applied (integer
-reflectance stays integer, and which pixels are invalid is the caller's decision); they
-are kept as floats in ``meta`` and written back.
+``reflectance scale factor`` (``meta["reflectance_scale_factor"]``) is *not* applied
+(integer reflectance stays integer). The ``data ignore value`` becomes the format-neutral
+``meta["nodata"]`` (a float): the reader returns the voxels as stored, and the engine keeps
+those pixels no-data through upsampling (:mod:`volsr.engine.nodata`). Both are written back.
+
+The writer stores the volume's dtype, or the ENVI code set in ``meta["envi"]["data type"]``
+(floats into integers: rounded, clipped to the range, one warning counting the clipped
+values). A binary Analyze/NIfTI ``.hdr`` is refused with a message naming it
+(:mod:`volsr.io._envi_types`).
 
 Geometry. ``map info`` (north-up, no rotation) gives the affine of the pixel centres in mm
 (world x = easting, y = northing, from map units Meters/Feet/...; angular units are
@@ -43,9 +49,11 @@ from dask.base import tokenize
 from volsr.errors import FormatError, GeometryError, OutputExistsError
 from volsr.geometry import check_affine
 from volsr.io._common import Format, SaveOptions, check_shape, final_path, real_path, storable_dtype
+from volsr.io._envi_map import grid_fields as _grid_fields
 from volsr.io._envi_map import header_items as _items
 from volsr.io._envi_map import map_affine as _map_affine
 from volsr.io._envi_map import map_info as _map_info
+from volsr.io._envi_types import ClippedCast, binary_header
 from volsr.volume import SPATIAL_AXES, Volume
 
 __all__ = [
@@ -74,7 +82,7 @@ _PER_BAND = {"wavelength", "fwhm", "band names", "bbl", "data gain values", "dat
              "data reflectance gain values", "data reflectance offset values"}  # fmt: skip
 _SPECTRAL = ("wavelength", "fwhm", "wavelength units")
 _FLOAT_META = {"reflectance scale factor": "reflectance_scale_factor",
-               "data ignore value": "data_ignore_value"}  # fmt: skip
+               "data ignore value": "nodata"}  # fmt: skip
 
 
 def parse_header(text: str) -> dict[str, str]:
@@ -268,13 +276,14 @@ def load_envi(path: Path, key: str | None, *, allow_external: bool = False) -> V
         by this writer), dtype from ``data type`` in native byte order; affine from
         ``volsr affine``, else ``map info``, else identity; wavelengths/fwhm in nm;
         ``meta["envi"]`` holds the other header fields, ``meta["reflectance_scale_factor"]``
-        and ``meta["data_ignore_value"]`` (floats) when present, not applied.
+        and ``meta["nodata"]`` (the ``data ignore value``; floats) when present, not applied.
 
     Raises
     ------
     FormatError
         If the header or data file is missing, malformed (negative sizes or offset, a
-        ``data ignore value`` that is not one number, ...), truncated, or complex-valued.
+        ``data ignore value`` that is not one number, ...), truncated, or complex-valued;
+        or if the ``.hdr`` is a binary Analyze 7.5 / NIfTI header (the message says so).
     GeometryError
         If ``lines``, ``samples`` or ``bands`` is 0.
 
@@ -289,9 +298,13 @@ def load_envi(path: Path, key: str | None, *, allow_external: bool = False) -> V
         raise FormatError(f"ENVI files take no ':key', got {key!r} for {path}")
     header, data = _find_pair(path)
     try:
-        fields = parse_header(header.read_text(encoding="latin-1"))
+        text = header.read_bytes()
     except OSError as error:
         raise FormatError(f"cannot read {header}: {error}") from error
+    not_envi = binary_header(header, text)
+    if not_envi is not None:
+        raise FormatError(not_envi)
+    fields = parse_header(text.decode("latin-1"))
     raw, interleave = _layout(fields, data)
     # A deterministic name (path, mtime, header): re-opening the same file reuses dask keys.
     token = tokenize(str(data.resolve()), data.stat().st_mtime_ns, sorted(fields.items()))
@@ -452,6 +465,7 @@ def _header_fields(volume: Volume, shape: tuple[int, ...], code: int, template: 
                           "(the full affine is kept in 'volsr affine')", stacklevel=4)  # fmt: skip
         else:
             fields["map info"] = map_info
+            fields.update(_grid_fields(template, volume.affine))
     fields["volsr axes"] = "{" + ", ".join(volume.axes) + "}"
     fields["volsr affine"] = _numbers(volume.affine)
     for key, value in template.items():
@@ -463,6 +477,24 @@ def _header_fields(volume: Volume, shape: tuple[int, ...], code: int, template: 
         if name in volume.meta:
             fields[field] = repr(float(volume.meta[name]))
     return fields
+
+
+def _target_dtype(volume: Volume, template: dict[str, str]) -> np.dtype:
+    """The volume's storable dtype, or the ENVI code asked for in ``meta["envi"]["data type"]``."""
+    if "data type" not in template:
+        return stored_dtype_envi(volume.dtype)
+    code = template["data type"].strip()
+    if not code.isdigit() or int(code) not in _DTYPES:
+        raise FormatError(f"meta['envi']['data type'] must be one of the ENVI codes {sorted(_DTYPES)}, "
+                          f"got {code!r}")  # fmt: skip
+    dtype = np.dtype(_DTYPES[int(code)])
+    value = volume.meta.get("nodata")
+    if value is not None and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not (float(value).is_integer() and info.min <= float(value) <= info.max):
+            raise FormatError(f"the no-data value {value} does not fit ENVI data type {code} ({dtype}); "
+                              "write a float type, or change meta['nodata']")  # fmt: skip
+    return dtype
 
 
 def _layout_of(template: dict[str, str]) -> tuple[str, int]:
@@ -532,8 +564,8 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     """
     if key is not None:
         raise FormatError(f"ENVI files take no ':key', got {key!r} for {path}")
-    dtype = stored_dtype_envi(volume.dtype)
     template = {str(k).lower(): str(v) for k, v in dict(volume.meta.get("envi", {})).items()}
+    dtype = _target_dtype(volume, template)
     interleave, order = _layout_of(template)
     header = final_path(Path(path))
     data_file = _data_path(header)
@@ -541,7 +573,8 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         data_file = next((c for c in _data_candidates(header) if c.is_file()), data_file)
     elif data_file.exists():
         raise OutputExistsError(f"ENVI data file {data_file} exists without header {header}")
-    cube = _rows_cols_bands(volume).astype(dtype)
+    clipped = ClippedCast(volume.dtype, dtype)
+    cube = clipped.cast(_rows_cols_bands(volume))
     fields = _header_fields(volume, cube.shape, _CODES[dtype], template, (interleave, order))
     # The binary goes under a temporary name too, renamed only once it is complete, so a
     # failed write leaves neither a partial data file nor a damaged earlier one.
@@ -552,6 +585,10 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         os.replace(partial, data_file)
     finally:
         partial.unlink(missing_ok=True)
+    if clipped.count:
+        warnings.warn(f"{clipped.count} values outside the range of {dtype} [{clipped.low}, {clipped.high}] "
+                      f"were clipped to it in {header.name} (ENVI data type {_CODES[dtype]})",
+                      stacklevel=3)  # fmt: skip
 
 
 #: The ENVI format record (suffix ``.hdr``; the data file is found beside it).

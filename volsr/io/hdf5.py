@@ -3,7 +3,8 @@
 A volume is one dataset. volsr writes its geometry as attributes of that dataset
 (``affine``: (4, 4) float64; ``axes``: axis names; ``wavelengths`` and ``fwhm`` in nm) and
 reads them back when present; a plain dataset gets axes by dimensionality and an identity
-affine. Readers hand dask a :class:`HDF5Array`, which opens the file by path on each read:
+affine, except a 3-D one with a ``wavelengths`` attribute as long as its last axis: a
+hyperspectral cube, rows x cols x bands. Readers hand dask a :class:`HDF5Array`, which opens the file by path on each read:
 h5py handles are neither picklable nor safe to share between processes.
 
 Other files. A key through an external link, external raw storage and virtual datasets
@@ -18,6 +19,7 @@ from __future__ import annotations
 import errno
 import functools
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +184,12 @@ def load_hdf5(path: Path, key: str | None, *, allow_external: bool = False) -> V
     Volume
         Axes and affine from the ``axes`` and ``affine`` attributes, else ``("i", "j")``,
         ``("i", "j", "k")`` or ``("i", "j", "k", "channel")`` by dimensionality and the
-        identity; ``wavelengths``/``fwhm`` (nm) from attributes of those names. Dtype as
-        stored, in native byte order; bool becomes uint8.
+        identity; ``wavelengths``/``fwhm`` (nm) from attributes of those names. Without an
+        ``axes`` attribute, a 3-D dataset whose ``wavelengths`` has one value per entry of
+        its last axis is a cube ``("i", "j", "band")`` (rows x cols x bands, as in .mat
+        files; values all below 100 are micrometres, converted to nm); spectral
+        attributes that fit no band axis are ignored with a warning. Dtype as stored, in
+        native byte order; bool becomes uint8.
 
     Raises
     ------
@@ -215,7 +221,7 @@ def load_hdf5(path: Path, key: str | None, *, allow_external: bool = False) -> V
         shape = check_shape(dataset.shape, where) if dataset.shape else ()
         stored_chunks = dataset.chunks
         facts = _volsr_attributes(dataset, path)
-    axes = facts.pop("axes", None) or _DEFAULT_AXES.get(len(shape))
+    axes = facts.pop("axes", None) or _plain_axes(shape, facts, where)
     if axes is None:
         raise InvalidDataError(f"{where} has shape {shape}: need 2D, 3D or 4D")
     source = HDF5Array(path, name, shape, dtype)
@@ -438,6 +444,32 @@ def _volsr_attributes(dataset: h5py.Dataset, path: Path) -> dict[str, Any]:
             raise FormatError(f"'axes' {where} names {axes} for {dataset.ndim} dimensions")
         facts["axes"] = axes
     return facts
+
+
+def _plain_axes(shape: tuple[int, ...], facts: dict[str, Any], where: str) -> tuple[str, ...] | None:
+    """Axes of a dataset without an ``axes`` attribute; spectral facts fitted (in place).
+
+    A 3-D dataset whose ``wavelengths`` has one value per entry of its last axis is a cube,
+    rows x cols x bands (as in .mat files); wavelengths all below 100 are micrometres.
+    Spectral attributes that fit no band axis are ignored with a warning.
+    """
+    wavelengths = facts.get("wavelengths")
+    if len(shape) == 3 and wavelengths is not None and wavelengths.size == shape[2]:
+        factor = 1000.0 if np.all(wavelengths < 100) else 1.0
+        facts["wavelengths"] = wavelengths * factor
+        fwhm = facts.get("fwhm")
+        if fwhm is not None and fwhm.size != shape[2]:
+            warnings.warn(f"ignoring 'fwhm' of {where}: {fwhm.size} values for {shape[2]} bands", stacklevel=4)
+            del facts["fwhm"]
+        elif fwhm is not None:
+            facts["fwhm"] = fwhm * factor
+        return ("i", "j", "band")
+    for field in ("wavelengths", "fwhm"):
+        if field in facts:
+            warnings.warn(f"ignoring {field!r} of {where} (shape {shape}): a cube needs 3 axes and one "
+                          "wavelength per entry of the last", stacklevel=4)  # fmt: skip
+            del facts[field]
+    return _DEFAULT_AXES.get(len(shape))
 
 
 def _stored_chunks(chunks: tuple[int, ...] | None, shape: tuple[int, ...]) -> Any:
