@@ -92,3 +92,38 @@ def test_demo_refuses_a_non_empty_folder(demo: tuple[Path, str]) -> None:
     with pytest.raises(OutputExistsError, match="is not empty"):
         run_demo(outdir, factor=4)
     assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir()} == before
+
+
+def test_detail_box_finds_the_square_with_the_largest_error() -> None:
+    from volsr.demo import _detail_box
+
+    error = np.zeros((40, 50))
+    error[30:36, 4:10] = 1.0  # the 6x6 square of detail, lower-left corner (30, 4)
+    assert _detail_box(error, 6) == (30, 4)
+
+
+def test_figure_panels_with_insets_and_colour_bars(tmp_path: Path, monkeypatch) -> None:
+    """Synthetic slices (no template): an image with a zoomed inset per output and for the
+    reference, and per output an error map on one shared colour scale with a colour bar."""
+    import matplotlib.pyplot as plt
+
+    from volsr.demo import _figure
+
+    rng = np.random.default_rng(0)
+    reference = rng.random((30, 40))
+    panels = [(name, f"{name}\nPSNR", reference + 0.05 * rng.standard_normal(reference.shape))
+              for name in ("nearest", "cubic", "net")]
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure open to inspect it
+    _figure(tmp_path / "figure.png", panels, reference, "title")
+    monkeypatch.undo()
+    figure = kept[0]
+    assert (tmp_path / "figure.png").read_bytes()[:8] == PNG_SIGNATURE
+    by_title = {ax.get_title(): ax for ax in figure.axes}
+    assert [t for t in by_title if "PSNR" in t] == [p[1] for p in panels]
+    assert sum(len(ax.child_axes) for ax in figure.axes) == 4  # insets: 3 outputs + reference
+    error_maps = [by_title[f"|{name} - reference|"] for name, _, _ in panels]
+    assert len({ax.images[0].get_clim() for ax in error_maps}) == 1
+    colour_bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(colour_bars) == 4  # the 3 error maps and the cubic-vs-network map
+    plt.close(figure)

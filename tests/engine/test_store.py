@@ -419,3 +419,23 @@ def test_silent_phases_say_what_they_do_at_a_terminal_only(tmp_path, capsys, mon
     assert "input statistics: one pass over the input" in err
     upsample_to_store(_volume(), tmp_path / "c.zarr", quiet=True, **kwargs)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_of_one_task_shows_progress_tile_by_tile(tmp_path, monkeypatch):
+    import contextlib
+
+    from volsr.engine import progress
+
+    steps = []
+
+    class Bar:
+        def update(self, n):
+            steps.append(n)
+
+    monkeypatch.setattr(progress, "progress_bar", lambda total, **_: contextlib.nullcontext(Bar()))
+    volume = _volume(shape=(12, 10, 6))
+    # One task (chunks hold the whole output) of 3 x 3 x 3 = 27 tiles of 4^3 voxels or less.
+    upsample_to_store(volume, tmp_path / "a.zarr", scale=(1, 1, 2), model="linear", chunks=(12, 10, 12),
+                      tile=(4, 4, 4), quiet=True)  # fmt: skip
+    assert len(steps) == 27 + 1 and steps[-1] == 0  # every tile, then the task's remainder (none)
+    assert sum(steps) == 12 * 10 * 12 and all(n > 0 for n in steps[:-1])

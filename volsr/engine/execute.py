@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import dask.array as da
@@ -100,6 +102,7 @@ def run_task(
     device: torch.device,
     batch: int = 1,
     multiply_by: float = 1.0,
+    on_tile: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Compute the output box ``region`` of one task from its input ``block``.
 
@@ -122,6 +125,9 @@ def run_task(
         Tiles per forward call (tiles of equal input shape and relative positions).
     multiply_by : float
         Global intensity scale multiplied back onto the outputs.
+    on_tile : callable ``(voxels) -> None``, optional
+        Called after each tile with the number of the task's output voxels it covered
+        (progress inside a task; overlapping blended tiles may count a voxel twice).
 
     Returns
     -------
@@ -152,6 +158,8 @@ def run_task(
     for tiles, outputs in _forward_batches(net, plan, plan.tiles(region), block, block_box, device, batch):
         for tile, output in zip(tiles, outputs, strict=True):
             _accumulate(accumulator, weight_sum, output, tile, region, plan.weights(tile))
+            if on_tile is not None:
+                on_tile(math.prod(max(0, min(b, rb) - max(a, ra)) for (a, b), (ra, rb) in zip(tile.region, region)))
     accumulator /= weight_sum
     if multiply_by != 1.0:
         accumulator *= np.float32(multiply_by)
@@ -231,6 +239,7 @@ def run_in_process(
     input_scale: float = 1.0,
     prefetch: int = 1,
     nodata: NoData | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> None:
     """Run tasks in this process; a reader thread fetches the next inputs during compute.
 
@@ -257,6 +266,8 @@ def run_in_process(
     nodata : NoData, optional
         The input's no-data value (:func:`volsr.engine.nodata.nodata_for`): no-data pixels
         are filled before the model and their output footprint is set to the value.
+    on_tile : callable ``(index, voxels) -> None``, optional
+        Progress inside task ``index`` (``voxels`` as for :func:`run_task`).
 
     Returns
     -------
@@ -300,7 +311,8 @@ def run_in_process(
                 pending.append((following, pool.submit(read, following)))
             region = plan.task_region(index)
             result = run_task(
-                net, plan, region, block, box, device=device, batch=batch, multiply_by=input_scale
+                net, plan, region, block, box, device=device, batch=batch, multiply_by=input_scale,
+                on_tile=None if on_tile is None else functools.partial(on_tile, index),
             )
             del block
             if invalid is not None:

@@ -296,8 +296,8 @@ def upsample_to_store(
     source : str, path or Volume
         Input path spec (``file``, ``file:key``), opened lazily, or a Volume.
     output : str or path
-        ``.zarr`` (OME-Zarr, written in place), ``.h5:/key`` or ``.nii[.gz]`` (converted from
-        a temporary Zarr store at the end).
+        ``.zarr`` (OME-Zarr: the run's work store, renamed into place at the end),
+        ``.h5:/key``, ``.nii[.gz]``, ``.mat:key`` or ``.hdr`` (converted from it at the end).
     scale, target_spacing : float or (D,) sequence of float
         Exactly one: per-axis factor, or wanted voxel size (mm).
     model : str or torch.nn.Module
@@ -563,12 +563,21 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
         if workers is None and scheduler is None:
             array = open_output_array(store)
 
+            shown = [0]  # voxels of the running task already on the bar (one task can be the whole run)
+
+            def tile_done(index: int, voxels: int) -> None:
+                step = min(voxels, plan.task_voxels(index) - shown[0])
+                bar.update(step)
+                shown[0] += step
+
             def write(index: int, result: np.ndarray) -> None:
                 write_result(array, plan.task_region(index), result)
-                finished(index)
+                manifest.mark(index)
+                bar.update(plan.task_voxels(index) - shown[0])
+                shown[0] = 0
 
             run_in_process(net, plan, channel_first(volume), todo, write, device=where,
-                           batch=batch, input_scale=input_scale, nodata=nodata)  # fmt: skip
+                           batch=batch, input_scale=input_scale, nodata=nodata, on_tile=tile_done)  # fmt: skip
             return
         job = WorkerJob(
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
