@@ -160,3 +160,10 @@ def test_count_nonfinite_streams_over_many_blocks():
     assert lazy.npartitions > 4096
     expected = int(np.sum(~np.isfinite(data)))
     assert count_nonfinite(Volume(lazy, np.eye(4), ("i", "j", "k"))) == expected
+
+
+def test_nan_declared_as_no_data_is_not_counted_as_damage():
+    data = np.array([[[np.nan, 1.0, np.inf]]])
+    plain = Volume(data, np.eye(4), ("i", "j", "k"))
+    declared = Volume(data, np.eye(4), ("i", "j", "k"), meta={"nodata": float("nan")})
+    assert count_nonfinite(plain) == 2 and count_nonfinite(declared) == 1

@@ -236,7 +236,8 @@ def count_nonfinite(volume: Volume) -> int:
     ----------
     volume : Volume
         Any volume; integer volumes return 0 without reading. A volume of many blocks is
-        counted in passes of at most 4096 blocks (bounded graph and memory).
+        counted in passes of at most 4096 blocks (bounded graph and memory). When
+        ``meta["nodata"]`` is NaN (declared no-data pixels), only Inf voxels count.
 
     Returns
     -------
@@ -256,11 +257,14 @@ def count_nonfinite(volume: Volume) -> int:
     if not np.issubdtype(volume.dtype, np.floating):
         return 0
     data = volume.data
+    nodata = volume.meta.get("nodata")
+    # NaN declared as the no-data value (ENVI 'data ignore value = nan') marks pixels, not damage.
+    bad = da.isinf if isinstance(nodata, float) and math.isnan(nodata) else (lambda x: ~da.isfinite(x))
     # Slabs of block rows: each pass builds a graph of at most _BLOCKS_PER_PASS blocks,
     # so the count streams over a volume of millions of blocks instead of graphing it whole.
     per_row = math.prod(data.numblocks[1:])
     step = max(1, _BLOCKS_PER_PASS // max(per_row, 1))
     return sum(
-        int((~da.isfinite(data.blocks[start : start + step])).sum().compute())
+        int(bad(data.blocks[start : start + step]).sum().compute())
         for start in range(0, data.numblocks[0], step)
     )

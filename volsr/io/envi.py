@@ -54,6 +54,7 @@ from volsr.io._envi_map import header_items as _items
 from volsr.io._envi_map import map_affine as _map_affine
 from volsr.io._envi_map import map_info as _map_info
 from volsr.io._envi_types import ClippedCast, binary_header
+from volsr.io.outputs import clean_leftovers, temporary_sibling
 from volsr.volume import SPATIAL_AXES, Volume
 
 __all__ = [
@@ -511,7 +512,8 @@ def _layout_of(template: dict[str, str]) -> tuple[str, int]:
 def _write_binary(cube: da.Array, target: Path, dtype: np.dtype, interleave: str) -> None:
     to_file = tuple(int(n) for n in np.argsort(_TO_ROWS_COLS_BANDS[interleave]))
     data = cube.transpose(to_file)
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    clean_leftovers(target)  # a killed writer's temporary binary (the header's lock is held)
+    temporary = temporary_sibling(target, uuid.uuid4().hex[:8])
     try:
         with open(temporary, "wb") as handle:
             handle.truncate(math.prod(data.shape) * dtype.itemsize)
@@ -577,14 +579,10 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     cube = clipped.cast(_rows_cols_bands(volume))
     fields = _header_fields(volume, cube.shape, _CODES[dtype], template, (interleave, order))
     # The binary goes under a temporary name too, renamed only once it is complete, so a
-    # failed write leaves neither a partial data file nor a damaged earlier one.
-    partial = data_file.with_name(f".{data_file.name}.partial")
-    try:
-        _write_binary(cube, partial, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
-        Path(path).write_text("ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
-        os.replace(partial, data_file)
-    finally:
-        partial.unlink(missing_ok=True)
+    # failed write leaves neither a partial data file nor a damaged earlier one. (A kill
+    # between its rename and the header's leaves the new binary under the old header.)
+    Path(path).write_text("ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
+    _write_binary(cube, data_file, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
     if clipped.count:
         warnings.warn(f"{clipped.count} values outside the range of {dtype} [{clipped.low}, {clipped.high}] "
                       f"were clipped to it in {header.name} (ENVI data type {_CODES[dtype]})",
