@@ -428,3 +428,17 @@ def test_help_shows_defaults_and_describes_positionals(capsys: pytest.CaptureFix
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: slice)" in text and "(default: gaussian)" in text and "(default: 0.0)" in text
     assert "input file: .nii/.nii.gz" in text and "(default: None)" not in text
+
+
+def test_missing_zarr_chunks_are_counted_by_info_and_warned_by_upsample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "v.zarr"
+    io.save(Volume(_smooth((8, 8, 8)), np.eye(4), ("i", "j", "k")), store, chunks=(4, 8, 8))
+    chunk = next(p for p in sorted((store / "0").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()  # one of the two chunks lost: it reads as the fill value
+    facts = json.loads(_ok(["info", str(store), "--json"], capsys))
+    assert facts["missing_chunks"].startswith("1 of 2")
+    with pytest.warns(UserWarning, match="1 of 2 chunks of .* are missing on disk; they read as the store's fill"):
+        assert main(["upsample", str(store), str(tmp_path / "o.nii.gz"), "--scale", "2", "--model", "linear",
+                     "--quiet"]) == 0  # fmt: skip
