@@ -28,11 +28,12 @@ from volsr.bids import (
     run_participant,
     sidecar_metadata,
 )
+from volsr.bids import run as run_module
 from volsr.bids.layout import ENTITY_ORDER, AnatImage
 from volsr.bids.run import pending_path
 from volsr.engine import sizing, upsample_to_store
 from volsr.engine import store as store_module
-from volsr.engine.manifest import model_identity
+from volsr.engine.manifest import content_digest, model_identity
 from volsr.errors import OutputExistsError, VolsrError
 from volsr.models import create_model
 
@@ -348,3 +349,100 @@ def test_cli_bids_when_wired(raw, tmp_path, capsys):
     assert "2 written" in captured.out
     assert main(["bids", str(raw), str(raw / "sub-01"), "participant"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _three_images(tmp_path: Path) -> Path:
+    """sub-01 with three images of 8 x 8 x 40 voxels: outputs of 3 tasks each (with 16-voxel tiles)."""
+    raw = tmp_path / "raw"
+    _json(raw / "dataset_description.json", {"Name": "toy", "BIDSVersion": "1.10.0"})
+    for seed, suffix in enumerate(("FLAIR", "T1w", "T2w")):
+        _nifti(raw / f"sub-01/anat/sub-01_{suffix}.nii.gz", shape=(8, 8, 40), seed=seed)
+    return raw
+
+
+def test_a_killed_overwrite_run_continues_with_overwrite(tmp_path, monkeypatch):
+    raw, out = _three_images(tmp_path), tmp_path / "out"
+    monkeypatch.setattr(sizing, "MAX_TILE_EDGE", 16)
+    run_participant(raw, out, **LINEAR)
+    nearest, original = {**LINEAR, "model": "nearest"}, store_module.write_result
+    failing, _ = _failing_at(5, original)  # the first image's 3 tasks, then 1 of the second's
+    monkeypatch.setattr(store_module, "write_result", failing)
+    with pytest.raises(OSError, match="No space left"):
+        run_participant(raw, out, overwrite=True, **nearest)
+    first, second, third = (out / f"sub-01/anat/sub-01_res-volsr_{s}.nii.gz" for s in ("FLAIR", "T1w", "T2w"))
+    assert store_module.unfinished_run(second) is not None
+    # Without --overwrite: refused (the third image is still linear) before anything changes.
+    counting, calls = _failing_at(0, original)
+    monkeypatch.setattr(store_module, "write_result", counting)
+    with pytest.raises(OutputExistsError, match="made with model linear .*pass --overwrite"):
+        run_participant(raw, out, **nearest)
+    assert store_module.unfinished_run(second) is not None and not calls
+    # With --overwrite: the finished image is kept, the unfinished one continued, the old one replaced.
+    lines = []
+    results = run_participant(raw, out, overwrite=True, progress=lines.append, **nearest)
+    assert [r.status for r in results] == ["skipped", "resumed", "written"]
+    assert lines[1].endswith("resuming an unfinished run")
+    assert len(calls) == 2 + 3  # the second image's 2 remaining tasks, the third image's 3
+    for image, output in zip(find_anatomical(raw), (first, second, third), strict=True):
+        reference = upsample_to_store(image.path, tmp_path / "ref.nii.gz", overwrite=True, **nearest)
+        np.testing.assert_array_equal(io.load(output).numpy(), io.load(reference).numpy())
+        sidecar = output.with_name(output.name.replace(".nii.gz", ".json"))
+        assert json.loads(sidecar.read_text())["SuperResolution"]["GeneratedBy"]["Model"] == "nearest"
+        assert not pending_path(sidecar).exists() and store_module.unfinished_run(output) is None
+    # --overwrite with the same options again: nothing redone.
+    assert [r.status for r in run_participant(raw, out, overwrite=True, **nearest)] == ["skipped"] * 3
+
+
+def test_overwrite_restarts_an_unfinished_run_the_engine_cannot_continue(tmp_path, monkeypatch):
+    raw, out = _three_images(tmp_path), tmp_path / "out"
+    monkeypatch.setattr(sizing, "MAX_TILE_EDGE", 16)
+    failing, _ = _failing_at(2, store_module.write_result)
+    monkeypatch.setattr(store_module, "write_result", failing)
+    with pytest.raises(OSError, match="No space left"):  # a linear work store of the first image
+        run_participant(raw, out, **LINEAR)
+    monkeypatch.undo()
+    monkeypatch.setattr(sizing, "MAX_TILE_EDGE", 16)
+    nearest = {**LINEAR, "model": "nearest"}
+    first = out / "sub-01/anat/sub-01_res-volsr_FLAIR.nii.gz"
+    with pytest.raises(OutputExistsError, match="unfinished run .* model linear .*pass --overwrite"):
+        run_participant(raw, out, **nearest)
+
+    def failing_early(*args, **kwargs):  # as an engine refusal before it touches the work store
+        raise VolsrError("no such device")
+
+    monkeypatch.setattr(run_module, "upsample_to_store", failing_early)
+    with pytest.raises(VolsrError, match="no such device"):
+        run_participant(raw, out, overwrite=True, **nearest)
+    monkeypatch.setattr(run_module, "upsample_to_store", upsample_to_store)
+    # The pending record says nearest, the work store is linear's: the engine refuses to
+    # continue it, and --overwrite starts it again.
+    with pytest.raises(VolsrError, match="cannot resume"):
+        run_participant(raw, out, **nearest)
+    assert [r.status for r in run_participant(raw, out, overwrite=True, **nearest)] == ["written"] * 3
+    reference = upsample_to_store(find_anatomical(raw)[0].path, tmp_path / "ref.nii.gz", **nearest)
+    np.testing.assert_array_equal(io.load(first).numpy(), io.load(reference).numpy())
+
+
+def test_a_changed_source_is_not_skipped(raw, tmp_path):
+    out = tmp_path / "out"
+    run_participant(raw, out, **LINEAR)
+    source = raw / "sub-01/anat/sub-01_T1w.nii.gz"
+    stat = source.stat()
+    _nifti(source, seed=99)  # re-converted: same path, shape and size, new voxels
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size
+    with pytest.raises(OutputExistsError, match=r"made from other contents of sub-01/anat/sub-01_T1w\.nii\.gz"):
+        run_participant(raw, out, **LINEAR)
+    assert [r.status for r in run_participant(raw, out, overwrite=True, **LINEAR)] == [
+        "written", "skipped", "skipped", "skipped"]
+    reference = upsample_to_store(source, tmp_path / "ref.nii.gz", **LINEAR)
+    np.testing.assert_array_equal(io.load(out / OUTPUTS[0]).numpy(), io.load(reference).numpy())
+    sidecar = out / OUTPUTS[0].replace(".nii.gz", ".json")
+    digest = content_digest([source])[0]
+    assert json.loads(sidecar.read_text())["SuperResolution"]["SourceSHA256"] == digest
+    # A sidecar that does not record its source's content (an older volsr) is not trusted.
+    record = json.loads(sidecar.read_text())
+    del record["SuperResolution"]["SourceSHA256"]
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(OutputExistsError, match="not recorded"):
+        run_participant(raw, out, **LINEAR)

@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output voxel size in mm (default: isotropic at each image's finest voxel size)")
     bids.add_argument("--model", help="registry name (see `volsr models`); default: the best shipped for each image")
     bids.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N")
-    bids.add_argument("--overwrite", action="store_true", help="redo finished images, restart unfinished ones")
+    bids.add_argument("--overwrite", action="store_true",
+                      help="replace images made by other runs (options or source changed); a killed run "
+                           "continues either way")
     bids.add_argument("--quiet", action="store_true", help="no per-image lines, plan, budget or progress bar")
 
     evaluate = commands.add_parser("evaluate", help="compare a prediction with a reference")

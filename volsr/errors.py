@@ -15,6 +15,7 @@ __all__ = [
     "GeometryError",
     "InvalidDataError",
     "OutputExistsError",
+    "ResumeError",
 ]
 
 
@@ -36,3 +37,8 @@ class InvalidDataError(VolsrError, ValueError):
 
 class OutputExistsError(VolsrError, FileExistsError):
     """The output path exists and overwriting was not requested, or the output is an input."""
+
+
+class ResumeError(VolsrError, ValueError):
+    """A ``--resume`` that cannot continue: the run differs, its record is unreadable, or the
+    output is finished."""

@@ -439,3 +439,46 @@ def test_a_run_of_one_task_shows_progress_tile_by_tile(tmp_path, monkeypatch):
                       tile=(4, 4, 4), quiet=True)  # fmt: skip
     assert len(steps) == 27 + 1 and steps[-1] == 0  # every tile, then the task's remainder (none)
     assert sum(steps) == 12 * 10 * 12 and all(n > 0 for n in steps[:-1])
+
+
+def test_resume_takes_the_output_in_any_spelling_and_a_finished_run_keeps_its_budget(tmp_path, monkeypatch):
+    from volsr.engine import progress
+
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(shape=(40, 32, 16)), source)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(8, 8, 8), quiet=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(progress, "default_budget", lambda **_: 2**19)  # several tasks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "write_result", _disk_full_at(2))
+        with pytest.raises(OSError, match="No space left"):
+            upsample_to_store(source, "o.zarr", **kwargs)
+    upsample_to_store(source, "./o.zarr", resume=True, **kwargs)  # another spelling: the same output
+    monkeypatch.setattr(progress, "default_budget", lambda **_: 2**32)  # the machine got freer
+    assert upsample_to_store(source, str(tmp_path / "o.zarr"), resume=True, **kwargs) == tmp_path / "o.zarr"
+    assert finished_header(tmp_path / "o.zarr")["options"]["budget_bytes"] == 2**19
+
+
+def test_an_unfinished_run_is_refused_before_any_planning_or_hashing(tmp_path, monkeypatch):
+    source = tmp_path / "in.nii.gz"
+    io.save(_volume(), source)
+    (tmp_path / ".o.zarr.volsr-partial.zarr").mkdir()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("planned or hashed before refusing")
+
+    monkeypatch.setattr(store_module, "plan_run", no_work)
+    monkeypatch.setattr(store_module, "input_fingerprint", no_work)
+    with pytest.raises(OutputExistsError, match="is unfinished .*--resume"):
+        upsample_to_store(source, tmp_path / "o.zarr", scale=(1, 1, 2), model="linear", quiet=True)
+    io.save(_volume(), tmp_path / "done.nii.gz")
+    with pytest.raises(VolsrError, match="is a finished output, not an unfinished run"):
+        upsample_to_store(source, tmp_path / "done.nii.gz", scale=(1, 1, 2), model="linear", resume=True,
+                          quiet=True)  # fmt: skip
+
+
+def test_an_output_inside_an_input_store_is_refused(tmp_path):
+    store = tmp_path / "w.zarr"
+    io.save(_volume(), store)
+    with pytest.raises(OutputExistsError, match="would replace the input file"):
+        upsample_to_store(store, store / "sr.zarr", scale=(1, 1, 2), model="linear", quiet=True)

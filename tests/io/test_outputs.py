@@ -127,3 +127,53 @@ def test_clean_leftovers_touches_only_this_outputs_files(tmp_path):
 
 def test_paths_are_siblings(tmp_path):
     assert lock_path(tmp_path / "x" / "o.zarr") == Path(tmp_path / "x" / ".o.zarr.volsr-lock")
+
+
+def test_another_thread_of_this_process_is_another_writer(tmp_path):
+    import threading
+
+    out, seen = tmp_path / "t.zarr", []
+
+    def second():
+        try:
+            with output_lock(out):
+                seen.append("took it")
+        except LockedError as error:
+            seen.append(str(error))
+
+    with output_lock(out):
+        worker = threading.Thread(target=second)
+        worker.start()
+        worker.join()
+    assert len(seen) == 1 and "being written by another run" in seen[0]
+    assert not lock_path(out).exists()
+
+
+def test_replace_with_replaces_a_link_to_a_store_not_the_store(tmp_path):
+    real, link, new = tmp_path / "real.zarr", tmp_path / "o.zarr", tmp_path / ".o.zarr.tmp-0123abcd"
+    real.mkdir()
+    (real / "a").write_text("old")
+    link.symlink_to(real)
+    new.mkdir()
+    (new / "a").write_text("new")
+    replace_with(new, link)
+    assert not link.is_symlink() and (link / "a").read_text() == "new"
+    assert (real / "a").read_text() == "old"
+
+
+def test_discard_renames_before_it_deletes(tmp_path, monkeypatch):
+    from volsr.io import outputs
+
+    store = tmp_path / ".o.nii.gz.volsr-partial.zarr"
+    (store / "c").mkdir(parents=True)
+    (store / "c" / "0").write_text("chunk")
+
+    def killed(path):
+        raise KeyboardInterrupt  # a kill in the middle of the delete
+
+    monkeypatch.setattr(outputs, "_remove", killed)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.discard(store)
+    assert not store.exists()  # nothing left under the name a resume trusts
+    monkeypatch.undo()
+    assert len(clean_leftovers(store)) == 1 and list(tmp_path.iterdir()) == []

@@ -6,10 +6,11 @@
 into. Each image's sidecar holds the derivative fields (``Description``, ``Sources``,
 ``SpatialReference``, ``SkullStripped``, ``Resolution``, the last required by the ``res``
 entity) and one ``SuperResolution`` object: software and model (with the SHA-256 of its
-weights), per-axis factors, voxel sizes and shapes, and the acquisition model (mm).
+weights), the SHA-256 of the source image's bytes, per-axis factors, voxel sizes and
+shapes, and the acquisition model (mm).
 
-:func:`run_key` is what makes a finished output the same as a requested one: its source,
-factors, model and weights.
+:func:`run_key` is what makes a finished output the same as a requested one: its source
+(path and content), factors, model and weights.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import volsr
 from volsr.acquisition import AcquisitionModel
@@ -27,7 +28,7 @@ from volsr.bids.layout import AnatImage, BIDSError, bids_uri, read_json
 from volsr.io.outputs import LockedError, write_text_atomic
 
 __all__ = ["BIDS_VERSION", "ModelRecord", "dataset_description", "write_dataset_description",
-           "file_sidecar", "run_key", "to_text"]
+           "file_sidecar", "RunKey", "run_key", "to_text"]
 
 #: The BIDS version the derivatives follow (BIDS URIs and ``DatasetLinks`` need >= 1.8).
 BIDS_VERSION = "1.10.0"
@@ -193,6 +194,7 @@ def file_sidecar(
     shape_in: tuple[int, ...],
     shape_out: tuple[int, ...],
     acquisition: AcquisitionModel,
+    source_sha256: str,
 ) -> dict[str, Any]:
     """The JSON sidecar of one super-resolved image.
 
@@ -210,6 +212,9 @@ def file_sidecar(
         Array shapes before and after.
     acquisition : AcquisitionModel
         The source's acquisition model.
+    source_sha256 : str
+        SHA-256 of the source file's bytes (:func:`volsr.engine.manifest.content_digest`):
+        a re-converted source at the same path is another run.
 
     Returns
     -------
@@ -226,7 +231,7 @@ def file_sidecar(
     >>> s = file_sidecar(image, {}, model=ModelRecord("linear", "interpolation", "e3b0"),
     ...                  factors=(1, 1, 4), spacing_in=(1, 1, 4), spacing_out=(1, 1, 1),
     ...                  shape_in=(8, 8, 4), shape_out=(8, 8, 16),
-    ...                  acquisition=acquisition_from_spacing((1, 1, 4)))
+    ...                  acquisition=acquisition_from_spacing((1, 1, 4)), source_sha256="9f86d081")
     >>> s["Sources"], s["SuperResolution"]["ScaleFactors"]
     (['bids:raw:sub-01/anat/sub-01_T1w.nii.gz'], [1.0, 1.0, 4.0])
     """
@@ -242,6 +247,7 @@ def file_sidecar(
         "SuperResolution": {
             "GeneratedBy": {"Name": _NAME, "Version": volsr.__version__, "Model": model.name,
                             "ModelKind": model.kind, "WeightsSHA256": model.weights_sha256},
+            "SourceSHA256": source_sha256,
             "ScaleFactors": scale,
             "InputVoxelSize": before,
             "OutputVoxelSize": after,
@@ -252,8 +258,24 @@ def file_sidecar(
     }  # fmt: skip
 
 
-def run_key(sidecar: dict[str, Any] | None) -> tuple | None:
-    """What identifies an output's run: source, factors, model and weights; None if absent.
+class RunKey(NamedTuple):
+    """What identifies an output's run (see :func:`run_key`).
+
+    Examples
+    --------
+    >>> RunKey(("bids:raw:a",), (1.0, 1.0, 4.0), "linear", "e3b0", "9f86").model
+    'linear'
+    """
+
+    sources: tuple[str, ...]
+    factors: tuple[float, ...]
+    model: str
+    weights_sha256: str
+    source_sha256: str | None  # None: not recorded (a sidecar of an older volsr)
+
+
+def run_key(sidecar: dict[str, Any] | None) -> RunKey | None:
+    """What identifies an output's run: source and its content, factors, model and weights.
 
     Parameters
     ----------
@@ -262,8 +284,9 @@ def run_key(sidecar: dict[str, Any] | None) -> tuple | None:
 
     Returns
     -------
-    tuple or None
-        None when ``sidecar`` is None or lacks one of the fields.
+    RunKey or None
+        None when ``sidecar`` is None or lacks one of the fields; a missing
+        ``SourceSHA256`` gives ``source_sha256=None``, which matches no run of this version.
 
     Raises
     ------
@@ -277,9 +300,10 @@ def run_key(sidecar: dict[str, Any] | None) -> tuple | None:
     try:
         record = sidecar["SuperResolution"]
         generated = record["GeneratedBy"]
-        return (tuple(sidecar["Sources"]), tuple(_rounded(record["ScaleFactors"])), generated["Model"],
-                generated["WeightsSHA256"])
-    except (KeyError, TypeError, ValueError):
+        digest = record.get("SourceSHA256")
+        return RunKey(tuple(sidecar["Sources"]), tuple(_rounded(record["ScaleFactors"])), generated["Model"],
+                      generated["WeightsSHA256"], digest if isinstance(digest, str) else None)
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
 

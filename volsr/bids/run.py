@@ -5,15 +5,23 @@ The BIDS-Apps convention: positional dataset, output folder and analysis level
 :func:`volsr.engine.upsample_to_store` run into ``OUT_DIR/sub-*/[ses-*/]anat/`` with its JSON
 sidecar (:mod:`volsr.bids.derivatives`).
 
-Resumable per file. An output whose NIfTI and sidecar exist and whose sidecar records the
-same source, factors, model and weights is finished and skipped; a different one is refused
-unless ``overwrite``. Before a run, its sidecar is recorded as a hidden *pending* file beside
-the output (``.NAME.json.volsr-pending``) and any old sidecar removed; the sidecar is written
+Resumable per file, with or without ``overwrite``. A run is identified by its *run key*
+(:func:`volsr.bids.derivatives.run_key`): the source's path and the SHA-256 of its bytes,
+the factors, the model and its weights. An output whose NIfTI and sidecar exist and whose
+sidecar records this run's key is finished and skipped (also with ``overwrite``: it was
+made by this run, e.g. by an interrupted ``--overwrite`` run); one made by another run (other
+options, or a source re-converted since) is refused unless ``overwrite``, which replaces it.
+
+Before a run, its sidecar is recorded as a hidden *pending* file beside the output
+(``.NAME.json.volsr-pending``) and any old sidecar removed; the sidecar is written
 (atomically) only once the NIfTI is finished. A killed run therefore leaves either the
-engine's work store (continued with the engine's resume) or a finished NIfTI newer than
-its pending sidecar, which says what made it (the sidecar is then completed); never a
-sidecar describing another image. A NIfTI older than the pending record (an old output
-whose replacement failed) is not adopted.
+engine's work store beside its pending record (continued with the engine's resume when
+the record has this run's key, also with ``overwrite``; else refused, or with
+``overwrite`` started again) or a finished NIfTI newer than its pending record, which says
+what made it (the sidecar is then completed); never a sidecar describing another image.
+A NIfTI older than the pending record (an old output whose replacement failed) is not
+adopted. With ``overwrite``, a work store the engine refuses to continue (its own header,
+e.g. another device, differs) is started again.
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from volsr import io
 from volsr.acquisition import AcquisitionModel, acquisition_from_spacing
 from volsr.bids.derivatives import (
     ModelRecord,
+    RunKey,
     file_sidecar,
     run_key,
     to_text,
@@ -47,10 +56,10 @@ from volsr.bids.layout import (
     sidecar_metadata,
 )
 from volsr.engine import upsample_to_store
-from volsr.engine.manifest import model_identity
+from volsr.engine.manifest import content_digest, model_identity
 from volsr.engine.resolve import input_mismatch, resolve_factors
 from volsr.engine.store import unfinished_run
-from volsr.errors import OutputExistsError
+from volsr.errors import OutputExistsError, ResumeError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape, voxel_spacing
 from volsr.io.outputs import write_text_atomic
 from volsr.models import create_model, default_model_name, get_card
@@ -72,8 +81,9 @@ class FileResult:
     output : Path
         The super-resolved NIfTI (its sidecar: same name, ``.json``).
     status : {"written", "resumed", "completed", "skipped"}
-        ``written``: a new run; ``resumed``: an unfinished run continued; ``completed``:
-        a finished NIfTI got its sidecar; ``skipped``: already finished.
+        ``written``: a new run; ``resumed``: an unfinished run of the same run key
+        continued; ``completed``: a finished NIfTI got its sidecar; ``skipped``: already
+        finished by a run of the same run key.
 
     Examples
     --------
@@ -96,6 +106,10 @@ class _Job:
     factors: tuple[float, ...]
     model: str
     record: dict[str, Any]
+
+    @property
+    def key(self) -> RunKey:
+        return cast(RunKey, run_key(self.record))  # never None: the record is file_sidecar's
 
 
 def pending_path(sidecar: str | os.PathLike[str]) -> Path:
@@ -190,35 +204,47 @@ def _plan(
         image, metadata, model=models.record(model), factors=factors, spacing_in=spacing,
         spacing_out=tuple(voxel_spacing(affine_out)[: len(spacing)]), shape_in=volume.shape,
         shape_out=tuple(full_shape), acquisition=_acquisition(image, metadata, spacing),
+        source_sha256=content_digest([image.path])[0],
     )  # fmt: skip
     return _Job(image, output, derivative_path(out_dir, image, extension=".json"), factors, model, record)
 
 
-def _describe(record: dict[str, Any] | None) -> str:
-    key = run_key(record)
-    if key is None:
-        return "an unknown run"
-    return f"model {key[2]} at factors {' x '.join(f'{f:g}' for f in key[1])}"
+def _describe(key: RunKey) -> str:
+    return f"model {key.model} at factors {' x '.join(f'{f:g}' for f in key.factors)}"
+
+
+def _other_run(recorded: RunKey, job: _Job) -> str:
+    """How the run that made (or started) an output differs from this one."""
+    if recorded[:4] == job.key[:4]:
+        changed = "changed since" if recorded.source_sha256 else "not recorded: made by an older volsr"
+        return f"from other contents of {job.image.relpath} ({changed})"
+    return f"with {_describe(recorded)}, this run asks for {_describe(job.key)}"
 
 
 def _state(job: _Job, *, overwrite: bool) -> Literal["skip", "complete", "resume", "run"]:
-    """What to do with one output (see the module docstring)."""
-    if overwrite:
-        return "run"
+    """What to do with one output (see the module docstring); refuses another run's output."""
+    pending = pending_path(job.sidecar)
+    started = run_key(_read(pending))
     if unfinished_run(job.output) is not None:
-        return "resume"
+        if started == job.key or (started is None and not overwrite):
+            return "resume"  # without a record, the engine checks its own header
+        if overwrite:
+            return "run"  # the engine deletes the other run's work store
+        raise OutputExistsError(f"an unfinished run of {job.output} was started {_other_run(started, job)}; "
+                                "pass --overwrite to start again")
     if not job.output.exists():
         return "run"
-    wanted = run_key(job.record)
-    recorded = _read(job.sidecar)
-    if run_key(recorded) is not None:
-        if run_key(recorded) == wanted:
-            return "skip"
-        raise OutputExistsError(f"{job.output} was made with {_describe(recorded)}, this run asks for "
-                                f"{_describe(job.record)}; pass --overwrite to replace it")
-    pending = pending_path(job.sidecar)
-    if run_key(_read(pending)) == wanted and job.output.stat().st_mtime_ns >= pending.stat().st_mtime_ns:
+    recorded = run_key(_read(job.sidecar))
+    if recorded == job.key:
+        return "skip"
+    if recorded is not None:
+        if overwrite:
+            return "run"
+        raise OutputExistsError(f"{job.output} was made {_other_run(recorded, job)}; pass --overwrite to replace it")
+    if started == job.key and job.output.stat().st_mtime_ns >= pending.stat().st_mtime_ns:
         return "complete"  # the NIfTI was finished after its run was recorded: that run made it
+    if overwrite:
+        return "run"
     raise OutputExistsError(f"{job.output} exists without a complete sidecar {job.sidecar.name} (not a "
                             "finished volsr output); pass --overwrite to replace it")
 
@@ -228,20 +254,35 @@ _ACTIONS = {"skip": "finished, skipped", "complete": "finished, writing its side
 _STATUS: dict[str, Status] = {"skip": "skipped", "complete": "completed", "resume": "resumed", "run": "written"}
 
 
-def _process(job: _Job, state: str, *, overwrite: bool, device: str, quiet: bool) -> None:
+def _upsample(job: _Job, *, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
+    upsample_to_store(job.image.path, job.output, scale=job.factors, model=job.model, device=device,
+                      resume=resume, overwrite=overwrite and not resume, quiet=quiet)  # fmt: skip
+
+
+def _process(job: _Job, state: str, *, overwrite: bool, device: str, quiet: bool) -> Status:
     pending = pending_path(job.sidecar)
     if state == "skip":
         pending.unlink(missing_ok=True)  # left by a run killed after its sidecar was written
-        return
+        return "skipped"
+    status = _STATUS[state]
     text = to_text(job.record)
     if state != "complete":
         job.output.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(pending, text)
         job.sidecar.unlink(missing_ok=True)  # never beside a NIfTI it does not describe
-        upsample_to_store(job.image.path, job.output, scale=job.factors, model=job.model, device=device,
-                          resume=not overwrite, overwrite=overwrite, quiet=quiet)  # fmt: skip
+        resume = state == "resume" or not overwrite
+        try:
+            _upsample(job, resume=resume, overwrite=overwrite, device=device, quiet=quiet)
+        except VolsrError as error:
+            # The engine refuses to continue a work store whose header differs (another
+            # device, a store of another run behind a stale record); overwrite starts again.
+            if not (overwrite and resume and isinstance(error, ResumeError)):
+                raise
+            _upsample(job, resume=False, overwrite=True, device=device, quiet=quiet)
+            status = "written"
     write_text_atomic(job.sidecar, text)
     pending.unlink(missing_ok=True)
+    return status
 
 
 def run_participant(
@@ -276,7 +317,9 @@ def run_participant(
     device : str
         Where the model runs (``cpu``, ``cuda``).
     overwrite : bool
-        Redo finished outputs and restart unfinished ones.
+        Replace outputs made by another run (other factors, model or weights, or a source
+        changed since). Outputs this run's options made are kept and its unfinished ones
+        continued, so a killed ``overwrite`` run is continued by running it again.
     quiet : bool
         No engine plan, budget or progress bar.
     progress : callable, optional
@@ -320,8 +363,8 @@ def run_participant(
         if progress is not None:
             progress(f"{job.image.label}: {number} of {len(jobs)}, {_ACTIONS[state]}"
                      + (f" with {job.model}" if state == "run" else ""))
-        _process(job, state, overwrite=overwrite, device=device, quiet=quiet)
-        results.append(FileResult(job.image.path, job.output, _STATUS[state]))
+        status = _process(job, state, overwrite=overwrite, device=device, quiet=quiet)
+        results.append(FileResult(job.image.path, job.output, status))
     return tuple(results)
 
 

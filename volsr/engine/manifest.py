@@ -25,7 +25,7 @@ import dask.base
 import numpy as np
 from torch import nn
 
-from volsr.errors import VolsrError
+from volsr.errors import ResumeError
 from volsr.volume import Volume
 
 __all__ = [
@@ -305,7 +305,7 @@ class Manifest:
             flags = np.unpackbits(bits, count=count, bitorder="little").astype(bool)
             return cls(Path(path), header, flags, state, bool(record.get("complete", False)))
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-            raise VolsrError(f"cannot resume: {path} is not a readable volsr manifest ({error})") from None
+            raise ResumeError(f"cannot resume: {path} is not a readable volsr manifest ({error})") from None
 
     def check(self, header: dict[str, Any]) -> None:
         """Refuse (VolsrError) if ``header`` differs from the stored one; say what differs."""
@@ -316,7 +316,7 @@ class Manifest:
             if not changed:
                 continue
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
-            raise VolsrError(
+            raise ResumeError(
                 f"cannot resume {self.path.parent}: the {section} differs from the original run"
                 f" ({detail}); rerun without --resume (and with --overwrite) to start again"
             )

@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import math
 import os
-import shutil
 import sys
 import uuid
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ from volsr.engine.manifest import (
     RUN_ATTRIBUTE,
     Manifest,
     content_size,
-    finished_header,
     input_fingerprint,
     model_identity,
 )
@@ -60,26 +58,25 @@ from volsr.engine.resolve import (
     with_floor,
     with_self_ensemble,
 )
+from volsr.engine.runstate import (
+    RunOptions,
+    budget_bytes_for,
+    note,
+    open_manifest,
+    output_identity,
+    phase,
+    previous_run,
+    unfinished_run,
+    work_store,
+)
 from volsr.engine.sizing import plan_run
-from volsr.errors import InvalidDataError, OutputExistsError, VolsrError
+from volsr.errors import InvalidDataError, ResumeError, VolsrError
 from volsr.geometry import resampled_affine, resampled_shape
-from volsr.io.outputs import clean_leftovers, output_lock, replace_with
+from volsr.io.outputs import clean_leftovers, discard, output_lock, replace_with
 from volsr.models.ensemble import SelfEnsemble
 from volsr.volume import Volume
 
 __all__ = ["upsample_to_store", "unfinished_run"]
-
-def _note(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)  # noqa: T201 - the engine's log line, like tqdm's
-
-
-def _phase(message: str, quiet: bool) -> None:
-    """A silent phase's line ("what it is doing now"), for a person at a terminal only: like a
-    progress bar it is not part of the output a script reads, where a refusal stays one line."""
-    if not quiet and sys.stderr.isatty():
-        print(f"{message} ...", file=sys.stderr)  # noqa: T201
-
 
 def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
     shape = list(volume.shape)
@@ -120,7 +117,7 @@ def _finalise_store(path: Path, template: Volume, header: dict, *, levels: int =
     group.attrs.update({**ome_attributes(template, levels=levels), RUN_ATTRIBUTE: header})
 
 
-def _build_levels(store: Path, template: Volume, manifest: Manifest, options: _Options) -> None:
+def _build_levels(store: Path, template: Volume, manifest: Manifest, options: RunOptions) -> None:
     """Multiscale levels 1.. from the finished image, resuming after the last one recorded."""
     done = manifest.state.get("pyramid_done", 0)
     done = done if isinstance(done, int) and 0 <= done < options.pyramid else 0  # else: rebuild (same bytes)
@@ -128,7 +125,7 @@ def _build_levels(store: Path, template: Volume, manifest: Manifest, options: _O
     def finished(level: int) -> None:
         manifest.state["pyramid_done"] = level
         manifest.save()
-        _note(f"pyramid: level {level} of {options.pyramid - 1} written", options.quiet)
+        note(f"pyramid: level {level} of {options.pyramid - 1} written", options.quiet)
 
     build_pyramid(store, template.axes, options.pyramid, done=done, on_level=finished)
 
@@ -138,10 +135,6 @@ def _check_pyramid(pyramid: int, output: str | os.PathLike[str], shape_out: tupl
     if pyramid != 1 and io.format_for(output)[0].name != "zarr":
         raise ValueError(f"pyramid={pyramid!r} needs a .zarr output (OME-Zarr multiscales), got {os.fspath(output)!r}")
     check_levels(pyramid, shape_out)
-
-
-#: Name ending of a run's hidden work store, beside its output.
-_PARTIAL_SUFFIX = ".volsr-partial.zarr"
 
 
 #: Inputs larger than this get a phase line while their content is hashed (about 1 GB/s).
@@ -173,91 +166,6 @@ def _check_short_axes(net: nn.Module, volume: Volume, factors: tuple[float, ...]
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise VolsrError(f"model {net.card.name} cannot run on an input of spatial shape {shape} "
                          f"({reason}); try --model cubic, or pad the short axes") from None
-
-
-def _work_store(output: Path) -> Path:
-    return output.with_name(f".{output.name}{_PARTIAL_SUFFIX}")
-
-
-def unfinished_run(output: str | os.PathLike[str]) -> Path | None:
-    """The work store of an unfinished run of ``output`` (resumable), or None.
-
-    Parameters
-    ----------
-    output : str or path
-        Output spec (``path`` or ``path:key``).
-
-    Returns
-    -------
-    Path or None
-
-    Raises
-    ------
-    FormatError
-        If the suffix is unknown.
-
-    Examples
-    --------
-    >>> unfinished_run("/no/such/folder/sr.nii.gz") is None
-    True
-    """
-    store = _work_store(io.format_for(output)[1])
-    return store if store.is_dir() else None
-
-
-def _previous_manifest(store: Path, *, resume: bool) -> Manifest | None:
-    """The manifest of the run a resume continues (read once), or None when there is none."""
-    if not (resume and store.exists()):
-        return None
-    path = store / MANIFEST_NAME
-    if path.exists():
-        return Manifest.load(path)
-    record = finished_header(store)  # killed between finishing the store and renaming it
-    if record is None:
-        raise VolsrError(f"cannot resume: {store} has no {MANIFEST_NAME} (not written by a volsr run)")
-    return Manifest(path, record, np.ones(int(record["options"].get("tasks", 0)), bool), complete=True)
-
-
-def _check_finished(output: Path, header: dict) -> None:
-    """Refuse a ``--resume`` of a finished output unless it is a Zarr run with this header."""
-    record = finished_header(output) if io.format_for(output)[0].name == "zarr" else None
-    if record is None:
-        raise VolsrError(
-            f"cannot resume: {output} is a finished output, not an unfinished run "
-            "(nothing to resume; pass --overwrite to replace it)"
-        )
-    Manifest(output, record, np.zeros(0, bool)).check(header)
-
-
-def _budget_bytes(
-    max_memory: str | int | None, previous: Manifest | None, workers: int | None, scheduler: str | None
-) -> int:
-    """The budget asked for; else the one a resumed run started with (same plan); else the default."""
-    if max_memory is not None:
-        return progress.parse_size(max_memory)
-    recorded = None if previous is None else previous.state.get("budget_bytes")
-    if isinstance(recorded, int) and recorded > 0:
-        return recorded
-    return progress.default_budget(workers=workers, local=scheduler is None)
-
-
-def _open_manifest(
-    store: Path, header: dict, previous: Manifest | None, *, overwrite: bool, quiet: bool
-) -> Manifest | None:
-    if previous is not None:
-        manifest = previous
-        manifest.check(header)
-        if len(manifest.done) != header["options"]["tasks"]:
-            raise VolsrError(f"cannot resume: {manifest.path} records {len(manifest.done)} tasks for a plan of "
-                             f"{header['options']['tasks']}; rerun with --overwrite to start again")
-        _note(f"resuming: {int(np.count_nonzero(manifest.done))} of {len(manifest.done)} tasks already done", quiet)
-        return manifest
-    if store.exists() and not overwrite:
-        raise OutputExistsError(f"an earlier run of this output is unfinished ({store}): "
-                                "pass --resume to continue it, or --overwrite to start again")
-    if store.exists():
-        shutil.rmtree(store)
-    return None
 
 
 def upsample_to_store(
@@ -395,7 +303,7 @@ def upsample_to_store(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [],
                                   dtype=np.dtype(np.float32), allow_external=allow_external)  # fmt: skip
-    options = _Options(
+    options = RunOptions(
         output=os.fspath(output), chunks=chunks, tile=tile, blend=blend, overlap=overlap, workers=workers,
         scheduler=scheduler, resume=resume, overwrite=overwrite, max_memory=max_memory, quiet=quiet,
         layout=layout, self_ensemble=self_ensemble, allow_external=allow_external,
@@ -408,71 +316,48 @@ def upsample_to_store(
         return _upsample_locked(net, volume, spec, output_path, factors, where, options)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    """The caller's options of one :func:`upsample_to_store` run (see its parameters)."""
-
-    output: str
-    chunks: Sequence[int] | None
-    tile: Sequence[int] | None
-    blend: str
-    overlap: float
-    workers: int | None
-    scheduler: str | None
-    resume: bool
-    overwrite: bool
-    max_memory: str | int | None
-    quiet: bool
-    layout: str | None
-    self_ensemble: bool | None
-    allow_external: bool
-    announce: tuple[str, ...]
-    pyramid: int
-
-
 def _announce(net: nn.Module, volume: Volume, shape_out: tuple[int, ...], output_path: Path,
-              options: _Options) -> None:
+              options: RunOptions) -> None:
     """What the run is about to do, once no refusal can follow: the caller's lines (shown even
     with quiet), the self-ensemble, and a warning when the output may not fit the disk."""
     channels = volume.data.size // math.prod(volume.spatial_shape)
     room = progress.check_output_room(4 * math.prod(shape_out) * channels, output_path.parent,
                                       in_memory=io.format_for(options.output)[0].name == "nifti")
     for line in options.announce:
-        _note(line, False)
+        note(line, False)
     if isinstance(net, SelfEnsemble):
         count = len(net.symmetries)
-        _note(f"self-ensemble: the mean over {count} flips and axis swaps "
+        note(f"self-ensemble: the mean over {count} flips and axis swaps "
               f"(--no-self-ensemble: {count}x faster)", options.quiet)
     if room is not None:
-        _note(room, False)  # a warning, shown even with quiet
+        note(room, False)  # a warning, shown even with quiet
 
 
 def _upsample_locked(
     net: nn.Module, volume: Volume, spec: str | None, output_path: Path, factors: tuple[float, ...],
-    where: torch.device, options: _Options,
+    where: torch.device, options: RunOptions,
 ) -> Path:  # fmt: skip
     """The run, once the output's lock is held: work store, tasks, then the output replaced."""
     quiet, workers, scheduler = options.quiet, options.workers, options.scheduler
-    store = _work_store(output_path)
-    resume = options.resume
-    previous = _previous_manifest(store, resume=resume)
-    budget_bytes = _budget_bytes(options.max_memory, previous, workers, scheduler)
+    store = work_store(output_path)
+    previous, finished = previous_run(store, output_path, options)
+    budget_bytes = budget_bytes_for(options.max_memory, previous, workers, scheduler)
     net = with_self_ensemble(net, factors, options.self_ensemble)
     layout = options.layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
-    _phase("sizing the tiles: probe forwards measure the model's memory", quiet)
+    phase("sizing the tiles: probe forwards measure the model's memory", quiet)
     plan, batch, budget = plan_run(
         net, volume, shape_out, factors, options.chunks, options.tile, options.blend, options.overlap,
         budget_bytes, where,
     )  # fmt: skip
-    header = _run_header(net, volume, spec, plan, batch, where, layout, options)
+    header = _run_header(net, volume, spec, plan, batch, budget_bytes, where, layout, options)
     _check_short_axes(net, volume, factors, where)
-    if resume and previous is None and output_path.exists():
-        _check_finished(output_path, header)
-        _note(f"{output_path} is already complete: nothing to resume", quiet)
+    if finished:
+        previous.check(header)
+        note(f"{output_path} is already complete: nothing to resume", quiet)
         return output_path
-    manifest = _open_manifest(store, header, previous, overwrite=options.overwrite, quiet=quiet)
+    manifest = open_manifest(store, header, previous, overwrite=options.overwrite, quiet=quiet)
     _announce(net, volume, shape_out, output_path, options)  # every check passed: the run starts
     template = _template(volume, shape_out)
     if manifest is None:
@@ -485,7 +370,7 @@ def _upsample_locked(
             _run(net, volume, spec, plan, batch, budget, manifest, store, where, options)
         except BaseException:
             if previous is None and not manifest.done.any():
-                shutil.rmtree(store, ignore_errors=True)  # nothing done: no half-written run left
+                discard(store)  # nothing done: no half-written run left
             raise
         _build_levels(store, template, manifest, options)
         _finalise_store(store, template, manifest.header, levels=options.pyramid)
@@ -496,27 +381,27 @@ def _upsample_locked(
 
 
 def _run_header(
-    net: nn.Module, volume: Volume, spec: str | None, plan: Plan, batch: int, where: torch.device,
-    layout: str, options: _Options,
+    net: nn.Module, volume: Volume, spec: str | None, plan: Plan, batch: int, budget_bytes: int,
+    where: torch.device, layout: str, options: RunOptions,
 ) -> dict:  # fmt: skip
     """What a resume must match: the input (a SHA-256 of its files), the model, the options."""
-    if spec is not None:
+    if spec is not None and not options.quiet and sys.stderr.isatty():
         size = content_size(io.files_read(spec, allow_external=options.allow_external))
         if size > _NOTE_HASH_BYTES:
-            _phase(f"hashing the input ({progress.format_size(size)}) so that --resume can check it",
-                   options.quiet)
+            phase(f"hashing the input ({progress.format_size(size)}) so that --resume can check it", False)
     return {
         "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
         "model": model_identity(net),
         "options": {
             "shape_out": list(plan.shape_out), "plan": dataclasses.asdict(plan), "tasks": plan.n_tasks,
-            "batch": batch, "device": where.type, "output": str(options.output), "layout": layout,
+            "batch": batch, "budget_bytes": budget_bytes, "device": where.type,
+            "output": output_identity(options.output), "layout": layout,
             **({"pyramid": options.pyramid} if options.pyramid > 1 else {}),  # 1: headers as before
         },
     }  # fmt: skip
 
 
-def _deliver(store: Path, output_path: Path, volume: Volume, options: _Options) -> None:
+def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions) -> None:
     """Put the finished work store in the output's place (Zarr: renamed; else converted)."""
     if io.format_for(options.output)[0].name == "zarr":
         (store / MANIFEST_NAME).unlink(missing_ok=True)
@@ -524,18 +409,18 @@ def _deliver(store: Path, output_path: Path, volume: Volume, options: _Options) 
     else:
         result = io.load(store).replace(meta=volume.meta)
         io.save(result, options.output, overwrite=True)
-        shutil.rmtree(store)
+        discard(store)  # renamed first: a kill mid-delete leaves no "finished" store with holes
 
 
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options):
     workers, scheduler, quiet = options.workers, options.scheduler, options.quiet
     input_scale = manifest.state.get("input_scale")
     if input_scale is not None and not (isinstance(input_scale, (int, float)) and 0 < input_scale < math.inf):
-        raise VolsrError(f"cannot resume: {manifest.path} holds an invalid input scale {input_scale!r}; "
+        raise ResumeError(f"cannot resume: {manifest.path} holds an invalid input scale {input_scale!r}; "
                          "rerun with --overwrite to start again")
     if input_scale is None:
         if net.card.kind == "network" or net.card.input_scaling != "none":
-            _phase(f"input statistics: one pass over the input ({progress.format_size(volume.data.nbytes)}) "
+            phase(f"input statistics: one pass over the input ({progress.format_size(volume.data.nbytes)}) "
                    f"for the intensity scale", options.quiet)
         input_scale, floor = input_statistics(net.card, statistics_voxels(net.card, volume))
         manifest.state["input_scale"] = input_scale
@@ -550,7 +435,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
     remaining = plan.n_tasks - int(np.count_nonzero(done))
     done_voxels = sum(plan.task_voxels(n) for n in np.flatnonzero(done))
     total = math.prod(plan.shape_out)
-    _note(
+    note(
         f"plan: {plan.n_tasks} tasks ({remaining} to run), chunks {plan.chunks}, tile {plan.tile}, "
         f"batch {batch}, blend {plan.blend}, layout {layout}; {budget.describe()}", quiet,
     )  # fmt: skip

@@ -285,7 +285,7 @@ def check_output(
     written = _written_files(fmt, path)
     for source in inputs:
         for read in _read_files(source, allow_external):
-            if any(read == w or read.is_relative_to(w) for w in written):
+            if any(read == w or read.is_relative_to(w) or w.is_relative_to(read) for w in written):
                 shown = "" if read == real_path(format_for(source)[1]) else f" (it reads {read})"
                 raise OutputExistsError(
                     f"the output {os.fspath(spec)} would replace the input file {os.fspath(source)}"

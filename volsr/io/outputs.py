@@ -17,10 +17,12 @@ Three pieces every writer of an output shares (``save``, the engine's stores):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ from pathlib import Path
 from volsr.errors import OutputExistsError
 
 __all__ = [
-    "output_lock", "replace_with", "clean_leftovers", "lock_path", "temporary_sibling", "refuse_overlap",
+    "output_lock", "replace_with", "clean_leftovers", "lock_path", "temporary_sibling", "refuse_overlap", "discard",
     "write_text_atomic", "LockedError",
 ]  # fmt: skip
 
@@ -38,8 +40,9 @@ OLD_TAG = ".old-"
 _LOCK_SUFFIX = ".volsr-lock"
 #: A lock file still empty after this long was left by a writer killed while creating it.
 _EMPTY_LOCK_GRACE_S = 10.0
-#: Locks this process holds, with their depth (a command that saves inside a run re-enters).
-_HELD: dict[str, int] = {}
+#: Locks held, by lock file and thread, with their depth (a command that saves inside a run
+#: re-enters its own lock).
+_HELD: dict[tuple[str, int], int] = {}
 
 
 class LockedError(OutputExistsError):
@@ -175,7 +178,7 @@ def output_lock(output: str | os.PathLike[str]) -> Iterator[Path]:
     (True, False)
     """
     path = lock_path(output)
-    key = str(path)
+    key = (str(path), threading.get_ident())  # another thread of this process is another writer
     if key in _HELD:
         _HELD[key] += 1
         try:
@@ -183,25 +186,73 @@ def output_lock(output: str | os.PathLike[str]) -> Iterator[Path]:
         finally:
             _HELD[key] -= 1
         return
-    for _ in range(3):
-        if _create(path):
-            break
-        owner = _read_owner(path)
-        if not _stale(path, owner):
-            who = "an unknown process" if owner is None else f"pid {owner.get('pid')} on {owner.get('host')}"
-            raise LockedError(
-                f"{Path(output)} is being written by another run ({who}); wait for it to finish "
-                f"(if that run is gone, delete {path})"
-            )
-        path.unlink(missing_ok=True)
-    else:
-        raise LockedError(f"cannot take the lock {path}: other runs keep taking it")
+    with _folder_guard(path.parent):  # judging a lock stale and taking it over is one step
+        if not _create(path):
+            owner = _read_owner(path)
+            if not _stale(path, owner):
+                who = "an unknown process" if owner is None else f"pid {owner.get('pid')} on {owner.get('host')}"
+                raise LockedError(
+                    f"{Path(output)} is being written by another run ({who}); wait for it to finish "
+                    f"(if that run is gone, delete {path})"
+                )
+            path.unlink(missing_ok=True)
+            if not _create(path):
+                raise LockedError(f"cannot take the lock {path}: another run took it")
     _HELD[key] = 1
     try:
         yield path
     finally:
         del _HELD[key]
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _folder_guard(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder for the moment a lock is judged and taken, so two
+    runs finding the same stale lock cannot both take it over."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the flock
+
+
+def discard(path: Path) -> None:
+    """Remove a file or directory tree by first renaming it to a temporary sibling.
+
+    A kill during a long ``rmtree`` then leaves a ``.NAME.tmp-*`` that the next run removes
+    (:func:`clean_leftovers`), never a half-deleted tree under a name a run would trust (a
+    finished work store with chunks missing).
+
+    Parameters
+    ----------
+    path : Path
+        What to remove (nothing happens if it does not exist).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    OSError
+        If the rename fails.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "s.zarr").mkdir()
+    ...     discard(Path(d) / "s.zarr")
+    ...     list(Path(d).iterdir())
+    []
+    """
+    if not (path.exists() or path.is_symlink()):
+        return
+    doomed = temporary_sibling(path, f"{os.getpid():x}d")
+    os.replace(path, doomed)
+    _remove(doomed)
 
 
 def refuse_overlap(output: str | os.PathLike[str], read: Sequence[str | os.PathLike[str]], *, shown: str) -> None:
@@ -313,6 +364,8 @@ def replace_with(temporary: Path, output: Path) -> None:
     ...     sorted(p.name for p in Path(d).iterdir()), (Path(d) / "out" / "a").read_text()
     (['out'], 'new')
     """
+    if output.is_symlink() and temporary.is_dir():
+        output.unlink()  # the link is replaced, not the directory it points at
     if not (output.is_dir() and not output.is_symlink()):
         os.replace(temporary, output)
         return
