@@ -177,3 +177,64 @@ def test_discard_renames_before_it_deletes(tmp_path, monkeypatch):
     assert not store.exists()  # nothing left under the name a resume trusts
     monkeypatch.undo()
     assert len(clean_leftovers(store)) == 1 and list(tmp_path.iterdir()) == []
+
+
+def _envi_pair(folder, value, dtype):
+    import numpy as np
+
+    from volsr import io
+    from volsr.volume import Volume
+
+    cube = Volume(np.full((4, 5, 3), value, dtype), np.eye(4), ("i", "j", "band"))
+    io.save(cube, folder / "cube.hdr", overwrite=True)
+
+
+def test_an_envi_overwrite_failing_between_its_renames_keeps_the_old_pair(tmp_path, monkeypatch):
+    import numpy as np
+
+    from volsr import io
+    from volsr.io import outputs
+
+    _envi_pair(tmp_path, 1, np.uint16)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace, calls = os.replace, []
+
+    def header_rename_fails(source, target):
+        calls.append(Path(target).name)
+        if Path(target).name == "cube.hdr" and ".tmp-" in Path(source).name:
+            raise KeyboardInterrupt  # Ctrl-C after the binary is in, before the header
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", header_rename_fails)
+    with pytest.raises(KeyboardInterrupt):
+        _envi_pair(tmp_path, 2.5, np.float32)
+    monkeypatch.undo()
+    assert "cube.img" in calls  # the binary had been renamed in
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert io.load(tmp_path / "cube.hdr").numpy().tolist() == np.full((4, 5, 3), 1).tolist()
+
+
+def test_a_kill_inside_a_paired_replace_is_rolled_back_by_the_next_run(tmp_path, monkeypatch):
+    import numpy as np
+
+    from volsr import io
+    from volsr.io import outputs
+
+    _envi_pair(tmp_path, 1, np.uint16)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def killed_at_the_header(source, target):
+        if Path(target).name == "cube.hdr" and ".tmp-" in Path(source).name:
+            raise SystemExit("killed")  # nothing after this line runs in a real kill
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", killed_at_the_header)
+    monkeypatch.setattr(outputs, "_roll_back", lambda journal: None)  # a kill runs no handler
+    with pytest.raises(SystemExit):
+        _envi_pair(tmp_path, 2.5, np.float32)
+    monkeypatch.undo()
+    assert (tmp_path / ".cube.hdr.volsr-swap").exists()  # the journal of the unfinished swap
+    clean_leftovers(tmp_path / "cube.hdr")  # what the next run on this output does first
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert io.load(tmp_path / "cube.hdr").dtype == np.uint16

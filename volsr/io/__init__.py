@@ -356,6 +356,6 @@ def save(
     if stored != volume.dtype:
         volume = volume.replace(data=volume.data.astype(stored))
     options = SaveOptions(chunks=None if chunks is None else tuple(int(c) for c in chunks))
-    with atomic_output(path, overwrite=overwrite) as temporary:
+    with atomic_output(path, overwrite=overwrite, companions=options.companions) as temporary:
         fmt.save(volume, temporary, key, options)
     return path

@@ -8,13 +8,19 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from volsr.errors import FormatError, GeometryError, OutputExistsError
-from volsr.io.outputs import clean_leftovers, output_lock, replace_with, temporary_sibling
+from volsr.io.outputs import (
+    clean_leftovers,
+    output_lock,
+    replace_together,
+    replace_with,
+    temporary_sibling,
+)
 from volsr.volume import Volume
 
 __all__ = [
@@ -49,9 +55,13 @@ class SaveOptions:
     ----------
     chunks : tuple of int, optional
         Chunk shape for chunked formats (Zarr, HDF5), one per array axis; None picks a default.
+    companions : list of (Path, Path)
+        Filled by writers of multi-file formats: ``(temporary, final)`` of each file besides
+        the main one (an ENVI binary), renamed together with it (:func:`atomic_output`).
     """
 
     chunks: tuple[int, ...] | None = None
+    companions: list[tuple[Path, Path]] = dataclasses.field(default_factory=list)
 
 
 def _own_file(path: Path, key: str | None, allow_external: bool) -> tuple[Path, ...]:
@@ -403,7 +413,9 @@ def check_writable(path: Path, *, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
+def atomic_output(
+    path: Path, *, overwrite: bool, companions: Sequence[tuple[Path, Path]] = ()
+) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
 
     A failed or interrupted write leaves no partial output under ``path``; an existing
@@ -418,6 +430,10 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
         Final output path (file or directory).
     overwrite : bool
         Replace an existing ``path``; otherwise refuse.
+    companions : sequence of (Path, Path)
+        ``(temporary, final)`` of other files the block writes (read when the block ends:
+        a list the writer fills), renamed together with ``path``, all or none
+        (:func:`volsr.io.outputs.replace_together`).
 
     Yields
     ------
@@ -444,12 +460,18 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     check_writable(path, overwrite=overwrite)
     with output_lock(path):
         clean_leftovers(path)
+        check_writable(path, overwrite=overwrite)  # again, now that no other run can write it
         temporary = temporary_sibling(path, uuid.uuid4().hex[:8])
         try:
             yield temporary
-            replace_with(temporary, path)
+            if companions:
+                replace_together([*companions, (temporary, path)], path)
+            else:
+                replace_with(temporary, path)
         finally:
             _remove(temporary)
+            for partial, _ in companions:
+                _remove(partial)
 
 
 def final_path(path: Path) -> Path:

@@ -36,7 +36,6 @@ affines round-trip.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 import warnings
 from pathlib import Path
@@ -509,7 +508,8 @@ def _layout_of(template: dict[str, str]) -> tuple[str, int]:
     return interleave, int(order)
 
 
-def _write_binary(cube: da.Array, target: Path, dtype: np.dtype, interleave: str) -> None:
+def _write_binary(cube: da.Array, target: Path, dtype: np.dtype, interleave: str) -> Path:
+    """Write the binary under a temporary name beside ``target``; return that name."""
     to_file = tuple(int(n) for n in np.argsort(_TO_ROWS_COLS_BANDS[interleave]))
     data = cube.transpose(to_file)
     clean_leftovers(target)  # a killed writer's temporary binary (the header's lock is held)
@@ -518,9 +518,10 @@ def _write_binary(cube: da.Array, target: Path, dtype: np.dtype, interleave: str
         with open(temporary, "wb") as handle:
             handle.truncate(math.prod(data.shape) * dtype.itemsize)
         da.store(data, _RawCube(temporary, dtype, 0, data.shape), lock=False)
-        os.replace(temporary, target)
-    finally:
+    except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+    return temporary
 
 
 def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions) -> None:
@@ -534,12 +535,14 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         ``meta["envi"]`` (default BSQ, little-endian); other ``meta["envi"]`` fields are
         written back (per-band lists only if their length still matches).
     path : Path
-        Header path ``x.hdr``; the binary goes to ``x.img`` beside the *final* header
-        name (see :func:`volsr.io._common.final_path`).
+        Header path ``x.hdr``; the binary is written beside the *final* header name
+        (:func:`volsr.io._common.final_path`) under a temporary name, recorded in
+        ``options.companions`` so that :func:`volsr.io.save` renames it to ``x.img`` together
+        with the header.
     key : None
         ENVI files take no ``:key``.
     options : SaveOptions
-        Unused (ENVI files are not chunked).
+        ``companions`` receives the binary (ENVI files are not chunked).
 
     Returns
     -------
@@ -555,11 +558,13 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
 
     Examples
     --------
-    >>> import tempfile
+    >>> import os, tempfile
     >>> v = Volume(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), np.eye(4), ("i", "j", "band"),
     ...            wavelengths=[400, 500, 600, 700])
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_envi(v, Path(d) / "cube.hdr", None, SaveOptions())
+    ...     options = SaveOptions()
+    ...     save_envi(v, Path(d) / "cube.hdr", None, options)
+    ...     _ = [os.replace(*pair) for pair in options.companions]  # io.save does it with the header
     ...     w = load_envi(Path(d) / "cube.hdr", None)
     ...     w.shape, w.wavelengths.tolist(), int(w.data[1, 2, 3].compute())
     ((2, 3, 4), [400.0, 500.0, 600.0, 700.0], 23)
@@ -578,11 +583,11 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     clipped = ClippedCast(volume.dtype, dtype)
     cube = clipped.cast(_rows_cols_bands(volume))
     fields = _header_fields(volume, cube.shape, _CODES[dtype], template, (interleave, order))
-    # The binary goes under a temporary name too, renamed only once it is complete, so a
-    # failed write leaves neither a partial data file nor a damaged earlier one. (A kill
-    # between its rename and the header's leaves the new binary under the old header.)
+    # The binary goes under a temporary name too and is renamed together with the header
+    # (options.companions: all or none, across a kill), so the old pair stays a pair.
     Path(path).write_text("ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
-    _write_binary(cube, data_file, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
+    binary = _write_binary(cube, data_file, dtype.newbyteorder("<" if order == 0 else ">"), interleave)
+    options.companions.append((binary, data_file))
     if clipped.count:
         warnings.warn(f"{clipped.count} values outside the range of {dtype} [{clipped.low}, {clipped.high}] "
                       f"were clipped to it in {header.name} (ENVI data type {_CODES[dtype]})",

@@ -31,7 +31,7 @@ from volsr.errors import OutputExistsError
 
 __all__ = [
     "output_lock", "replace_with", "clean_leftovers", "lock_path", "temporary_sibling", "refuse_overlap", "discard",
-    "write_text_atomic", "LockedError",
+    "write_text_atomic", "replace_together", "LockedError",
 ]  # fmt: skip
 
 #: Name endings of what writers leave beside an output while they work.
@@ -375,6 +375,75 @@ def replace_with(temporary: Path, output: Path) -> None:
     _remove(old)
 
 
+def replace_together(pairs: Sequence[tuple[Path, Path]], output: Path) -> None:
+    """Move several complete temporaries onto their files as one change (an ENVI header and
+    its binary): all or none, also across a kill.
+
+    A journal beside ``output`` (``.NAME.volsr-swap``) lists the old files moved aside; it is
+    written before the first rename and removed after the last. An exception rolls the old
+    files back at once; after a kill, :func:`clean_leftovers` (the next run, under the lock)
+    rolls them back from the journal. Old files are deleted only once the journal is gone.
+
+    Parameters
+    ----------
+    pairs : sequence of (Path, Path)
+        ``(temporary, final)``; ``output``'s own pair last (the file readers open first).
+    output : Path
+        The output the lock is held for.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    OSError
+        If a rename fails (the old files are back in place).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for name in ("x.hdr", "x.img", "t1", "t2"):
+    ...         _ = (Path(d) / name).write_text(name)
+    ...     replace_together([(Path(d) / "t2", Path(d) / "x.img"), (Path(d) / "t1", Path(d) / "x.hdr")],
+    ...                      Path(d) / "x.hdr")
+    ...     sorted(p.name for p in Path(d).iterdir()), (Path(d) / "x.hdr").read_text()
+    (['x.hdr', 'x.img'], 't1')
+    """
+    journal = _journal(output)
+    aside = [(final, final.with_name(f".{final.name}{OLD_TAG}{os.getpid()}")) for _, final in pairs
+             if final.exists() or final.is_symlink()]
+    kept = dict(aside)
+    journal.write_text(json.dumps([[str(final), str(kept.get(final, ""))] for _, final in pairs]))
+    try:
+        for final, old in aside:
+            os.replace(final, old)
+        for temporary, final in pairs:
+            os.replace(temporary, final)
+    except BaseException:
+        _roll_back(journal)
+        raise
+    journal.unlink()
+    for _, old in aside:
+        _remove(old)
+
+
+def _journal(output: Path) -> Path:
+    return output.with_name(f".{output.name}.volsr-swap")
+
+
+def _roll_back(journal: Path) -> None:
+    """Put back every old file a journal lists (the new ones, if renamed in, are dropped)."""
+    for final, old in json.loads(journal.read_text() or "[]"):
+        if not old:
+            _remove(Path(final))  # it did not exist before: none of the new files stays
+        elif Path(old).exists():
+            _remove(Path(final))
+            os.replace(old, final)
+    journal.unlink()
+
+
 def clean_leftovers(output: str | os.PathLike[str]) -> list[Path]:
     """Tidy what killed runs left beside ``output``; call it while holding its lock.
 
@@ -402,6 +471,8 @@ def clean_leftovers(output: str | os.PathLike[str]) -> list[Path]:
     """
     path = Path(os.path.abspath(output))
     removed = []
+    if _journal(path).exists():  # a kill inside replace_together: the old files come back together
+        _roll_back(_journal(path))
     for prefix in (OLD_TAG, TEMPORARY_TAG):
         for leftover in sorted(path.parent.glob(f".{_glob_escape(path.name)}{prefix}*")):
             if prefix == OLD_TAG and not path.exists() and not path.is_symlink():
