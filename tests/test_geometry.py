@@ -24,6 +24,7 @@ from volsr.geometry import (
     output_coordinates,
     pyramid_affine,
     pyramid_shape,
+    pyramid_transform,
     resampled_affine,
     resampled_shape,
     scale_for_target_spacing,
@@ -444,3 +445,27 @@ def test_pyramid_affine_invariant(ndim):
 def test_pyramid_affine_errors(level, ndim, match):
     with pytest.raises(GeometryError, match=match):
         pyramid_affine(np.eye(4), level, ndim=ndim)
+
+
+def test_pyramid_transform_invariant():
+    """Each level sits at the mean position of its block, in a per-axis (NGFF) frame."""
+    # Voxel n of level 0 at t + s n, any sign of s: level k voxel o is the mean of level-0
+    # voxels o 2**k .. (o + 1) 2**k - 1, and its neighbour sits one level-k step further.
+    scale, translation = np.array([1.0, 4.0, -2.5]), np.array([10.5, 30.0, -7.0])
+    for level in range(4):
+        got_scale, got_translation = pyramid_transform(scale, translation, level)
+        size = 2**level
+        first = np.mean([translation + scale * n for n in range(size)], axis=0)
+        second = np.mean([translation + scale * n for n in range(size, 2 * size)], axis=0)
+        np.testing.assert_allclose(got_translation, first)
+        np.testing.assert_allclose(got_scale, second - first)
+    # It agrees with pyramid_affine on a positive diagonal affine (where the frames coincide).
+    aligned = np.diag([0.5, 2.0, 3.0, 1.0])
+    aligned[:3, 3] = [10.0, -4.0, 1.0]
+    scale_2, translation_2 = pyramid_transform([0.5, 2.0, 3.0], [10.0, -4.0, 1.0], 2)
+    np.testing.assert_allclose(np.diag(pyramid_affine(aligned, 2, ndim=3))[:3], scale_2)
+    np.testing.assert_allclose(pyramid_affine(aligned, 2, ndim=3)[:3, 3], translation_2)
+    with pytest.raises(GeometryError, match="integer >= 0"):
+        pyramid_transform([1.0], [0.0], -1)
+    with pytest.raises(GeometryError, match="one value per axis"):
+        pyramid_transform([1.0, 2.0], [0.0], 1)

@@ -52,6 +52,7 @@ __all__ = [
     "integer_factors",
     "pyramid_shape",
     "pyramid_affine",
+    "pyramid_transform",
 ]
 
 _EPS = 1e-9
@@ -490,8 +491,7 @@ def pyramid_affine(affine: np.ndarray, level: int, *, ndim: int) -> np.ndarray:
     (4, 4) float64 ndarray
         ``A . diag(2**level, 1)`` with the origin moved by ``A[:3, :3] . ((2**level - 1) / 2)``
         on the spatial columns: :func:`resampled_affine` of a ``2**level`` block to one voxel.
-        For an axis-aligned affine the NGFF ``scale`` doubles per level and the
-        ``translation`` is ``t_0 + s_0 (2**level - 1) / 2``.
+        In a per-axis scale-and-translation frame (NGFF) this is :func:`pyramid_transform`.
 
     Raises
     ------
@@ -509,3 +509,47 @@ def pyramid_affine(affine: np.ndarray, level: int, *, ndim: int) -> np.ndarray:
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
     return resampled_affine(affine, (2**level,) * ndim, (1,) * ndim)
+
+
+def pyramid_transform(scale: Sequence[float], translation: Sequence[float], level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis scale and translation of multiscale level ``level`` from those of level 0.
+
+    The frame is one where array axis ``a`` has voxel ``n`` at ``t_a + s_a n`` (NGFF
+    ``scale`` then ``translation``): level ``k`` voxel ``o`` is the mean of level-0 voxels
+    ``[o 2**k, (o + 1) 2**k)``, centred at ``t + s (o 2**k + (2**k - 1) / 2)``, so
+    ``s_k = s 2**k`` and ``t_k = t + s (2**k - 1) / 2`` (:func:`pyramid_affine` in one
+    frame). It holds whatever the sign or the world direction of an axis, as long as ``s``
+    and ``t`` describe level 0 in the same frame.
+
+    Parameters
+    ----------
+    scale : (D,) sequence of float
+        Level-0 spacing per array axis (any sign).
+    translation : (D,) sequence of float
+        Level-0 position of voxel 0's centre per array axis.
+    level : int
+        Level index, >= 0.
+
+    Returns
+    -------
+    scale : (D,) float64 ndarray
+    translation : (D,) float64 ndarray
+
+    Raises
+    ------
+    GeometryError
+        If ``level < 0`` or the sequences differ in length.
+
+    Examples
+    --------
+    >>> s, t = pyramid_transform([1.0, 4.0], [10.5, 30.0], 2)
+    >>> s.tolist(), t.tolist()
+    ([4.0, 16.0], [12.0, 36.0])
+    """
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
+    s, t = np.asarray(scale, dtype=np.float64), np.asarray(translation, dtype=np.float64)
+    if s.shape != t.shape or s.ndim != 1:
+        raise GeometryError(f"scale {s.tolist()} and translation {t.tolist()} need one value per axis")
+    size = 2.0**level
+    return s * size, t + s * (size - 1) / 2

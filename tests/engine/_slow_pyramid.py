@@ -14,9 +14,9 @@ from volsr.volume import Volume
 _block_mean = pyramid.block_mean
 
 
-def _slow_block_mean(block, spatial):
+def _slow_block_mean(block, spatial, *args, **kwargs):
     time.sleep(float(sys.argv[3]))
-    return _block_mean(block, spatial)
+    return _block_mean(block, spatial, *args, **kwargs)
 
 
 if __name__ == "__main__":

@@ -241,3 +241,85 @@ def test_check_levels_and_block_mean():
         block_mean(block[:, :3], (False, True, True))
     with pytest.raises(ValueError, match="one flag per axis"):
         block_mean(block, (True, True))
+
+
+def _transforms(store: Path) -> list[tuple[list[float], list[float]]]:
+    datasets = zarr.open_group(store, mode="r").attrs["ome"]["multiscales"][0]["datasets"]
+    return [tuple(t[t["type"]] for t in d["coordinateTransformations"]) for d in datasets]
+
+
+def test_a_flipped_axis_keeps_each_level_at_its_block_centre(tmp_path):
+    flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
+    flipped[:3, 3] = [10.0, 20.0, 30.0]
+    volume = Volume(np.zeros((8, 8, 8), np.float32), flipped, ("i", "j", "k"))
+    out = upsample_to_store(volume, tmp_path / "o.zarr", scale=2, model="linear", pyramid=3, quiet=True)
+    transforms = _transforms(out)
+    # Output voxel 0 is a quarter input voxel (0.5 mm) inside the corner: x = 10 + 0.5, y = 20 - 0.5.
+    s0, t0 = np.array(transforms[0][0]), np.array(transforms[0][1])
+    assert transforms[0] == ([1.0, 1.0, 1.0], [10.5, 19.5, 29.5])
+    for level, (scale, translation) in enumerate(transforms):
+        block = np.mean([t0 + s0 * n for n in range(2**level)], axis=0)  # NGFF positions of its voxels
+        np.testing.assert_allclose(translation, block)
+        np.testing.assert_allclose(scale, s0 * 2**level)
+    assert [t[1][0] for t in transforms] == [10.5, 11.0, 12.0]
+
+
+def test_a_permuted_affine_puts_each_level_where_its_voxels_are(tmp_path):
+    # i -> world y, j -> world z, k -> world x (4 mm).
+    affine = np.array([[0, 0, 4.0, 10.0], [1.0, 0, 0, 20.0], [0, 1.0, 0, 30.0], [0, 0, 0, 1]])
+    out = upsample_to_store(Volume(np.zeros((8, 8, 4), np.float32), affine, ("i", "j", "k")), tmp_path / "o.zarr",
+                            pyramid=2, **IDENTITY)  # fmt: skip
+    rows = [1, 2, 0]  # the world axis each array axis runs along
+    for level, (scale, translation) in enumerate(_transforms(out)):
+        size = 2**level
+        corner = np.array([(size - 1) / 2] * 3 + [1.0])  # level-k voxel 0: centre of the first block
+        np.testing.assert_allclose(translation, (affine @ corner)[rows])
+        np.testing.assert_allclose(scale, np.array([1.0, 1.0, 4.0]) * size)
+    assert _transforms(out)[1][1] == [20.5, 30.5, 12.0]
+
+
+def _naive_nodata_level(cube: np.ndarray, level: int, value: float) -> np.ndarray:
+    """(C, X, Y) level of a channel-first cube: block mean, or ``value`` if any block pixel has it in any band."""
+    size = 2**level
+    shape = (cube.shape[0], *(n // size for n in cube.shape[1:]))
+    out = np.empty(shape)
+    for x, y in np.ndindex(shape[1:]):
+        block = cube[:, x * size : (x + 1) * size, y * size : (y + 1) * size].astype(np.float64)
+        hit = np.isnan(block) if np.isnan(value) else block == np.float32(value)
+        out[:, x, y] = value if hit.any() else block.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("value", [-9999.0, float("nan")])
+def test_blocks_with_a_nodata_pixel_get_the_value_in_every_band(tmp_path, value):
+    rng = np.random.default_rng(5)
+    cube = rng.random((3, 12, 10), dtype=np.float32)  # disk order: bands first
+    cube[:, 0:3, 0:2] = value  # a no-data region (all bands)
+    cube[1, 7, 5] = value  # one band of one pixel
+    group = zarr.open_group(tmp_path / "c.zarr", mode="w", zarr_format=3)
+    group.create_array("0", shape=cube.shape, chunks=(3, 4, 4), dtype="f4")[:] = cube
+    create_levels(tmp_path / "c.zarr", ("i", "j", "band"), 3)
+    build_pyramid(tmp_path / "c.zarr", ("i", "j", "band"), 3, done=0, on_level=lambda level: None, nodata=value)
+    levels = [zarr.open_group(tmp_path / "c.zarr", mode="r")[k][:] for k in "012"]
+    for level in (1, 2):
+        np.testing.assert_allclose(levels[level], _naive_nodata_level(cube, level, value), rtol=1e-6)
+    # The one-band pixel (7, 5) spoils its level-1 block (3, 2) in every band.
+    assert np.isnan(levels[1][:, 3, 2]).all() if np.isnan(value) else (levels[1][:, 3, 2] == value).all()
+
+
+def test_an_envi_cube_with_a_data_ignore_value_keeps_it_out_of_every_level(tmp_path):
+    # Needs store.py to pass the input's meta["nodata"] to build_pyramid.
+    rng = np.random.default_rng(6)
+    cube = (100 + 10 * rng.random((8, 8, 2))).astype(np.float32)
+    cube[2:5, 1:3] = -9999.0
+    (tmp_path / "c.img").write_bytes(np.ascontiguousarray(cube.transpose(2, 0, 1)).astype("<f4").tobytes())
+    (tmp_path / "c.hdr").write_text("ENVI\nsamples = 8\nlines = 8\nbands = 2\nheader offset = 0\ndata type = 4\n"
+                                    "interleave = bsq\nbyte order = 0\ndata ignore value = -9999\n")  # fmt: skip
+    out = upsample_to_store(tmp_path / "c.hdr", tmp_path / "o.zarr", pyramid=3, **{**IDENTITY, "chunks": (4, 4)})
+    levels = _levels(out)
+    np.testing.assert_array_equal(levels[0], cube.transpose(2, 0, 1))
+    for level in (1, 2):
+        np.testing.assert_allclose(levels[level], _naive_nodata_level(levels[0], level, -9999.0), rtol=1e-6)
+        valid = levels[level][levels[level] != -9999.0]
+        assert valid.size and valid.min() >= 100  # no value mixed into a real pixel
+    assert io.load(out).meta["nodata"] == -9999.0

@@ -410,3 +410,32 @@ def test_floats_into_an_integer_type_are_rounded_clipped_and_counted_once(tmp_pa
     assert parse_header((tmp_path / "u16.hdr").read_text())["data ignore value"] == "0.0"
     with pytest.raises(FormatError, match=r"no-data value -9999 does not fit ENVI data type 12 \(uint16\)"):
         save(volume.replace(meta={"envi": {"data type": "12"}, "nodata": -9999}), tmp_path / "bad.hdr")
+
+
+def test_x_start_y_start_and_pixel_size_move_without_map_info(tmp_path):
+    from volsr.geometry import resampled_affine
+
+    extra = "x start = 101\ny start = 51\npixel size = {30, 30, units=Meters}\n"
+    volume = load(write_by_hand(tmp_path, np.zeros((4, 6, 2), np.uint16), extra=extra))
+    affine = resampled_affine(volume.affine, (4, 6), (8, 12))
+    fields = parse_header(save(volume.replace(data=np.zeros((8, 12, 2), np.float32), affine=affine),
+                               tmp_path / "x2.hdr").read_text())  # fmt: skip
+    # 1-based: the first pixel of a 2x grid starts where old pixel 101 did, at new pixel (101 - 1) * 2 + 1.
+    assert (fields["x start"], fields["y start"], fields["pixel size"]) == ("201", "101", "{15.0, 15.0, units=Meters}")
+    fields = parse_header(save(volume.crop((slice(1, 4), slice(2, 6))), tmp_path / "crop.hdr").read_text())
+    assert (fields["x start"], fields["y start"], fields["pixel size"]) == ("103", "52", "{30.0, 30.0, units=Meters}")
+
+
+def test_grid_fields_without_map_info_follow_the_pixel_grid():
+    from volsr.geometry import resampled_affine
+    from volsr.io._envi_map import grid_fields
+
+    template = {"x start": "101", "y start": "51", "pixel size": "{30, 30, units=Meters}"}
+    # 3x along lines, 2x along samples, then cropped by (1, 2) new pixels.
+    affine = resampled_affine(np.eye(4), (4, 6), (12, 12))
+    affine[:3, 3] += affine[:3, :3] @ [1, 2, 0]
+    assert grid_fields(template, affine) == {"x start": "203", "y start": "152",
+                                             "pixel size": "{15.0, 10.0, units=Meters}"}  # fmt: skip
+    swapped = affine[:, [1, 0, 2, 3]]  # lines and samples exchanged: not the old grid rescaled
+    assert grid_fields(template, swapped) == {}
+    assert grid_fields({"description": "{x}"}, affine) == {}

@@ -323,3 +323,66 @@ def test_big_endian_float16_and_bool_arrays_are_read_natively(tmp_path, stored, 
     read = volume.numpy()
     assert read.dtype == np.dtype(expected)
     np.testing.assert_array_equal(read, values.astype(expected))
+
+
+def _transforms(path: Path) -> list[tuple[list[float], list[float]]]:
+    datasets = attributes(path)["ome"]["multiscales"][0]["datasets"]
+    return [tuple(t[t["type"]] for t in d["coordinateTransformations"]) for d in datasets]
+
+
+def test_an_envi_cube_gets_the_northing_on_lines_and_the_easting_on_samples(tmp_path):
+    from volsr.io._envi_map import map_affine
+
+    affine = map_affine("{UTM, 1, 1, 500000, 4100000, 30, 30, 13, North, units=Meters}")
+    cube = Volume(np.zeros((4, 6, 3), np.float32), affine, ("i", "j", "band"))
+    ((scale, translation),) = _transforms(save(cube, tmp_path / "c.zarr"))
+    # Disk order (c, y = lines, x = samples); mm. Pixel (1, 1)'s corner is at (500000 m E,
+    # 4100000 m N), so pixel 0's centre is 15 m east and 15 m south of it.
+    assert scale == [1.0, 30e3, 30e3]
+    assert translation == [0.0, 4099985e3, 500015e3]
+
+
+def test_permuted_axes_get_the_world_coordinate_along_their_own_column(tmp_path):
+    # i -> world y, j -> world z, k -> world x (4 mm): a sagittal-like acquisition.
+    affine = np.array([[0, 0, 4.0, 10.0], [1.0, 0, 0, 20.0], [0, 1.0, 0, 30.0], [0, 0, 0, 1]])
+    ((scale, translation),) = _transforms(save(Volume(np.zeros((5, 6, 7), np.float32), affine,
+                                                      ("i", "j", "k")), tmp_path / "p.zarr"))  # fmt: skip
+    assert scale == [1.0, 1.0, 4.0]
+    assert translation == [20.0, 30.0, 10.0]
+
+
+def test_ome_attributes_put_each_level_at_its_block_centre_on_flipped_and_permuted_axes():
+    from volsr.io.zarr_ome import ome_attributes
+
+    permuted = np.array([[0, 0, 4.0, 10.0], [1.0, 0, 0, 20.0], [0, 1.0, 0, 30.0], [0, 0, 0, 1]])
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[:3, 3] = [10.5, 19.5, 29.5]
+    for affine, t0 in ((permuted, [20.0, 30.0, 10.0]), (flipped, [10.5, 19.5, 29.5])):
+        volume = Volume(np.zeros((8, 8, 8), np.float32), affine, ("i", "j", "k"))
+        s0 = np.linalg.norm(affine[:3, :3], axis=0)
+        datasets = ome_attributes(volume, levels=3)["ome"]["multiscales"][0]["datasets"]
+        for level, dataset in enumerate(datasets):
+            scale, translation = (t[t["type"]] for t in dataset["coordinateTransformations"])
+            # Level k's voxel 0 is the mean of level-0 voxels 0 .. 2**k - 1 (NGFF frame: t0 + s0 n).
+            block = np.mean([t0 + s0 * n for n in range(2**level)], axis=0)
+            np.testing.assert_allclose(translation, block)
+            np.testing.assert_allclose(scale, s0 * 2**level)
+    level_1 = ome_attributes(Volume(np.zeros((8, 8, 8), np.float32), permuted, ("i", "j", "k")), levels=2)
+    # World position of level-1 voxel 0: permuted @ (0.5, 0.5, 0.5) = (12, 20.5, 30.5) in (x, y, z).
+    assert level_1["ome"]["multiscales"][0]["datasets"][1]["coordinateTransformations"][1]["translation"] == [
+        20.5, 30.5, 12.0]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "stored"), [(-9999.0, -9999.0), (0, 0.0), (float("nan"), "NaN"),
+                                               (float("-inf"), "-Infinity")])  # fmt: skip
+def test_the_nodata_value_is_recorded_and_read_back(tmp_path, value, stored):
+    volume = Volume(np.zeros((3, 4, 2), np.float32), np.eye(4), ("i", "j", "band"), meta={"nodata": value})
+    path = save(volume, tmp_path / "n.zarr")
+    assert attributes(path)["volsr"]["nodata"] == stored
+    back = load(path).meta["nodata"]
+    assert back == value or (np.isnan(back) and np.isnan(value))
+    assert "nodata" not in load(save(volume.replace(meta={}), tmp_path / "none.zarr")).meta
+    attrs = zarr.open_group(LocalStore(path), mode="r+").attrs
+    attrs["volsr"] = {**attrs["volsr"], "nodata": "lots"}
+    with pytest.raises(FormatError, match="no-data value 'lots' is not a number"):
+        load(path)

@@ -8,6 +8,13 @@ level ``k`` is exactly the mean of one ``2**k`` block of level 0 and sits where 
 elsewhere. The levels are arrays ``"1"``, ``"2"``, ... beside the image ``"0"``, with its
 chunk shape (clipped to the level), codec and dimension names.
 
+No-data. With a no-data value (the input's ``meta["nodata"]``, NaN allowed), a block with
+any no-data *pixel* (a spatial position where any band equals the value, as
+:mod:`volsr.engine.nodata` defines it) is no-data: it gets the value exactly, in every band,
+instead of a mean that mixes the value into real data. Level ``k + 1`` is built from level
+``k`` by the same rule, so a level-``k`` voxel is no-data exactly when its ``2**k`` block of
+level 0 holds a no-data pixel.
+
 Memory: one level-``k + 1`` chunk and the ``2**D`` level-``k`` chunks it is made from
 (float64 while averaging), whatever the volume's size. Never a whole level.
 
@@ -75,7 +82,7 @@ def check_levels(levels: int, spatial_shape: Sequence[int]) -> int:
     return int(levels)
 
 
-def block_mean(block: np.ndarray, spatial: Sequence[bool]) -> np.ndarray:
+def block_mean(block: np.ndarray, spatial: Sequence[bool], nodata: float | None = None) -> np.ndarray:
     """Mean of each 2-voxel block along every spatial axis: one level down.
 
     Parameters
@@ -84,6 +91,9 @@ def block_mean(block: np.ndarray, spatial: Sequence[bool]) -> np.ndarray:
         Any axis order; each spatial axis of even length.
     spatial : (m + 1,) sequence of bool
         Which axes are spatial (halved); the others are kept.
+    nodata : float or None
+        No-data value (NaN allowed; compared in ``block``'s dtype). A block holding a
+        pixel where any non-spatial entry equals it gets the value in every entry.
 
     Returns
     -------
@@ -100,6 +110,8 @@ def block_mean(block: np.ndarray, spatial: Sequence[bool]) -> np.ndarray:
     --------
     >>> block_mean(np.arange(8.0).reshape(2, 4), (False, True)).tolist()
     [[0.5, 2.5], [4.5, 6.5]]
+    >>> block_mean(np.array([1.0, -9.0, 3.0, 5.0]), (True,), nodata=-9).tolist()
+    [-9.0, 4.0]
     """
     if len(spatial) != block.ndim:
         raise ValueError(f"spatial needs one flag per axis of a block of shape {block.shape}, got {tuple(spatial)}")
@@ -109,9 +121,30 @@ def block_mean(block: np.ndarray, spatial: Sequence[bool]) -> np.ndarray:
             continue
         if result.shape[axis] % 2:
             raise ValueError(f"spatial axis {axis} of a block of shape {block.shape} has odd length")
-        pairs = result.reshape(*result.shape[:axis], result.shape[axis] // 2, 2, *result.shape[axis + 1 :])
-        result = 0.5 * (pairs.take(0, axis=axis + 1) + pairs.take(1, axis=axis + 1))
-    return result.astype(np.float32)
+        result = _pair_reduce(result, axis, lambda a, b: 0.5 * (a + b))
+    result = result.astype(np.float32)
+    if nodata is not None:
+        result[np.broadcast_to(_nodata_blocks(block, spatial, float(nodata)), result.shape)] = np.float32(nodata)
+    return result
+
+
+def _pair_reduce(values: np.ndarray, axis: int, combine: Callable[[Any, Any], Any]) -> np.ndarray:
+    """Combine the two halves of each 2-voxel pair along ``axis`` (of even length)."""
+    pairs = values.reshape(*values.shape[:axis], values.shape[axis] // 2, 2, *values.shape[axis + 1 :])
+    return combine(pairs.take(0, axis=axis + 1), pairs.take(1, axis=axis + 1))
+
+
+def _nodata_blocks(block: np.ndarray, spatial: Sequence[bool], value: float) -> np.ndarray:
+    """Which 2-voxel blocks hold a no-data pixel (size 1 on the non-spatial axes)."""
+    from volsr.engine.nodata import nodata_mask
+
+    hit = nodata_mask(block[np.newaxis], value)  # one voxel at a time, in block's dtype
+    others = tuple(axis for axis, halved in enumerate(spatial) if not halved)
+    hit = hit.any(axis=others, keepdims=True)  # a pixel: any band
+    for axis, halved in enumerate(spatial):
+        if halved:
+            hit = _pair_reduce(hit, axis, np.logical_or)
+    return hit
 
 
 def _disk_spatial(axes: Sequence[str]) -> tuple[bool, ...]:
@@ -170,7 +203,10 @@ def create_levels(store: Path, axes: Sequence[str], levels: int) -> None:
         )  # fmt: skip
 
 
-def build_pyramid(store: Path, axes: Sequence[str], levels: int, *, done: int, on_level: Callable[[int], None]) -> None:
+def build_pyramid(
+    store: Path, axes: Sequence[str], levels: int, *, done: int, on_level: Callable[[int], None],
+    nodata: float | None = None,
+) -> None:  # fmt: skip
     """Fill levels ``done + 1`` .. ``levels - 1`` of an engine store, each from the one above.
 
     Parameters
@@ -186,6 +222,9 @@ def build_pyramid(store: Path, axes: Sequence[str], levels: int, *, done: int, o
         The highest level known to be complete (0 for a fresh build).
     on_level : callable
         Called with each level's index once all its chunks are written (to record it).
+    nodata : float or None
+        The no-data value (the input's ``meta["nodata"]``; NaN allowed): blocks with a
+        no-data pixel get it exactly (:func:`block_mean`). None: plain means.
 
     Returns
     -------
@@ -211,7 +250,7 @@ def build_pyramid(store: Path, axes: Sequence[str], levels: int, *, done: int, o
     group, _ = _open(store)
     spatial = _disk_spatial(axes)
     for level in range(done + 1, levels):
-        _build_level(group[str(level - 1)], group[str(level)], spatial)
+        _build_level(group[str(level - 1)], group[str(level)], spatial, nodata)
         on_level(level)
 
 
@@ -223,13 +262,13 @@ def _open(store: Path) -> tuple[Any, Any]:
     return group, group[_IMAGE]
 
 
-def _build_level(source: Any, target: Any, spatial: tuple[bool, ...]) -> None:
+def _build_level(source: Any, target: Any, spatial: tuple[bool, ...], nodata: float | None) -> None:
     """Write every chunk of ``target`` as :func:`block_mean` of its region of ``source``."""
     for region in _chunk_regions(target.shape, target.chunks):
         window = tuple(
             slice(2 * r.start, 2 * r.stop) if s else r for r, s in zip(region, spatial, strict=True)
         )  # fmt: skip
-        target[region] = block_mean(source[window], spatial)
+        target[region] = block_mean(source[window], spatial, nodata)
 
 
 def _chunk_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:

@@ -45,7 +45,7 @@ from volsr.engine.manifest import (
     input_fingerprint,
     model_identity,
 )
-from volsr.engine.nodata import nodata_for, statistics_voxels
+from volsr.engine.nodata import nodata_for, nodata_value, statistics_voxels
 from volsr.engine.normalise import input_statistics
 from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
 from volsr.engine.pyramid import build_pyramid, check_levels, create_levels
@@ -127,7 +127,8 @@ def _build_levels(store: Path, template: Volume, manifest: Manifest, options: Ru
         manifest.save()
         note(f"pyramid: level {level} of {options.pyramid - 1} written", options.quiet)
 
-    build_pyramid(store, template.axes, options.pyramid, done=done, on_level=finished)
+    build_pyramid(store, template.axes, options.pyramid, done=done, on_level=finished,
+                  nodata=nodata_value(template))
 
 
 def _check_pyramid(pyramid: int, output: str | os.PathLike[str], shape_out: tuple[int, ...]) -> None:

@@ -9,7 +9,8 @@ On a new grid (upsampled, cropped) the writer rewrites ``map info`` from the aff
 reference pixel becomes (1, 1), the upper-left corner of the first pixel, at its world
 coordinate (which field-of-view-preserving resampling keeps), and the pixel size is the new
 one. :func:`grid_fields` moves ``x start``/``y start`` (the 1-based position of the first
-pixel in a parent image, ENVI's default 1) and scales ``pixel size`` to match.
+pixel in a parent image, ENVI's default 1) and scales ``pixel size`` to match, with or
+without ``map info`` (the old grid is then ENVI's pixel grid).
 """
 
 from __future__ import annotations
@@ -144,13 +145,39 @@ def _number(value: float) -> str:
     return str(int(rounded)) if abs(value - rounded) < 1e-6 else repr(float(value))
 
 
+def _source_grid(template: dict[str, str]) -> np.ndarray | None:
+    """The affine the reader gave the template's cube, or None if its fields are unusable.
+
+    As :func:`volsr.io.envi.load_envi` reads it: ``volsr affine``, else a north-up
+    ``map info``, else ENVI's own pixel grid (the identity: unit pixels, pixel (0, 0) at 0).
+    """
+    if "volsr affine" in template:
+        try:
+            values = np.array([float(v) for v in header_items(template["volsr affine"])])
+        except ValueError:
+            return None
+        return values.reshape(4, 4) if values.size == 16 else None
+    if "map info" not in template:
+        return np.eye(4)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a rotated source: warned about when it was read
+            old = map_affine(template["map info"])
+    except FormatError:
+        return None
+    return np.eye(4) if old is None else old
+
+
 def grid_fields(template: dict[str, str], affine: np.ndarray) -> dict[str, str]:
     """``x start``, ``y start`` and ``pixel size`` of the template, moved to a new grid.
 
-    The old grid is the template's ``map info``; the new one is ``affine``. Along x
-    (samples, array axis ``j``) with ``s`` = old / new pixel size and ``c`` the new grid's
-    left edge in old pixels: ``x start' = (x start - 1 + c) * s + 1`` (1-based, as ENVI's
-    default ``x start = 1``); ``pixel size' = pixel size / s``; y likewise (lines, ``i``).
+    The old grid is the one the source was read on (:func:`_source_grid`: its ``volsr
+    affine``, else its ``map info``, else ENVI's pixel grid, so a header without ``map
+    info`` is moved too); the new one is ``affine``, which must be the old grid scaled and
+    shifted per axis (no flip, swap or rotation relative to it). Along x (samples, array
+    axis ``j``) with ``s`` = old / new pixel size and ``c`` the new grid's left edge in old
+    pixels: ``x start' = (x start - 1 + c) * s + 1`` (1-based, as ENVI's default ``x start =
+    1``); ``pixel size' = pixel size / s``; y likewise (lines, ``i``).
 
     Parameters
     ----------
@@ -162,8 +189,9 @@ def grid_fields(template: dict[str, str], affine: np.ndarray) -> dict[str, str]:
     Returns
     -------
     dict of str to str
-        New values of the fields the template has; empty when the template has no usable
-        ``map info`` or either grid is not north-up (the fields are then kept as they are).
+        New values of the fields the template has; empty when the source grid is unknown
+        or the new grid is not a per-axis scaling and shift of it (the fields are then
+        kept as they are).
 
     Raises
     ------
@@ -177,20 +205,24 @@ def grid_fields(template: dict[str, str], affine: np.ndarray) -> dict[str, str]:
     >>> new[:2, 3] = [7.5e3, -7.5e3]
     >>> grid_fields(old, new)
     {'x start': '201', 'y start': '1', 'pixel size': '{15.0, 15.0, units=Meters}'}
+    >>> half = np.diag([0.5, 0.5, 1.0, 1.0]); half[:2, 3] = -0.25  # no map info: 2x the pixel grid
+    >>> grid_fields({"x start": "101", "y start": "51"}, half)
+    {'x start': '201', 'y start': '101'}
     """
     wanted = [k for k in ("x start", "y start", "pixel size") if k in template]
-    if not wanted or "map info" not in template or map_info(template["map info"], affine) is None:
+    old = _source_grid(template) if wanted else None
+    if old is None:
         return {}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a rotated source: warned about when it was read
-            old = map_affine(template["map info"])
-    except FormatError:
+        change = np.linalg.solve(old, np.asarray(affine, dtype=np.float64))  # new pixel -> old pixel
+    except np.linalg.LinAlgError:
         return {}
-    if old is None or map_info(template["map info"], old) is None:
+    step = np.diag(change)[:2]  # (i, j): new pixel size in old pixels
+    skew = max(abs(change[0, 1]), abs(change[1, 0]))
+    if not np.all(np.isfinite(change)) or np.any(step <= 0) or skew > 1e-9 * step.max():
         return {}
-    factor = (old[0, 1] / affine[0, 1], old[1, 0] / affine[1, 0])  # x (samples), y (lines)
-    corner = np.linalg.solve(old, affine @ [-0.5, -0.5, 0.0, 1.0])[:2] + 0.5  # (i, j), old pixels
+    factor = (1 / step[1], 1 / step[0])  # x (samples, j), y (lines, i)
+    corner = (change @ [-0.5, -0.5, 0.0, 1.0])[:2] + 0.5  # (i, j), old pixels
     fields: dict[str, str] = {}
     for key, s, c in (("x start", factor[0], corner[1]), ("y start", factor[1], corner[0])):
         if key in template:

@@ -465,7 +465,7 @@ def _header_fields(volume: Volume, shape: tuple[int, ...], code: int, template: 
                           "(the full affine is kept in 'volsr affine')", stacklevel=4)  # fmt: skip
         else:
             fields["map info"] = map_info
-            fields.update(_grid_fields(template, volume.affine))
+    fields.update(_grid_fields(template, volume.affine))
     fields["volsr axes"] = "{" + ", ".join(volume.axes) + "}"
     fields["volsr affine"] = _numbers(volume.affine)
     for key, value in template.items():

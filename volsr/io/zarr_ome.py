@@ -17,9 +17,15 @@ last two axes on screen), and the NGFF names are only labels of array axes, so n
 reader moves it back to where the volume had it. NGFF can express only per-axis scale and
 translation, so the full voxel-to-world affine (oblique or flipped) is kept under the
 ``"volsr"`` attribute and preferred on read; ``scale`` holds the voxel spacing (column
-norms, mm) and ``translation`` the world position of voxel 0's centre, which is exact for
-an axis-aligned affine with positive spacing. Foreign stores without ``"volsr"`` get the
-affine ``diag(scale) | translation`` (converted to mm). ``Volume.meta`` is not stored.
+norms, mm, unsigned) and ``translation`` voxel 0's centre along each array axis's own world
+axis (for an ENVI cube: lines get the northing, samples the easting), which is exact for
+an axis-aligned affine with positive spacing; a flipped axis is mirrored about voxel 0 in
+the NGFF frame, and an oblique affine gets world x, y, z for ``i, j, k`` (approximate).
+Pyramid levels follow level 0 in that frame: ``s_0 2**k`` and ``t_0 + s_0 (2**k - 1) / 2``
+(:func:`volsr.geometry.pyramid_transform`). Foreign stores without ``"volsr"`` get the
+affine ``diag(scale) | translation`` (converted to mm). ``Volume.meta`` is not stored,
+except the no-data value (``meta["nodata"]``, in ``"volsr"``; NaN and infinities as the
+strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``), which a re-read restores.
 
 Units. The affine is always in mm; the NGFF length unit of the space axes (``micrometer``,
 ``nanometer``, ...) is kept in ``meta["ngff_unit"]`` and the writer expresses ``scale`` and
@@ -37,6 +43,7 @@ specification says: :func:`missing_chunks` counts them.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +55,7 @@ import zarr.errors
 from zarr.storage import LocalStore
 
 from volsr.errors import FormatError, GeometryError, VolsrError
-from volsr.geometry import check_affine, pyramid_affine, voxel_spacing
+from volsr.geometry import check_affine, pyramid_transform, voxel_spacing
 from volsr.io._common import Format, SaveOptions, check_shape, storable_dtype, voxel_dtype
 from volsr.io._zarr_array import count_missing_chunks, zarr_dask
 from volsr.volume import SPATIAL_AXES, Volume
@@ -73,6 +80,11 @@ _UNIT_ALIASES = {"mm": "millimeter", "um": "micrometer", "\u00b5m": "micrometer"
 _OPEN_ERRORS = (zarr.errors.BaseZarrError, OSError, ValueError, KeyError, TypeError)
 #: What malformed JSON metadata raises when walked (a list where a dict belongs, ...).
 _METADATA_ERRORS = (*_OPEN_ERRORS, IndexError, AttributeError)
+#: The ``Volume.meta`` key of the no-data value (as :data:`volsr.engine.nodata.NODATA_KEY`).
+_NODATA = "nodata"
+#: Non-finite floats as JSON strings (the Zarr v3 spelling of fill values).
+_JSON_FLOATS_OUT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_JSON_FLOATS_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 #: NGFF 0.3 axis names and their types.
 _V03_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
@@ -141,11 +153,13 @@ def ome_attributes(volume: Volume, *, levels: int = 1) -> dict[str, Any]:
     Parameters
     ----------
     volume : Volume
-        Supplies axes, affine, wavelengths and fwhm (the data is not read).
+        Supplies axes, affine, wavelengths, fwhm and ``meta["nodata"]`` (the data is not read).
     levels : int
-        Multiscale datasets ``"0"`` .. ``str(levels - 1)``; level ``k`` gets the ``scale``
-        and ``translation`` of :func:`volsr.geometry.pyramid_affine` (scale times ``2**k``
-        on the space axes, channel axes unchanged). The ``"volsr"`` affine is level 0's.
+        Multiscale datasets ``"0"`` .. ``str(levels - 1)``; level ``k`` gets level 0's
+        ``scale`` times ``2**k`` and ``translation`` plus ``scale (2**k - 1) / 2`` on the
+        space axes (:func:`volsr.geometry.pyramid_transform`: the NGFF image of
+        :func:`volsr.geometry.pyramid_affine`), channel axes unchanged. The ``"volsr"``
+        affine is level 0's.
 
     Returns
     -------
@@ -156,6 +170,8 @@ def ome_attributes(volume: Volume, *, levels: int = 1) -> dict[str, Any]:
     ------
     GeometryError
         If the affine is invalid, or ``levels`` is not an integer >= 1.
+    ValueError
+        If ``meta["nodata"]`` is not a number.
 
     Examples
     --------
@@ -183,26 +199,47 @@ def _ngff_metadata(volume: Volume, order: list[int], *, levels: int = 1) -> dict
             axes.append({"name": name, "type": "space", "unit": unit})
         else:
             axes.append({"name": "c", "type": "channel"})
+    scale, translation = _space_transform(volume.affine, n_space)
     datasets = [
         {"path": _IMAGE_PATH if level == 0 else str(level),
-         "coordinateTransformations": _transforms(volume, order, pyramid_affine(volume.affine, level, ndim=n_space),
+         "coordinateTransformations": _transforms(volume, order, *pyramid_transform(scale, translation, level),
                                                   _MM_PER_UNIT[unit])}
         for level in range(levels)
     ]  # fmt: skip
     return {"version": _NGFF_VERSION, "multiscales": [{"axes": axes, "datasets": datasets}]}
 
 
-def _transforms(volume: Volume, order: list[int], affine: np.ndarray, unit_mm: float) -> list[dict[str, Any]]:
-    """NGFF ``scale`` (column norms) and ``translation`` (voxel 0's centre) of ``affine``, in disk order."""
-    spacing = voxel_spacing(affine) / unit_mm
-    origin = affine[:3, 3] / unit_mm
-    scale, translation = [], []
+def _space_transform(affine: np.ndarray, n_space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Level 0's NGFF scale and translation (mm) per spatial array axis ``i, j[, k]``.
+
+    Scale: the column norms (unsigned spacing). Translation of axis ``a``: voxel 0's world
+    coordinate along the world axis that ``a``'s affine column points along, when every
+    spatial column is parallel to a distinct world axis (flips and permutations included:
+    an ENVI cube's lines axis gets the northing, its samples axis the easting). An oblique
+    affine has no such axis; axis ``a`` then gets world coordinate ``a`` (x for ``i``, ...),
+    an approximation only (the exact affine is in the ``"volsr"`` record).
+    """
+    columns = np.abs(affine[:3, :n_space])
+    spacing = voxel_spacing(affine)[:n_space]
+    rows = np.argmax(columns, axis=0)
+    off_axis = columns.copy()
+    off_axis[rows, np.arange(n_space)] = 0.0
+    aligned = len(set(rows.tolist())) == n_space and bool(np.all(off_axis.max(axis=0) <= 1e-9 * spacing))
+    origin = affine[:3, 3]
+    return spacing, origin[rows] if aligned else origin[:n_space]
+
+
+def _transforms(
+    volume: Volume, order: list[int], scale: np.ndarray, translation: np.ndarray, unit_mm: float,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """NGFF ``scale`` and ``translation`` in disk order from per-spatial-axis values (mm)."""
+    disk_scale, disk_translation = [], []
     for position in order:
         label = volume.axes[position]
         index = SPATIAL_AXES.index(label) if label in SPATIAL_AXES else None
-        scale.append(1.0 if index is None else float(spacing[index]))
-        translation.append(0.0 if index is None else float(origin[index]))
-    return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]
+        disk_scale.append(1.0 if index is None else float(scale[index] / unit_mm))
+        disk_translation.append(0.0 if index is None else float(translation[index] / unit_mm))
+    return [{"type": "scale", "scale": disk_scale}, {"type": "translation", "translation": disk_translation}]
 
 
 def _volsr_metadata(volume: Volume) -> dict[str, Any]:
@@ -211,7 +248,26 @@ def _volsr_metadata(volume: Volume) -> dict[str, Any]:
         values = getattr(volume, key)
         if values is not None:
             record[key] = values.tolist()
+    nodata = volume.meta.get(_NODATA)
+    if nodata is not None:
+        try:
+            value = float(nodata)
+        except (TypeError, ValueError):
+            raise ValueError(f"meta[{_NODATA!r}] must be a number, got {nodata!r}") from None
+        record[_NODATA] = value if math.isfinite(value) else _JSON_FLOATS_OUT[str(value)]
     return record
+
+
+def _nodata_meta(record: dict[str, Any], path: Path) -> dict[str, float]:
+    """``{"nodata": value}`` from a ``"volsr"`` record, or ``{}`` when it has none."""
+    value = record.get(_NODATA)
+    if value is None:
+        return {}
+    if isinstance(value, str) and value in _JSON_FLOATS_IN:
+        return {_NODATA: _JSON_FLOATS_IN[value]}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FormatError(f"{path}: 'volsr' no-data value {value!r:.80} is not a number")
+    return {_NODATA: float(value)}
 
 
 def _check_chunks(chunks: tuple[int, ...] | None, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -231,7 +287,7 @@ def save_zarr(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     Parameters
     ----------
     volume : Volume
-        Any volume; its axes, affine, wavelengths and fwhm are stored.
+        Any volume; its axes, affine, wavelengths, fwhm and ``meta["nodata"]`` are stored.
     path : Path
         New directory (must not exist).
     key : None
@@ -248,7 +304,8 @@ def save_zarr(volume: Volume, path: Path, key: str | None, options: SaveOptions)
     FormatError
         If a key is given, or the store cannot be created.
     ValueError
-        If ``options.chunks`` does not match the volume's dimensionality.
+        If ``options.chunks`` does not match the volume's dimensionality, or
+        ``meta["nodata"]`` is not a number.
 
     Examples
     --------
@@ -309,7 +366,7 @@ def load_zarr(path: Path, key: str | None, *, allow_external: bool = False) -> V
         stored ``"volsr"`` affine if present, else ``diag(scale) | translation`` in mm.
         Foreign channel axes become a trailing ``channel`` axis; size-1 time axes are dropped.
         Dtype as stored in native byte order (bool as uint8); ``meta["ngff_unit"]`` holds
-        the NGFF space unit.
+        the NGFF space unit, ``meta["nodata"]`` the no-data value a volsr store records.
 
     Raises
     ------
@@ -423,7 +480,7 @@ def _ome_image(group: Any, path: Path) -> Volume:
     unit = _space_unit(axes, path)
     record = dict(group.attrs).get("volsr")
     if record is not None:
-        return _volsr_image(data, record, path).replace(meta={"ngff_unit": unit})
+        return _volsr_image(data, record, path).replace(meta={"ngff_unit": unit, **_nodata_meta(record, path)})
     return _foreign_image(data, axes, multiscale, dataset, path).replace(meta={"ngff_unit": unit})
 
 
