@@ -535,10 +535,8 @@ def save_envi(volume: Volume, path: Path, key: str | None, options: SaveOptions)
         ``meta["envi"]`` (default BSQ, little-endian); other ``meta["envi"]`` fields are
         written back (per-band lists only if their length still matches).
     path : Path
-        Header path ``x.hdr``; the binary is written beside the *final* header name
-        (:func:`volsr.io._common.final_path`) under a temporary name, recorded in
-        ``options.companions`` so that :func:`volsr.io.save` renames it to ``x.img`` together
-        with the header.
+        Header path ``x.hdr``; the binary goes beside the *final* header name under a
+        temporary name in ``options.companions``, renamed to ``x.img`` with the header.
     key : None
         ENVI files take no ``:key``.
     options : SaveOptions
