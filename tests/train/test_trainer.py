@@ -200,6 +200,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, queue) -> None:
         loss, _ = trainer.generator_loss(make_batch(0, batch=4, rows=half), adversarial=False)
         loss.backward()
         queue.put((rank, [p.grad.numpy().copy() for p in trainer.model.parameters()]))  # numpy: by value
+        # Both ranks reach the teardown together: gloo aborts a process ("terminate called
+        # without an active exception") whose peer closed the connection first (seen under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
