@@ -239,8 +239,8 @@ def test_overwrite_interrupted_at_random_points_keeps_the_old_output(tmp_path):
     rng = np.random.default_rng(19)
     landed = []
     for trial in range(10):
-        after_tasks = int(rng.integers(0, 60))
-        run = _run_script(out, "overwrite", 0.02)
+        after_tasks = int(rng.integers(0, 48))  # at least 16 tasks (0.5 s) left: the kill lands mid-run
+        run = _run_script(out, "overwrite", 0.03)
         if after_tasks == 0:
             time.sleep(float(rng.uniform(0.1, 1.0)))
         deadline = time.monotonic() + 60
@@ -261,7 +261,7 @@ def test_overwrite_interrupted_at_random_points_keeps_the_old_output(tmp_path):
 
 def test_a_second_run_on_an_output_in_use_fails_at_once_and_the_first_finishes(tmp_path, capsys):
     out = tmp_path / "o.zarr"
-    first = _run_script(out, "fresh", 0.05)
+    first = _run_script(out, "fresh", 0.15)  # ~10 s: the three refusals below land while it runs
     deadline = time.monotonic() + 60
     while not _done(tmp_path / ".o.zarr.volsr-partial.zarr") and time.monotonic() < deadline:
         time.sleep(0.05)
