@@ -67,6 +67,7 @@ class RunOptions:
 
 
 def work_store(output: Path) -> Path:
+    """The hidden work store of a run of ``output``: ``.NAME.volsr-partial.zarr`` beside it."""
     return output.with_name(f".{output.name}{_PARTIAL_SUFFIX}")
 
 
@@ -125,8 +126,12 @@ def previous_run(store: Path, output_path: Path, options: RunOptions) -> tuple[M
 
 def _finished_manifest(path: Path, record: dict) -> Manifest:
     options = record["options"]
-    return Manifest(path, record, np.ones(int(options.get("tasks", 0)), bool),
-                    {"budget_bytes": options.get("budget_bytes")}, complete=True)  # fmt: skip
+    tasks = options.get("tasks")
+    if not isinstance(tasks, int) or tasks < 0:
+        raise ResumeError(f"cannot resume: the run record of {path.parent} is damaged (tasks {tasks!r}); "
+                          "rerun with --overwrite to start again")
+    return Manifest(path, record, np.ones(tasks, bool), {"budget_bytes": options.get("budget_bytes")},
+                    complete=True)  # fmt: skip
 
 
 def output_identity(output: str) -> str:
@@ -152,6 +157,8 @@ def budget_bytes_for(
 def open_manifest(
     store: Path, header: dict, previous: Manifest | None, *, overwrite: bool, quiet: bool
 ) -> Manifest | None:
+    """The manifest a resume continues, checked against this run's ``header``; None for a new
+    run (an old work store is discarded under ``overwrite``)."""
     if previous is not None:
         manifest = previous
         manifest.check(header)
