@@ -442,3 +442,24 @@ def test_missing_zarr_chunks_are_counted_by_info_and_warned_by_upsample(
     with pytest.warns(UserWarning, match="1 of 2 chunks of .* are missing on disk; they read as the store's fill"):
         assert main(["upsample", str(store), str(tmp_path / "o.nii.gz"), "--scale", "2", "--model", "linear",
                      "--quiet"]) == 0  # fmt: skip
+
+
+def test_upsample_prints_the_acquisition_model_from_flags_or_a_sidecar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sub-01_T1w.nii.gz"
+    io.save(Volume(_smooth((12, 12, 6)), np.diag([1.0, 1.0, 4.0, 1.0]), ("i", "j", "k")), source)
+    (tmp_path / "sub-01_T1w.json").write_text(json.dumps({"SliceThickness": 3.5, "SpacingBetweenSlices": 4.0}))
+    common = ["--scale", "1,1,4", "--model", "linear"]
+    assert main(["upsample", str(source), str(tmp_path / "a.nii.gz"), *common]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("acquisition:"))
+    assert "slices along axis 2, thickness 3.5 mm (sidecar), gap 0.5 mm" in line
+    assert main(["upsample", str(source), str(tmp_path / "b.nii.gz"), *common, "--thickness", "3",
+                 "--gap", "1", "--profile", "box"]) == 0  # fmt: skip
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("acquisition:"))
+    assert "thickness 3 mm (flag), gap 1 mm" in line and "box profile" in line
+    cube = tmp_path / "cube.mat"
+    scipy.io.savemat(cube, {"cube": np.ones((8, 8, 5))})
+    assert main(["upsample", f"{cube}:cube", str(tmp_path / "c.mat:sr"), "--scale", "2", "--model", "linear",
+                 "--thickness", "3"]) == 2  # fmt: skip
+    assert "describe MRI slices" in capsys.readouterr().err

@@ -163,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "cube; default: the model card's, on for the shipped HSI networks)")
     upsample.add_argument("--check-halo", action="store_true",
                           help="first check the model's declared halo against its receptive field")
+    acq = upsample.add_argument_group(
+        "acquisition model (MRI volumes; default: a BIDS sidecar beside the input, else the header)")
+    acq.add_argument("--thickness", type=float, metavar="MM",
+                     help="slice thickness in mm (Gaussian FWHM or box width)")
+    acq.add_argument("--gap", type=float, metavar="MM", help="gap between slices in mm (negative: overlapping)")
+    acq.add_argument("--profile", choices=("gaussian", "box"), help="slice profile (default: gaussian)")
+    acq.add_argument("--estimate-profile", action="store_true",
+                     help="fit the Gaussian slice FWHM from the image's spectra (not with --thickness, --gap "
+                          "or --profile box)")
     upsample.add_argument("--pyramid", type=int, default=1, metavar="N",
                           help="write N OME-Zarr multiscale levels (.zarr output only): level 0 is the "
                                "full-resolution output, each further level halves every spatial axis "

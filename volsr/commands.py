@@ -7,6 +7,7 @@ Each ``run_NAME(args)`` returns the text to print (or None) and raises a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import warnings
@@ -362,6 +363,29 @@ def _rounded_spacing(volume: Volume, target: tuple[float, ...], factors: tuple[f
     return lines
 
 
+def _acquisition_lines(args: argparse.Namespace, volume: Volume) -> list[str]:
+    """The input's acquisition model in one line (MRI volumes: 3 spatial axes, no bands)."""
+    from volsr.acquisition import acquisition_for, estimate_noise
+
+    given = any(getattr(args, n, None) not in (None, False) for n in ("thickness", "gap", "profile",
+                                                                        "estimate_profile"))
+    if volume.band_axis is not None or len(volume.spatial_axes) != 3:
+        if given:
+            raise ValueError("--thickness, --gap, --profile and --estimate-profile describe MRI slices: "
+                             "this input is not a 3-D volume")
+        return []
+    acquisition = acquisition_for(volume, args.input, thickness=args.thickness, gap=args.gap,
+                                  profile=args.profile, estimate_profile=args.estimate_profile,
+                                  estimate_noise=False)  # fmt: skip
+    if args.quiet:
+        return []
+    try:
+        acquisition = dataclasses.replace(acquisition, noise_sigma=estimate_noise(volume), noise_from="estimated")
+    except (ValueError, ArithmeticError):
+        pass  # too little foreground to say (a small or synthetic volume): the line says "unknown"
+    return [acquisition.describe()]
+
+
 def _model_lines(args: argparse.Namespace, model: str, volume: Volume, factors: tuple[float, ...]) -> list[str]:
     """The lines naming the model a run uses, printed as it starts: a fallback from the default
     network always (``--quiet`` too), the model itself unless quiet."""
@@ -407,6 +431,7 @@ def run_upsample(args: argparse.Namespace) -> str:
     announce = _model_lines(args, model, volume, factors)
     if args.target_spacing is not None:
         announce += _rounded_spacing(volume, grid["target_spacing"], factors)
+    announce += _acquisition_lines(args, volume)
     model = "cubic" if not args.model and input_mismatch(get_card(model), volume) else model
     if args.check_halo:
         difference = check_halo(model, scale=factors, device=args.device)
