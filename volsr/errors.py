@@ -16,6 +16,7 @@ __all__ = [
     "InvalidDataError",
     "OutputExistsError",
     "ResumeError",
+    "first_line",
 ]
 
 
@@ -42,3 +43,29 @@ class OutputExistsError(VolsrError, FileExistsError):
 class ResumeError(VolsrError, ValueError):
     """A ``--resume`` that cannot continue: the run differs, its record is unreadable, or the
     output is finished."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): what a one-line
+    error quotes of a library's error.
+
+    Parameters
+    ----------
+    exc : BaseException
+        Any exception.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> first_line(ValueError("bad\\nmore")), first_line(KeyError())
+    ('bad', 'KeyError')
+    """
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

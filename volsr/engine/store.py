@@ -70,7 +70,7 @@ from volsr.engine.runstate import (
     work_store,
 )
 from volsr.engine.sizing import plan_run
-from volsr.errors import InvalidDataError, ResumeError, VolsrError
+from volsr.errors import InvalidDataError, ResumeError, VolsrError, first_line
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.io.outputs import clean_leftovers, discard, output_lock, replace_with
 from volsr.models.ensemble import SelfEnsemble
@@ -164,9 +164,8 @@ def _check_short_axes(net: nn.Module, volume: Volume, factors: tuple[float, ...]
     except InvalidDataError:
         return  # it runs (NaN on zeros is the tasks' concern, checked on real data)
     except (ValueError, RuntimeError, IndexError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise VolsrError(f"model {net.card.name} cannot run on an input of spatial shape {shape} "
-                         f"({reason}); try --model cubic, or pad the short axes") from None
+                         f"({first_line(error)}); try --model cubic, or pad the short axes") from None
 
 
 def upsample_to_store(

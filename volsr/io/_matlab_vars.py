@@ -18,9 +18,9 @@ import h5py
 import numpy as np
 import scipy.io
 
-from volsr.errors import FormatError
+from volsr.errors import FormatError, first_line
 
-__all__ = ["CLASSES", "CLASS_OF_DTYPE", "READ_ERRORS", "v5_variables", "v73_variables", "one_line"]
+__all__ = ["CLASSES", "CLASS_OF_DTYPE", "READ_ERRORS", "v5_variables", "v73_variables"]
 
 #: MATLAB class -> numpy dtype name.
 CLASSES = {
@@ -67,7 +67,7 @@ def v5_variables(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
         version = scipy.io.matlab.matfile_version(path)
         entries = scipy.io.whosmat(path)
     except (*READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
-        raise FormatError(f"not a readable MAT-file: {path} ({one_line(exc)})") from exc
+        raise FormatError(f"not a readable MAT-file: {path} ({first_line(exc)})") from exc
     if version[0] == 1:
         _check_v5_complete(path)
     complex_flags = _v5_complex_flags(path) if version[0] == 1 else []
@@ -195,26 +195,3 @@ def _v73_entry(name: str, obj: Any) -> tuple[tuple[int, ...], Any]:
     return shape, np.dtype(CLASSES[cls])
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name if empty).
-
-    Parameters
-    ----------
-    exc : BaseException
-        Any exception.
-
-    Returns
-    -------
-    str
-
-    Raises
-    ------
-    None
-
-    Examples
-    --------
-    >>> one_line(ValueError("bad\\nmore"))
-    'bad'
-    """
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

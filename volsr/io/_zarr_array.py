@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from volsr.errors import FormatError
+from volsr.errors import FormatError, first_line
 from volsr.io._common import FileArray
 
 __all__ = ["ZarrArray", "zarr_dask", "count_missing_chunks", "storage_shape"]
@@ -101,10 +101,10 @@ class ZarrArray(FileArray):
                     array[box]
                 except Exception:  # noqa: BLE001 -- the same failure, now located
                     key = array.metadata.encode_chunk_key(chunk)
-                    return f"cannot decode chunk {key!r} of zarr store {where}: {_one_line(error)}"
+                    return f"cannot decode chunk {key!r} of zarr store {where}: {first_line(error)}"
         except Exception:  # noqa: BLE001 -- the store itself is unreadable: say so below
             pass
-        return f"cannot read zarr store {where}: {_one_line(error)}"
+        return f"cannot read zarr store {where}: {first_line(error)}"
 
 
 def _chunk_ranges(index: Any, shape: tuple[int, ...], unit: tuple[int, ...]) -> list[range]:
@@ -248,8 +248,3 @@ def _is_chunk_key(key: str, prefix: str, separator: str, grid: tuple[int, ...]) 
     if len(parts) != len(grid) or not all(p.isdigit() for p in parts):
         return False
     return all(int(p) < n for p, n in zip(parts, grid, strict=True))
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from volsr.errors import FormatError, InvalidDataError
+from volsr.errors import FormatError, InvalidDataError, first_line
 from volsr.io._common import (
     FileArray,
     Format,
@@ -42,7 +42,7 @@ from volsr.io._common import (
     voxel_dtype,
 )
 from volsr.io._hdf5_refs import open_dataset
-from volsr.io._matlab_vars import CLASS_OF_DTYPE, READ_ERRORS, one_line, v5_variables, v73_variables
+from volsr.io._matlab_vars import CLASS_OF_DTYPE, READ_ERRORS, v5_variables, v73_variables
 from volsr.io.hdf5 import HDF5Array, dask_chunks
 from volsr.volume import NONSPATIAL_AXES, Volume
 
@@ -472,7 +472,7 @@ def _read_small(
         else:
             found = scipy.io.loadmat(path, variable_names=wanted)
     except READ_ERRORS as exc:
-        raise FormatError(f"cannot read metadata variables of {path}: {one_line(exc)}") from exc
+        raise FormatError(f"cannot read metadata variables of {path}: {first_line(exc)}") from exc
     return {n.lower(): np.asarray(found[n], dtype=np.float64) for n in wanted}
 
 
@@ -499,7 +499,7 @@ def _read_v5(path: Path, name: str) -> np.ndarray:
     try:
         return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
     except (*READ_ERRORS, scipy.io.matlab.MatReadError) as exc:
-        raise FormatError(f"cannot read variable {name!r} of {path}: {one_line(exc)}") from exc
+        raise FormatError(f"cannot read variable {name!r} of {path}: {first_line(exc)}") from exc
 
 
 FORMAT = Format(

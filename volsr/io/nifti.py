@@ -29,7 +29,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from volsr.errors import FormatError, InvalidDataError
+from volsr.errors import FormatError, InvalidDataError, first_line
 from volsr.io._common import (
     FileArray,
     Format,
@@ -100,7 +100,7 @@ class NiftiArray(FileArray):
                 self._proxy = nib.load(self.path).dataobj
             block = self._proxy[index]
         except _READ_ERRORS as exc:
-            raise FormatError(f"cannot read voxels of {self.path}: {_one_line(exc)}") from exc
+            raise FormatError(f"cannot read voxels of {self.path}: {first_line(exc)}") from exc
         return np.asarray(block).astype(self.dtype, copy=False)
 
 
@@ -146,7 +146,7 @@ def load_nifti(path: Path, key: str | None = None, *, allow_external: bool = Fal
     try:
         img = nib.load(path)
     except _READ_ERRORS as exc:
-        raise FormatError(f"not a readable NIfTI file: {path} ({_one_line(exc)})") from exc
+        raise FormatError(f"not a readable NIfTI file: {path} ({first_line(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise FormatError(f"{path} is a {type(img).__name__}, not a NIfTI volume")
     shape = check_shape(img.shape, f"the NIfTI header of {path}")
@@ -227,7 +227,7 @@ def save_nifti(volume: Volume, path: Path, key: str | None, options: SaveOptions
     try:
         header.set_data_dtype(array.dtype)
     except HeaderDataError as exc:
-        raise FormatError(f"NIfTI cannot store dtype {array.dtype}: {_one_line(exc)}") from exc
+        raise FormatError(f"NIfTI cannot store dtype {array.dtype}: {first_line(exc)}") from exc
     qcode, scode = (int(header[name]) or 1 for name in ("qform_code", "sform_code"))
     image = image_class(array, volume.affine, header=header)
     _set_forms(image, volume.affine, qcode, scode)
@@ -366,11 +366,6 @@ def _derived_header(raw: bytes | None, shape: tuple[int, ...]) -> Any:
     header.set_slope_inter(None, None)
     header.set_data_shape(shape)
     return header
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 FORMAT = Format(
