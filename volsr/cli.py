@@ -172,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     acq.add_argument("--estimate-profile", action="store_true",
                      help="fit the Gaussian slice FWHM from the image's spectra (not with --thickness, --gap "
                           "or --profile box)")
+    trust = upsample.add_argument_group("trust outputs (where not to believe the output)")
+    trust.add_argument("--uncertainty", metavar="FILE",
+                       help="also write the half-width of a calibrated 90 %% interval for |output - truth| per "
+                            "output voxel (output grid and units); networks without a self-ensemble run 8 flips")
+    trust.add_argument("--consistency", metavar="FILE",
+                       help="also write the output re-acquired by the input's acquisition minus the input "
+                            "(input grid and units) and log its RMS")
+    trust.add_argument("--enforce-consistency", action="store_true",
+                       help="deliver the nearest output that re-acquires to the input exactly (per-axis "
+                            "least squares; see the model cards for when it helps)")
     upsample.add_argument("--pyramid", type=int, default=1, metavar="N",
                           help="write N OME-Zarr multiscale levels (.zarr output only): level 0 is the "
                                "full-resolution output, each further level halves every spatial axis "

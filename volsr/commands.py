@@ -12,7 +12,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -21,6 +21,9 @@ from volsr import io
 from volsr.errors import FormatError, GeometryError, InvalidDataError
 from volsr.io.outputs import refuse_overlap, write_text_atomic
 from volsr.volume import Volume, count_nonfinite
+
+if TYPE_CHECKING:
+    from volsr.acquisition import AcquisitionModel
 
 __all__ = [
     "run_info",
@@ -363,8 +366,8 @@ def _rounded_spacing(volume: Volume, target: tuple[float, ...], factors: tuple[f
     return lines
 
 
-def _acquisition_lines(args: argparse.Namespace, volume: Volume) -> list[str]:
-    """The input's acquisition model in one line (MRI volumes: 3 spatial axes, no bands)."""
+def _acquisition(args: argparse.Namespace, volume: Volume) -> tuple[AcquisitionModel | None, list[str]]:
+    """The input's acquisition model (MRI volumes: 3 spatial axes, no bands) and its one line."""
     from volsr.acquisition import acquisition_for, estimate_noise
 
     given = any(getattr(args, n, None) not in (None, False) for n in ("thickness", "gap", "profile",
@@ -373,17 +376,17 @@ def _acquisition_lines(args: argparse.Namespace, volume: Volume) -> list[str]:
         if given:
             raise ValueError("--thickness, --gap, --profile and --estimate-profile describe MRI slices: "
                              "this input is not a 3-D volume")
-        return []
+        return None, []
     acquisition = acquisition_for(volume, args.input, thickness=args.thickness, gap=args.gap,
                                   profile=args.profile, estimate_profile=args.estimate_profile,
                                   estimate_noise=False)  # fmt: skip
     if args.quiet:
-        return []
+        return acquisition, []
     try:
-        acquisition = dataclasses.replace(acquisition, noise_sigma=estimate_noise(volume), noise_from="estimated")
+        shown = dataclasses.replace(acquisition, noise_sigma=estimate_noise(volume), noise_from="estimated")
     except (ValueError, ArithmeticError):
-        pass  # too little foreground to say (a small or synthetic volume): the line says "unknown"
-    return [acquisition.describe()]
+        shown = acquisition  # too little foreground to say (a small or synthetic volume): the line says "unknown"
+    return acquisition, [shown.describe()]
 
 
 def _model_lines(args: argparse.Namespace, model: str, volume: Volume, factors: tuple[float, ...]) -> list[str]:
@@ -431,7 +434,8 @@ def run_upsample(args: argparse.Namespace) -> str:
     announce = _model_lines(args, model, volume, factors)
     if args.target_spacing is not None:
         announce += _rounded_spacing(volume, grid["target_spacing"], factors)
-    announce += _acquisition_lines(args, volume)
+    acquisition, lines = _acquisition(args, volume)
+    announce += lines
     model = "cubic" if not args.model and input_mismatch(get_card(model), volume) else model
     if args.check_halo:
         difference = check_halo(model, scale=factors, device=args.device)
@@ -444,6 +448,8 @@ def run_upsample(args: argparse.Namespace) -> str:
         device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
         layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
         allow_external=args.allow_external, announce=announce, pyramid=args.pyramid,
+        uncertainty=args.uncertainty, consistency=args.consistency, enforce_consistency=args.enforce_consistency,
+        acquisition=acquisition,
     )  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)

@@ -162,18 +162,56 @@ def thick_slice(
     >>> thick_slice(np.arange(8.0), axis=0, factor=2, profile="box").tolist()
     [0.5, 2.5, 4.5, 6.5]
     """
+    thick_slice_matrix(1 + math.ceil(factor), factor, thickness=thickness, profile=profile)  # checks first
+
+    def weights(n: int, f: float, index: int) -> sp.csr_matrix:
+        return thick_slice_matrix(n, f, thickness=thickness, profile=profile)
+
+    return _dispatch(x, (axis,), factor, _weighted(weights, crop=False), keep_grid=False)
+
+
+def thick_slice_matrix(
+    n: int, factor: float, *, thickness: float | None = None, profile: str = "gaussian", n_lr: int | None = None,
+) -> sp.csr_matrix:
+    """The weights of :func:`thick_slice` along one axis: LR voxels x HR voxels, rows summing to 1.
+
+    Parameters
+    ----------
+    n : int
+        HR voxels along the axis.
+    factor : float
+        Slice spacing / HR spacing (>= 1).
+    thickness : float, optional
+        Slice thickness in HR voxels (> 0); default ``factor``.
+    profile : {"gaussian", "box"}
+        Slice profile.
+    n_lr : int, optional
+        LR voxels spread over all ``n`` HR voxels (centres at
+        ``geometry.output_coordinates(n, n_lr)``: the engine's grids, ``n = n_lr * factor``
+        rounded); default ``floor(n / factor)`` over the covered ``n_cov`` (:func:`thick_slice`).
+
+    Returns
+    -------
+    (n_lr, n) scipy.sparse.csr_matrix
+
+    Raises
+    ------
+    ValueError
+        If ``profile`` or ``thickness`` is invalid; ``GeometryError`` for a bad factor.
+
+    Examples
+    --------
+    >>> thick_slice_matrix(4, 2, profile="box").toarray().tolist()
+    [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     width = float(factor if thickness is None else thickness)
     if not (math.isfinite(width) and width > 0):
         raise ValueError(f"thickness must be finite and > 0 HR voxels, got {thickness}")
     kernel, radius = (gaussian_profile if profile == "gaussian" else box_profile)(width)
-
-    def weights(n: int, f: float, index: int) -> sp.csr_matrix:
-        n_lr, n_cov = downsampled_grid(n, f)
-        return kernel_matrix(output_coordinates(n_cov, n_lr), n, kernel, radius)
-
-    return _dispatch(x, (axis,), factor, _weighted(weights, crop=False), keep_grid=False)
+    n_lr, n_cov = downsampled_grid(n, factor) if n_lr is None else (int(n_lr), n)
+    return kernel_matrix(output_coordinates(n_cov, n_lr), n, kernel, radius)
 
 
 def kspace_truncate(

@@ -64,6 +64,8 @@ class WorkerJob:
         Whether the input may read HDF5 data held in other files (:func:`volsr.io.load`).
     nodata : NoData, optional
         The input's no-data handling (:func:`volsr.engine.nodata.nodata_for`).
+    arrays : tuple of str
+        The store's arrays the tasks write (:func:`volsr.engine.execute.output_arrays`).
     """
 
     key: str
@@ -78,19 +80,22 @@ class WorkerJob:
     layout: str = "contiguous"
     allow_external: bool = False
     nodata: NoData | None = None
+    arrays: tuple[str, ...] = ("0",)
 
 
-def open_output_array(store: str | os.PathLike[str]) -> Any:
-    """The image array of an engine output store, opened for writing.
+def open_output_array(store: str | os.PathLike[str], names: Sequence[str] | None = None) -> Any:
+    """The image array (or the named arrays) of an engine output store, opened for writing.
 
     Parameters
     ----------
     store : str or path
         Zarr directory store created by the engine.
+    names : sequence of str, optional
+        Open these arrays (a list of them is returned); default the image ``"0"``.
 
     Returns
     -------
-    zarr.Array
+    zarr.Array or list of zarr.Array
 
     Raises
     ------
@@ -104,16 +109,18 @@ def open_output_array(store: str | os.PathLike[str]) -> Any:
     import zarr
     from zarr.storage import LocalStore
 
-    return zarr.open_group(store=LocalStore(Path(store)), mode="r+")["0"]
+    group = zarr.open_group(store=LocalStore(Path(store)), mode="r+")
+    return group["0"] if names is None else [group[name] for name in names]
 
 
 def write_result(array: Any, region: Sequence[tuple[int, int]], result: Any) -> None:
-    """Write a task's ``(C, *region)`` result into the (channel-first) output array.
+    """Write a task's ``(C, *region)`` result into the (channel-first) output array(s).
 
     Parameters
     ----------
-    array : zarr.Array
-        ``(C, *spatial)`` for volumes with a band/channel axis, else ``(*spatial)``.
+    array : zarr.Array or list of zarr.Array
+        ``(C, *spatial)`` for volumes with a band/channel axis, else ``(*spatial)``; a list:
+        ``result`` holds their channels one array after the other.
     region : sequence of (start, stop)
         Spatial output box (whole chunks).
     result : (C, *region_shape) ndarray
@@ -136,6 +143,11 @@ def write_result(array: Any, region: Sequence[tuple[int, int]], result: Any) -> 
     >>> target.tolist()
     [[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
     """
+    if isinstance(array, list):
+        step = result.shape[0] // len(array)
+        for n, part in enumerate(array):
+            write_result(part, region, result[n * step : (n + 1) * step])
+        return
     index = tuple(slice(a, b) for a, b in region)
     if array.ndim == len(region):
         array[index] = result[0]
@@ -153,7 +165,7 @@ def _worker_state(job: WorkerJob) -> tuple[Any, nn.Module, Any]:
         torch.set_num_threads(job.threads)
         volume = io.load(job.source, allow_external=job.allow_external) if isinstance(job.source, str) else job.source
         net = apply_layout(resolve_model(job.model).eval().to(torch.device(job.device)), job.layout)
-        state = (channel_first(volume), net, open_output_array(job.store))
+        state = (channel_first(volume), net, open_output_array(job.store, job.arrays))
         _WORKER_STATE[job.key] = state
     return state
 

@@ -25,7 +25,35 @@ from volsr.engine.plan import Box, Plan, Tile
 from volsr.errors import InvalidDataError
 from volsr.volume import Volume
 
-__all__ = ["channel_first", "read_box", "run_task", "run_in_process"]
+__all__ = ["channel_first", "read_box", "run_task", "run_in_process", "output_arrays"]
+
+
+def output_arrays(net: nn.Module) -> tuple[str, ...]:
+    """The arrays a model's tasks write: ``"0"`` (the output), then its ``extra_outputs``.
+
+    A model with ``extra_outputs`` (:class:`volsr.models.trust.WithUncertainty`) returns
+    ``C`` channels per array, stacked: ``(B, C * len(arrays), ...)``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The model as the engine runs it.
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> from volsr.models import create_model
+    >>> output_arrays(create_model("linear"))
+    ('0',)
+    """
+    return ("0", *getattr(net, "extra_outputs", ()))
 
 
 def channel_first(volume: Volume) -> da.Array:
@@ -131,7 +159,8 @@ def run_task(
 
     Returns
     -------
-    (C, *region_shape) float32 ndarray
+    (C * len(output_arrays(net)), *region_shape) float32 ndarray
+        The output's channels, then those of each extra array.
 
     Raises
     ------
@@ -153,7 +182,7 @@ def run_task(
     [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]
     """
     shape = tuple(b - a for a, b in region)
-    accumulator = np.zeros((block.shape[0], *shape), dtype=np.float32)
+    accumulator = np.zeros((block.shape[0] * len(output_arrays(net)), *shape), dtype=np.float32)
     weight_sum = np.zeros(shape, dtype=np.float32)
     for tiles, outputs in _forward_batches(net, plan, plan.tiles(region), block, block_box, device, batch):
         for tile, output in zip(tiles, outputs, strict=True):
@@ -193,7 +222,8 @@ def _forward_batches(
             x = np.stack([_cut(block, block_box, tile.source) for tile, _ in part])
             with torch.inference_mode():
                 y = net(torch.from_numpy(x).to(device), part[0][1])
-            expected = (len(part), block.shape[0], *(b - a for a, b in part[0][0].compute))
+            channels = block.shape[0] * len(output_arrays(net))
+            expected = (len(part), channels, *(b - a for a, b in part[0][0].compute))
             if tuple(y.shape) != expected:
                 raise ValueError(
                     f"model {net.card.name!r} returned shape {tuple(y.shape)} for a tile of "

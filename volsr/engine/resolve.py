@@ -285,6 +285,8 @@ class ClampedBelow(nn.Module):
         self.model, self.floor = model, float(floor)
         if getattr(model, "card", None) is not None:
             self.card = model.card
+        if hasattr(model, "extra_outputs"):
+            self.extra_outputs = model.extra_outputs
 
     def forward(self, x: torch.Tensor, positions: Sequence) -> torch.Tensor:
         """``model(x, positions)`` clamped below at ``floor`` (same shape)."""

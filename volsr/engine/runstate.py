@@ -20,6 +20,7 @@ import numpy as np
 from volsr import io
 from volsr.engine import progress
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, finished_header
+from volsr.engine.trust import TrustOptions
 from volsr.errors import OutputExistsError, ResumeError
 from volsr.io.outputs import discard
 
@@ -64,6 +65,7 @@ class RunOptions:
     allow_external: bool
     announce: tuple[str, ...]
     pyramid: int
+    trust: TrustOptions = TrustOptions()
 
 
 def work_store(output: Path) -> Path:

@@ -18,6 +18,7 @@ the old output as it was.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -33,9 +34,10 @@ import torch
 from torch import nn
 
 from volsr import io
+from volsr.acquisition import AcquisitionModel, acquisition_for
 from volsr.engine import progress
 from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
-from volsr.engine.execute import channel_first, run_in_process, run_task
+from volsr.engine.execute import channel_first, output_arrays, run_in_process, run_task
 from volsr.engine.layout import apply_layout
 from volsr.engine.manifest import (
     MANIFEST_NAME,
@@ -70,10 +72,18 @@ from volsr.engine.runstate import (
     work_store,
 )
 from volsr.engine.sizing import plan_run
+from volsr.engine.trust import (
+    TrustOptions,
+    deliver_trust,
+    scan_noise,
+    stored_volume,
+    with_uncertainty,
+)
 from volsr.errors import InvalidDataError, ResumeError, VolsrError, first_line
 from volsr.geometry import resampled_affine, resampled_shape
 from volsr.io.outputs import clean_leftovers, discard, output_lock, replace_with
 from volsr.models.ensemble import SelfEnsemble
+from volsr.models.trust import WithUncertainty
 from volsr.volume import Volume
 
 __all__ = ["upsample_to_store", "unfinished_run"]
@@ -88,7 +98,8 @@ def _template(volume: Volume, shape_out: tuple[int, ...]) -> Volume:
     )
 
 
-def _create_store(path: Path, template: Volume, chunks: tuple[int, ...], *, levels: int = 1) -> None:
+def _create_store(path: Path, template: Volume, chunks: tuple[int, ...], *, levels: int = 1,
+                  extra: Sequence[str] = ()) -> None:
     import zarr
     import zarr.codecs
     from zarr.storage import LocalStore
@@ -100,10 +111,11 @@ def _create_store(path: Path, template: Volume, chunks: tuple[int, ...], *, leve
     chunk_shape = [next(spatial) if template.axes[n] in ("i", "j", "k") else template.shape[n] for n in order]
     names = ["c" if template.axes[n] not in ("i", "j", "k") else "zyx"[3 - len(chunks) + "ijk".index(template.axes[n])] for n in order]
     group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
-    group.create_array(
-        "0", shape=tuple(template.shape[n] for n in order), chunks=tuple(chunk_shape),
-        dtype=np.float32, compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=names,
-    )  # fmt: skip
+    for name in ("0", *extra):
+        group.create_array(
+            name, shape=tuple(template.shape[n] for n in order), chunks=tuple(chunk_shape),
+            dtype=np.float32, compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=names,
+        )  # fmt: skip
     create_levels(path, template.axes, levels)
 
 
@@ -192,6 +204,10 @@ def upsample_to_store(
     allow_external: bool = False,
     announce: Sequence[str] = (),
     pyramid: int = 1,
+    uncertainty: str | os.PathLike[str] | None = None,
+    consistency: str | os.PathLike[str] | None = None,
+    enforce_consistency: bool = False,
+    acquisition: AcquisitionModel | None = None,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -262,6 +278,20 @@ def upsample_to_store(
         Levels 1.. halve every spatial axis (2x block means, :mod:`volsr.engine.pyramid`;
         bands untouched), built chunk by chunk after the run and resumable; ``.zarr`` only,
         and every spatial axis needs ``2**(pyramid - 1)`` voxels.
+    uncertainty : str or path, optional
+        Also write, per output voxel, the half-width of a 90 % interval for
+        ``|output - truth|`` (the output's grid and units; :mod:`volsr.uncertainty`), as one
+        more array of the same tasks. Needs a model with a shipped calibration; the output
+        itself is the one the run gives without it.
+    consistency : str or path, optional
+        Also write the output re-acquired by the input's acquisition minus the input, on the
+        input's grid (:func:`volsr.consistency.consistency_map`), and log its RMS.
+    enforce_consistency : bool
+        Deliver the nearest volume that re-acquires to the input exactly
+        (:func:`volsr.consistency.enforce_consistency`); not with ``pyramid``.
+    acquisition : AcquisitionModel, optional
+        The input's slice thickness and profile for the consistency outputs (default: from
+        its header and BIDS sidecar, :func:`volsr.acquisition.acquisition_for`).
 
     Returns
     -------
@@ -303,17 +333,44 @@ def upsample_to_store(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [],
                                   dtype=np.dtype(np.float32), allow_external=allow_external)  # fmt: skip
+    trust = _trust_options(volume, spec, output_path, uncertainty, consistency, enforce_consistency, acquisition,
+                           overwrite=overwrite or resume, pyramid=pyramid, allow_external=allow_external)  # fmt: skip
     options = RunOptions(
         output=os.fspath(output), chunks=chunks, tile=tile, blend=blend, overlap=overlap, workers=workers,
         scheduler=scheduler, resume=resume, overwrite=overwrite, max_memory=max_memory, quiet=quiet,
         layout=layout, self_ensemble=self_ensemble, allow_external=allow_external,
-        announce=tuple(announce), pyramid=int(pyramid),
+        announce=tuple(announce), pyramid=int(pyramid), trust=trust,
     )  # fmt: skip
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
-    with output_lock(output_path):
-        clean_leftovers(output_path)
+    with contextlib.ExitStack() as locks:
+        for path in [output_path, *(io.format_for(extra)[1] for extra in trust.outputs)]:
+            locks.enter_context(output_lock(path))
+            clean_leftovers(path)
         return _upsample_locked(net, volume, spec, output_path, factors, where, options)
+
+
+def _trust_options(volume: Volume, spec: str | None, output_path: Path, uncertainty, consistency, enforce: bool,
+                   acquisition: AcquisitionModel | None, *, overwrite: bool, pyramid: int,
+                   allow_external: bool) -> TrustOptions:  # fmt: skip
+    """The trust outputs checked like the output (before any work): writable, not an input, distinct."""
+    extras = [os.fspath(x) for x in (uncertainty, consistency) if x is not None]
+    paths = [output_path]
+    for extra in extras:
+        path = io.check_output(extra, overwrite=overwrite, inputs=[spec] if spec else [], dtype=np.dtype(np.float32),
+                               allow_external=allow_external)  # fmt: skip
+        if path.resolve() in [p.resolve() for p in paths]:
+            raise ValueError(f"{extra} is also another output of this run: give each output its own file")
+        paths.append(path)
+    if enforce and pyramid > 1:
+        raise ValueError("--enforce-consistency changes the output after the run; build the pyramid from it with a "
+                         "second run (--pyramid is not combined with it)")
+    wanted = bool(extras) or enforce
+    if wanted and acquisition is None and volume.band_axis is None:
+        acquisition = acquisition_for(volume, spec, estimate_noise=False)
+    return TrustOptions(uncertainty=None if uncertainty is None else os.fspath(uncertainty),
+                        consistency=None if consistency is None else os.fspath(consistency), enforce=bool(enforce),
+                        acquisition=acquisition if wanted else None)  # fmt: skip
 
 
 def _announce(net: nn.Module, volume: Volume, shape_out: tuple[int, ...], output_path: Path,
@@ -342,7 +399,10 @@ def _upsample_locked(
     store = work_store(output_path)
     previous, finished = previous_run(store, output_path, options)
     budget_bytes = budget_bytes_for(options.max_memory, previous, workers, scheduler)
-    net = with_self_ensemble(net, factors, options.self_ensemble)
+    if options.trust.uncertainty is not None:
+        net = with_uncertainty(net, volume, factors, options.self_ensemble)
+    else:
+        net = with_self_ensemble(net, factors, options.self_ensemble)
     layout = options.layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
@@ -361,7 +421,7 @@ def _upsample_locked(
     _announce(net, volume, shape_out, output_path, options)  # every check passed: the run starts
     template = _template(volume, shape_out)
     if manifest is None:
-        _create_store(store, template, plan.chunks, levels=options.pyramid)
+        _create_store(store, template, plan.chunks, levels=options.pyramid, extra=output_arrays(net)[1:])
         manifest = Manifest.create(store / MANIFEST_NAME, header, plan.n_tasks)
         manifest.state["budget_bytes"] = budget_bytes
         manifest.save()
@@ -376,7 +436,7 @@ def _upsample_locked(
         _finalise_store(store, template, manifest.header, levels=options.pyramid)
         manifest.complete = True
         manifest.save()
-    _deliver(store, output_path, volume, options)
+    _deliver(store, output_path, volume, options, template)
     return output_path
 
 
@@ -397,13 +457,25 @@ def _run_header(
             "batch": batch, "budget_bytes": budget_bytes, "device": where.type,
             "output": output_identity(options.output), "layout": layout,
             **({"pyramid": options.pyramid} if options.pyramid > 1 else {}),  # 1: headers as before
+            **({"trust": options.trust.header()} if options.trust.header() else {}),
         },
     }  # fmt: skip
 
 
-def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions) -> None:
-    """Put the finished work store in the output's place (Zarr: renamed; else converted)."""
+def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions, template: Volume) -> None:
+    """Put the finished work store in the output's place (Zarr: renamed; else converted), the
+    trust outputs first (a kill between them and the output leaves a resumable store)."""
+    trust = options.trust
+    if trust.outputs or trust.enforce:
+        finished = deliver_trust(stored_volume(template, store, "0").replace(meta=volume.meta), volume, trust,
+                                 store, template, options.quiet)  # fmt: skip
+        if trust.enforce:
+            io.save(finished, options.output, overwrite=True)
+            discard(store)
+            return
     if io.format_for(options.output)[0].name == "zarr":
+        if (store / "uncertainty").exists():
+            discard(store / "uncertainty")  # delivered to its own file; not part of the OME-Zarr image
         (store / MANIFEST_NAME).unlink(missing_ok=True)
         replace_with(store, output_path)
     else:
@@ -426,6 +498,12 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
         manifest.state["input_scale"] = input_scale
         manifest.state["output_floor"] = floor
         manifest.save()
+    if isinstance(net, WithUncertainty):
+        if "noise_sigma" not in manifest.state:
+            phase("uncertainty: estimating the input's noise", options.quiet)
+            manifest.state["noise_sigma"] = scan_noise(volume, options.trust.acquisition, net.factors)
+            manifest.save()
+        net.with_noise(manifest.state["noise_sigma"] / input_scale)
     net = with_floor(net, manifest.state.get("output_floor"))
     layout = manifest.header["options"]["layout"]
     nodata = nodata_for(volume, plan)
@@ -446,7 +524,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
             bar.update(plan.task_voxels(index))
 
         if workers is None and scheduler is None:
-            array = open_output_array(store)
+            array = open_output_array(store, output_arrays(net))
 
             shown = [0]  # voxels of the running task already on the bar (one task can be the whole run)
 
@@ -468,7 +546,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
             model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
             store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
-            layout=layout, allow_external=options.allow_external, nodata=nodata,
+            layout=layout, allow_external=options.allow_external, nodata=nodata, arrays=output_arrays(net),
         )  # fmt: skip
         run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
 

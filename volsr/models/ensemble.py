@@ -25,7 +25,7 @@ from torch import nn
 
 from volsr.models.interpolation import Positions
 
-__all__ = ["SelfEnsemble", "symmetries"]
+__all__ = ["SelfEnsemble", "member_output", "symmetries"]
 
 #: A symmetry: the spatial axes it flips, then the order of the axes it reads.
 Symmetry = tuple[tuple[int, ...], tuple[int, ...]]
@@ -155,15 +155,46 @@ class SelfEnsemble(nn.Module):
                 f"{d} grids, got shape {tuple(x.shape)} and {len(positions)} grids"
             )
         total = None
-        for flipped, order in self.symmetries:
-            grids = [
-                _mirrored(p, x.shape[2 + axis]) if axis in flipped else p
-                for axis, p in enumerate(positions)
-            ]
-            seen = x.flip([2 + axis for axis in flipped]) if flipped else x
-            seen = seen.permute(0, 1, *(2 + axis for axis in order))
-            y = self.model(seen, [grids[axis] for axis in order])
-            y = y.permute(0, 1, *(2 + int(axis) for axis in np.argsort(order)))
-            y = y.flip([2 + axis for axis in flipped]) if flipped else y
+        for symmetry in self.symmetries:
+            y = member_output(self.model, x, positions, symmetry)
             total = y.to(torch.float32, copy=True) if total is None else total.add_(y)
         return total.div_(len(self.symmetries)).to(y.dtype)
+
+
+def member_output(model: nn.Module, x: torch.Tensor, positions: Positions, symmetry: Symmetry) -> torch.Tensor:
+    """``model`` run on ``x`` seen through one symmetry, mapped back onto ``positions``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Follows the engine's ``forward(x, positions)`` contract.
+    x : (B, C, *spatial) floating torch.Tensor
+        Input tile, ``D`` spatial axes.
+    positions : (D,) sequence of 1-D float64 ndarray or tensor
+        Output coordinates per spatial axis, in voxels of ``x``.
+    symmetry : (flipped axes, axis order)
+        One of :func:`symmetries`.
+
+    Returns
+    -------
+    (B, C, len(positions[0]), ...) torch.Tensor
+        The model's dtype and device.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> from volsr.models import create_model
+    >>> x = torch.tensor([[[[0.0, 2.0]]]])
+    >>> member_output(create_model("linear"), x, ([0.0], [0.0, 0.5, 1.0]), ((1,), (0, 1))).tolist()
+    [[[[0.0, 1.0, 2.0]]]]
+    """
+    flipped, order = symmetry
+    grids = [_mirrored(p, x.shape[2 + axis]) if axis in flipped else p for axis, p in enumerate(positions)]
+    seen = x.flip([2 + axis for axis in flipped]) if flipped else x
+    seen = seen.permute(0, 1, *(2 + axis for axis in order))
+    y = model(seen, [grids[axis] for axis in order])
+    y = y.permute(0, 1, *(2 + int(axis) for axis in np.argsort(order)))
+    return y.flip([2 + axis for axis in flipped]) if flipped else y

@@ -174,6 +174,7 @@ def _card(method: str, description: str) -> ModelCard:
         scale_range=SCALE_RANGE,
         modality="any",
         description=description,
+        calibration=f"{method}.json",
     )
 
 

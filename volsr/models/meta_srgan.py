@@ -515,6 +515,7 @@ def register_meta_srgan(
     config: Mapping[str, object],
     description: str,
     scale_range: tuple[float, float],
+    calibration: str | None = None,
 ) -> ModelCard:
     """Register trained Meta-SRGAN weights shipped in ``volsr/models/weights`` as a model.
 
@@ -531,6 +532,9 @@ def register_meta_srgan(
         One line for ``volsr models``.
     scale_range : (2,) tuple of float
         Trained per-axis factors, within [1, 6].
+    calibration : str, optional
+        File name of its uncertainty calibration in ``volsr/models/calibration``
+        (:mod:`volsr.models.trust`); None: no ``--uncertainty``.
 
     Returns
     -------
@@ -562,7 +566,8 @@ def register_meta_srgan(
     halo = MetaSRGAN(**settings).halo  # validates the configuration now
     card = ModelCard(name=name, kind="network", grid="lr", halo=halo, scales="real",
                      scale_range=(low, high), modality="mri", description=description,
-                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR)
+                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR,
+                     calibration=calibration)
 
     def factory() -> MetaSRGAN:
         return load_weights(MetaSRGAN(**settings), path)
@@ -576,6 +581,7 @@ def _register_shipped() -> None:
         register_meta_srgan(
             shipped.name, weights=shipped.file, config=shipped.config,
             description=shipped.description, scale_range=shipped.scale_range,
+            calibration=f"{shipped.file.removesuffix('.safetensors')}.json",
         )
 
 
