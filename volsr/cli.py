@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="PSNR/SSIM data range (default: max - min of the reference, printed)",
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    evaluate.add_argument("--uncertainty", metavar="FILE",
+                          help="a half-width map (upsample --uncertainty): also report its coverage, AUSE and "
+                               "Spearman correlation with |error| (inside --mask, else everywhere)")
     _add_external_option(evaluate)
 
     models = commands.add_parser("models", help="list models with their factor ranges and cards")

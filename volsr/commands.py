@@ -517,6 +517,11 @@ def run_evaluate(args: argparse.Namespace) -> str:
     metrics = evaluate(
         ref, est, data_range=data_range, mask=mask, spectral=spectral, scale=args.scale
     )
+    if getattr(args, "uncertainty", None):
+        from volsr.uncertainty import calibration_report
+
+        width = _aligned(io.load(args.uncertainty, allow_external=external), prediction, "uncertainty")
+        metrics.update(calibration_report(width.numpy(), est - ref, mask))
     if args.json:
         cropped = reference.shape != whole_reference.shape
         conventions = {
@@ -524,6 +529,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
             "data_range_from": "--data-range" if args.data_range is not None else "max - min of the reference",
             "reference_crop": [[0, n] for n in reference.shape] if cropped else None,
             "mask": args.mask, "spectral": spectral, "ergas_scale": args.scale,
+            **({"uncertainty": args.uncertainty, "uncertainty_level": 0.9} if getattr(args, "uncertainty", None)
+               else {}),
         }  # fmt: skip
         write_text_atomic(args.json, json.dumps({**metrics, "conventions": conventions}, indent=2) + "\n")
     width = max(len(name) for name in metrics)

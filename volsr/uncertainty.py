@@ -37,7 +37,7 @@ from volsr.degrade import thick_slice_matrix
 
 __all__ = [
     "FEATURES", "FEATURE_HALO", "LEVEL", "Calibration", "input_features", "noise_attenuation",
-    "fit_calibration", "coverage", "ause",
+    "fit_calibration", "coverage", "ause", "calibration_report",
 ]
 
 #: The features, in the order of :attr:`Calibration.coefficients` (``e`` is the constant).
@@ -457,3 +457,36 @@ def _masked(half_width: np.ndarray, error: np.ndarray, mask: np.ndarray | None) 
     if u.size == 0:
         raise ValueError("no voxel to evaluate (empty mask?)")
     return u.ravel(), e.ravel()
+
+
+def calibration_report(half_width: np.ndarray, error: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+    """Coverage, AUSE and the Spearman correlation of ``half_width`` with ``|error|``.
+
+    Parameters
+    ----------
+    half_width, error : ndarray
+        Same shape (``error = output - truth``).
+    mask : bool ndarray, optional
+        Voxels to count.
+
+    Returns
+    -------
+    dict
+        ``coverage_90``, ``ause``, ``spearman_uncertainty_error``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`ause`.
+
+    Examples
+    --------
+    >>> err = np.arange(1.0, 101.0)
+    >>> calibration_report(err, err)["spearman_uncertainty_error"]
+    1.0
+    """
+    from scipy.stats import spearmanr
+
+    u, e = _masked(half_width, error, mask)
+    return {"coverage_90": coverage(u, e), "ause": ause(u, e),
+            "spearman_uncertainty_error": float(spearmanr(u, np.abs(e)).statistic)}  # fmt: skip

@@ -144,3 +144,27 @@ def test_refusals_are_one_line_before_any_work(tmp_path, capsys):
                  "--pyramid", "2", "--enforce-consistency"])
     assert code != 0
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_evaluate_reports_the_calibration_of_an_uncertainty_map(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    ref = Volume(rng.random((20, 20, 20), dtype=np.float32), np.eye(4), ("i", "j", "k"))
+    scale = rng.uniform(0.01, 0.2, ref.shape).astype(np.float32)
+    pred = ref.replace(data=ref.numpy() + rng.normal(0, scale).astype(np.float32))
+    for name, volume in (("ref", ref), ("pred", pred), ("u", ref.replace(data=1.645 * scale))):
+        io.save(volume, tmp_path / f"{name}.nii.gz")
+    code = main(["evaluate", "--reference", str(tmp_path / "ref.nii.gz"), "--prediction", str(tmp_path / "pred.nii.gz"),
+                 "--uncertainty", str(tmp_path / "u.nii.gz"), "--data-range", "1"])
+    assert code == 0
+    lines = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
+    assert float(lines["coverage_90"]) == pytest.approx(0.9, abs=0.01)  # the exact half-width of N(0, scale)
+    assert 0.2 < float(lines["ause"]) < 0.9
+    assert float(lines["spearman_uncertainty_error"]) > 0.3
+
+
+def test_dask_workers_write_the_same_uncertainty(tmp_path):
+    lr = _lr()
+    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
+    upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
+    upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.zarr", workers=2, **kwargs)
+    assert np.array_equal(io.load(tmp_path / "ua.zarr").numpy(), io.load(tmp_path / "ub.zarr").numpy())
