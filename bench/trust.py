@@ -12,7 +12,8 @@ then once with ``--enforce-consistency``. Columns:
 - coverage: share of foreground voxels (reference > 0.05) with ``|SR - HR| <= U``;
 - AUSE: area between the sparsification curve by ``U`` and the oracle's, over a random
   order's (:func:`volsr.uncertainty.ause`); Spearman: rank correlation of ``U`` and ``|error|``;
-- time: seconds with the trust outputs / without (one run each, this machine);
+- time: seconds with the trust outputs / without (one run each, this machine); a model
+  written ``NAME+se`` runs with its self-ensemble on in both;
 - consistency: RMS of (our map - (the protocol's own ``thick_slice`` of SR - LR)), the map's
   own RMS; enforced: PSNR / SSIM change of ``--enforce-consistency``.
 """
@@ -53,7 +54,9 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
     case = prepare_case(io.load(path), name=name, factor=factor, axis=2, crop=(crop,) * 3)
     source = folder / f"{name}_x{factor:g}.nii.gz"
     io.save(case.lr, source, overwrite=True)
-    common = dict(source=str(source), scale=case.scale, model=model, overwrite=True)
+    name_only, _, mode = model.partition("+")
+    common = dict(source=str(source), scale=case.scale, model=name_only, overwrite=True,
+                  self_ensemble=True if mode == "se" else None)
     plain_s = _timed(output=folder / "plain.nii.gz", **common)
     trust_s = _timed(output=folder / "sr.nii.gz", uncertainty=folder / "u.nii.gz", consistency=folder / "c.nii.gz",
                      **common)  # fmt: skip
@@ -93,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         warm = prepare_case(io.load(icbm152_t1_path()), name="warm", factor=4, axis=2, crop=(32,) * 3)
         for model in args.models.split(","):  # first-call costs (imports, weights) out of the timings
-            upsample_to_store(warm.lr, Path(folder) / "warm.zarr", scale=warm.scale, model=model, quiet=True,
+            upsample_to_store(warm.lr, Path(folder) / "warm.zarr", scale=warm.scale, model=model.split("+")[0], quiet=True,
                               overwrite=True)  # fmt: skip
         for name in args.volumes.split(","):
             rel = VOLUMES[name]

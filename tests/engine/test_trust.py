@@ -168,3 +168,25 @@ def test_dask_workers_write_the_same_uncertainty(tmp_path):
     upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
     upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.zarr", workers=2, **kwargs)
     assert np.array_equal(io.load(tmp_path / "ua.zarr").numpy(), io.load(tmp_path / "ub.zarr").numpy())
+
+
+def test_a_cube_is_reacquired_by_the_protocols_bicubic(tmp_path):
+    from volsr.degrade import bicubic_downsample
+
+    rng = np.random.default_rng(5)
+    hr = Volume(ndi.gaussian_filter(rng.random((24, 20, 6)), (1, 1, 0)).astype(np.float32), np.eye(4),
+                ("i", "j", "band"))  # fmt: skip
+    lr = bicubic_downsample(hr, factors=4)
+    lr = lr.replace(data=lr.data.compute())
+    assert np.abs(consistency_map(hr, lr, None).numpy()).max() < 1e-5
+    code = main(["upsample", "--model", "bicubic", "--scale", "4", "--consistency", str(tmp_path / "c.zarr"),
+                 str(_saved(lr, tmp_path / "lr.zarr")), str(tmp_path / "sr.zarr")])
+    assert code == 0
+    c = io.load(tmp_path / "c.zarr")
+    assert c.shape == lr.shape and c.axes == lr.axes
+    assert 0 < np.abs(c.numpy()).max() < 0.2 * float(lr.numpy().max())  # bicubic is close, not exact
+
+
+def _saved(volume, path):
+    io.save(volume, path)
+    return path
