@@ -202,8 +202,9 @@ def deliver_trust(output: Volume, source: Volume, trust: TrustOptions, store: Pa
         io.save(stored_volume(template, store, "uncertainty").replace(meta=output.meta), trust.uncertainty,
                 overwrite=True)  # fmt: skip
     if trust.consistency is not None:
-        written = io.save(consistency_map(output, source, acquisition), trust.consistency, overwrite=True)
-        del written
-        scale = float(np.percentile(np.asarray(source.data[tuple(slice(None, None, max(1, n // 64)) for n in source.shape)]), 99.9))
+        io.save(consistency_map(output, source, acquisition), trust.consistency, overwrite=True)
+        # The input's scale for the log line, from a strided sample (about 64 voxels per axis).
+        sample = np.asarray(source.data[tuple(slice(None, None, max(1, n // 64)) for n in source.shape)])
+        scale = float(np.percentile(sample, 99.9))
         note(summary(io.load(trust.consistency).data, scale if scale > 0 else 1.0), quiet)
     return output
