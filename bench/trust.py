@@ -67,10 +67,8 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
     error = sr - case.hr
     mask = case.hr > FOREGROUND
     lr = np.asarray(case.lr.data, np.float32)
-    protocol = np.asarray(thick_slice(sr, axis=2, factor=case.scale[2]), np.float32) - lr[..., : sr.shape[2] // 4 * 4]
-    ours = io.load(folder / "c.nii.gz").numpy()
-    if protocol.shape != ours.shape:
-        ours = ours[tuple(slice(0, n) for n in protocol.shape)]
+    protocol = np.asarray(thick_slice(sr, axis=2, factor=case.scale[2]), np.float32) - lr
+    ours = io.load(folder / "c.nii.gz").numpy()  # the same LR grid: SR has n_lr * factor slices
     rho = stats.spearmanr(width[mask][::7], np.abs(error[mask])[::7]).statistic
     gain_psnr = psnr(case.hr, enforced, data_range=1.0) - psnr(case.hr, sr, data_range=1.0)
     gain_ssim = ssim(case.hr, enforced, data_range=1.0) - ssim(case.hr, sr, data_range=1.0)

@@ -386,7 +386,7 @@ def _acquisition(args: argparse.Namespace, volume: Volume) -> tuple[AcquisitionM
         shown = dataclasses.replace(acquisition, noise_sigma=estimate_noise(volume), noise_from="estimated")
     except (ValueError, ArithmeticError):
         shown = acquisition  # too little foreground to say (a small or synthetic volume): the line says "unknown"
-    return acquisition, [shown.describe()]
+    return shown, [shown.describe()]  # the engine reuses the noise estimate (--uncertainty)
 
 
 def _model_lines(args: argparse.Namespace, model: str, volume: Volume, factors: tuple[float, ...]) -> list[str]:

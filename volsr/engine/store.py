@@ -76,7 +76,6 @@ from volsr.engine.trust import (
     TrustOptions,
     deliver_trust,
     scan_noise,
-    stored_volume,
     with_uncertainty,
 )
 from volsr.errors import InvalidDataError, ResumeError, VolsrError, first_line
@@ -467,7 +466,7 @@ def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions
     trust outputs first (a kill between them and the output leaves a resumable store)."""
     trust = options.trust
     if trust.outputs or trust.enforce:
-        finished = deliver_trust(stored_volume(template, store, "0").replace(meta=volume.meta), volume, trust,
+        finished = deliver_trust(io.load(store).replace(meta=volume.meta), volume, trust,
                                  store, template, options.quiet)  # fmt: skip
         if trust.enforce:
             io.save(finished, options.output, overwrite=True)

@@ -110,7 +110,8 @@ def with_uncertainty(net: nn.Module, volume: Volume, factors: Sequence[float], s
 def scan_noise(volume: Volume, acquisition: AcquisitionModel, factors: Sequence[float]) -> float:
     """Noise sigma a scan on the output grid would have (the input's units; 0 if unknown).
 
-    The input's in-plane noise (:func:`volsr.acquisition.estimate_noise`) divided by the
+    The input's in-plane noise (``acquisition.noise_sigma``, else
+    :func:`volsr.acquisition.estimate_noise`) divided by the
     slice profile's averaging (:func:`volsr.uncertainty.noise_attenuation`) along every
     upsampled axis.
 
@@ -139,10 +140,12 @@ def scan_noise(volume: Volume, acquisition: AcquisitionModel, factors: Sequence[
     >>> round(scan_noise(v, acquisition_from_spacing((1, 1, 4)), (1, 1, 4)) / 5, 1)  # 1 / 0.408
     2.4
     """
-    try:
-        sigma = estimate_noise(volume, slice_axis=acquisition.slice_axis)
-    except (InvalidDataError, ValueError, ArithmeticError):
-        return 0.0  # too little foreground to say: the calibration's other terms remain
+    sigma = acquisition.noise_sigma  # estimated already when the caller showed it
+    if sigma is None:
+        try:
+            sigma = estimate_noise(volume, slice_axis=acquisition.slice_axis)
+        except (InvalidDataError, ValueError, ArithmeticError):
+            return 0.0  # too little foreground to say: the calibration's other terms remain
     attenuation = 1.0
     for d, factor in enumerate(factors):
         if factor > 1:
