@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--enforce-consistency", action="store_true",
                        help="deliver the nearest output that re-acquires to the input exactly (per-axis "
                             "least squares; see the model cards for when it helps)")
+    tune = upsample.add_argument_group("self-supervised adaptation (MRI networks)")
+    tune.add_argument("--adapt", action="store_true",
+                      help="first fine-tune the network on pairs cut from the input's own in-plane axes (kept "
+                           "only if it helps on a held-out slab; about 3 minutes on 2 CPU cores)")
+    tune.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune steps (default 400)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the adaptation's pairs (default 0)")
+    tune.add_argument("--save-adapted", metavar="PATH.safetensors",
+                      help="also write the adapted weights (+ JSON sidecar with their lineage) for --model PATH")
     upsample.add_argument("--pyramid", type=int, default=1, metavar="N",
                           help="write N OME-Zarr multiscale levels (.zarr output only): level 0 is the "
                                "full-resolution output, each further level halves every spatial axis "

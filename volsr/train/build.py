@@ -33,6 +33,7 @@ from volsr.train.trainer import BatchSource, Trainer
 from volsr.train.validation import VolumeValidator
 
 __all__ = [
+    "batch_stream",
     "resolve_data_paths",
     "build_model",
     "build_critic",
@@ -264,19 +265,51 @@ def build_batches(
         scale_range=config.scale_range, shift_range=config.shift_range,
         bias_field_range=config.bias_field_range, cache_bytes=config.cache_mb * 2**20,
     )
-    per_rank = config.batch_size // world
-
-    def batches(start: int) -> Iterator[Mapping[str, Any]]:
-        dataset = _IndexedBatches(sampler, batch_size=per_rank, seed=seed, rank=rank,
-                                  start=start)
-        loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
-                            persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                            worker_init_fn=_ignore_stop_signals)
-        return iter(loader)
-
+    batches = batch_stream(sampler, batch_size=config.batch_size // world, seed=seed, rank=rank,
+                           workers=config.workers)  # fmt: skip
     root = shared_data_root()
     names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
     return batches, names
+
+
+def batch_stream(sampler: Any, *, batch_size: int, seed: int, rank: int = 0, workers: int = 0) -> BatchSource:
+    """The deterministic batch stream of a sampler (batch ``i`` from ``rng([seed, rank, i])``).
+
+    Parameters
+    ----------
+    sampler : PatchSampler
+        Anything with ``sample_batch(rng, batch_size=...)``.
+    batch_size : int
+        Items per batch of this process.
+    seed, rank : int
+        Stream seed and this process's rank.
+    workers : int
+        DataLoader worker processes (0: draw in this process).
+
+    Returns
+    -------
+    BatchSource
+        ``batches(start)`` iterates batches ``start, start + 1, ...``.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> from volsr.data.sampler import PatchSampler
+    >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+    >>> tuple(next(batch_stream(s, batch_size=2, seed=0)(0))["hr"].shape)
+    (2, 1, 8, 8, 8)
+    """
+
+    def batches(start: int) -> Iterator[Mapping[str, Any]]:
+        dataset = _IndexedBatches(sampler, batch_size=batch_size, seed=seed, rank=rank, start=start)
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
+                            pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_stop_signals)
+        return iter(loader)
+
+    return batches
 
 
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:
