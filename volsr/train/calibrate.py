@@ -32,7 +32,7 @@ from volsr.engine.plan import make_plan
 from volsr.engine.trust import scan_noise
 from volsr.models import create_model
 from volsr.models.trust import WithUncertainty
-from volsr.noise import add_rician_noise
+from volsr.noise import add_rician_noise, white_matter_level
 from volsr.train.validation import prepare_case
 from volsr.uncertainty import FEATURES, Calibration, ause, coverage, fit_calibration
 
@@ -96,8 +96,7 @@ def case_features(model: str, path: Path, factor: float, noise: float, *, crop: 
     volume = io.load(path)
     if noise > 0:
         data = np.asarray(volume.data.compute(), np.float32)
-        upper = data[data > np.percentile(data, 60)]
-        data = add_rician_noise(data, sigma=noise * float(np.percentile(upper, 90)), rng=np.random.default_rng(seed))
+        data = add_rician_noise(data, sigma=noise * white_matter_level(data), rng=np.random.default_rng(seed))
         volume = volume.replace(data=data)
     case = prepare_case(volume, name=path.name, factor=factor, axis=2, crop=(crop,) * 3)
     net = create_model(model)
