@@ -159,3 +159,12 @@ def test_resume_reuses_the_interrupted_runs_adapted_weights_bit_identically(tmp_
     monkeypatch.setattr(adaptation, "adapt", adapt_module.adapt)
     assert cli.main(["upsample", lr, str(tmp_path / "b.zarr"), *args]) == 0
     assert io.load(tmp_path / "a.zarr").numpy().tobytes() == io.load(tmp_path / "b.zarr").numpy().tobytes()
+
+
+def test_ctrl_c_during_the_adaptation_stops_the_run(tmp_path, monkeypatch):
+    # The trainer turns SIGINT into a clean stop; the run must not go on with a half-adapted network.
+    monkeypatch.setattr(adapt_module.Trainer, "fit", lambda self, **k: "interrupted")
+    lr = _nifti(tmp_path / "lr.nii.gz", _scan())
+    assert cli.main(["upsample", lr, str(tmp_path / "a.nii.gz"), "--scale", "1,1,4", "--quiet", "--adapt",
+                     "--adapt-steps", "2"]) == 130  # fmt: skip
+    assert not (tmp_path / "a.nii.gz").exists()

@@ -276,7 +276,8 @@ def adapt(
             validator=guard, validate_every=max(1, options.steps // options.checks), device=device,
         )  # fmt: skip
         guard.trainer = trainer
-        trainer.fit()
+        if trainer.fit() == "interrupted":  # the trainer turns Ctrl-C / SIGTERM into a stop: the run stops too
+            raise KeyboardInterrupt
     kept = guard.best is not None and guard.best[1] - baseline >= options.min_gain_db
     net.load_state_dict(guard.best[2] if kept else base.state_dict())
     net = net.cpu().eval()
