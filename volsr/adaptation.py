@@ -25,9 +25,10 @@ from volsr.acquisition import AcquisitionModel
 from volsr.engine.manifest import input_fingerprint, model_identity
 from volsr.engine.runstate import note
 from volsr.models.files import is_model_file, register_model_file
-from volsr.models.registry import create_model
+from volsr.models.registry import ModelCard, create_model, get_card
 from volsr.models.weights import load_weights, read_sidecar, save_weights, weights_path
 from volsr.train.adapt import DEFAULT_STEPS, AdaptOptions, adapt, adapted_card
+from volsr.train.adapt_cube import cube_options
 from volsr.volume import Volume
 
 __all__ = ["adapted_network", "adapted_for_run", "adapted_weights_path", "discard_adapted_weights"]
@@ -52,9 +53,9 @@ def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factor
     model : str
         The base model (registry name or weights file).
     factors : (3,) sequence of float
-        The run's factors.
+        The run's factors ((2,) for a cube).
     acquisition : AcquisitionModel or None
-        The input's acquisition model.
+        The input's acquisition model (None for a cube).
 
     Yields
     ------
@@ -71,7 +72,10 @@ def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factor
             raise ValueError("--adapt-steps and --save-adapted go with --adapt")
         yield model
         return
-    options = AdaptOptions(steps=DEFAULT_STEPS if args.adapt_steps is None else args.adapt_steps, seed=args.seed)
+    if _card(model).modality == "hsi":  # cubes have their own defaults (volsr.train.adapt_cube)
+        options = cube_options(steps=args.adapt_steps, seed=args.seed)
+    else:
+        options = AdaptOptions(steps=DEFAULT_STEPS if args.adapt_steps is None else args.adapt_steps, seed=args.seed)
     yield adapted_for_run(volume, args.input, model, factors=factors, acquisition=acquisition, output=args.output,
                           resume=args.resume, overwrite=args.overwrite, options=options, save=args.save_adapted,
                           device=args.device, quiet=args.quiet, allow_external=args.allow_external)  # fmt: skip
@@ -154,7 +158,7 @@ def adapted_for_run(
     model : str
         Registry name or ``PATH.safetensors`` of the base network.
     factors : (3,) sequence of float
-        The run's factors.
+        The run's factors ((2,) for a cube).
     acquisition : AcquisitionModel or None
         The input's acquisition model (None: from its spacing).
     output : str
@@ -210,6 +214,10 @@ def adapted_for_run(
     return net
 
 
+def _card(model: str) -> ModelCard:
+    return get_card(register_model_file(model).name if is_model_file(model) else model)
+
+
 def _reused(base: nn.Module, path: Path, lineage: dict[str, Any]) -> nn.Module | None:
     try:
         record = read_sidecar(path)
@@ -235,7 +243,8 @@ def _write(net: nn.Module, path: Path, base: nn.Module, lineage: dict[str, Any])
         path.with_suffix(".json").unlink()
     save_weights(net, path, config=described["config"],
                  card={"name": f"{arch}.adapted", "scale_range": list(base.card.scale_range),
-                       "description": f"{base.card.name} adapted to one scan by volsr upsample --adapt"},
+                       "description": f"{base.card.name} adapted to one scan by volsr upsample --adapt",
+                       **({"input_peak": base.card.input_peak} if base.card.input_peak != 1.0 else {})},
                  metadata={"lineage": _plain(lineage), "adaptation": report})  # fmt: skip
 
 

@@ -182,11 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--enforce-consistency", action="store_true",
                        help="deliver the nearest output that re-acquires to the input exactly (per-axis "
                             "least squares; see the model cards for when it helps)")
-    tune = upsample.add_argument_group("self-supervised adaptation (MRI networks)")
+    tune = upsample.add_argument_group("self-supervised adaptation (MRI and hyperspectral networks)")
     tune.add_argument("--adapt", action="store_true",
-                      help="first fine-tune the network on pairs cut from the input's own in-plane axes (kept "
-                           "only if it helps on a held-out slab; about 3 minutes on 2 CPU cores)")
-    tune.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune steps (default 400)")
+                      help="first fine-tune the network on pairs cut from the input: its own in-plane axes (MRI), "
+                           "the cube degraded again (cubes); kept only if it helps on a held-out region; a few "
+                           "minutes on 2 CPU cores")
+    tune.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune steps (default 400; cubes 60)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the adaptation's pairs (default 0)")
     tune.add_argument("--save-adapted", metavar="PATH.safetensors",
                       help="also write the adapted weights (+ JSON sidecar with their lineage) for --model PATH")

@@ -205,8 +205,9 @@ class HSIPatchDataset(IterableDataset):
 
     Parameters
     ----------
-    specs : sequence of str
-        Cube specs for :func:`load_cube`.
+    specs : sequence of str or (rows, cols, bands) ndarray
+        Cube specs for :func:`load_cube`, or cubes already in memory, taken as they are (not
+        divided by their maximum; named ``array N`` in the batches' ``"cubes"``).
     scale : int
         Integer factor >= 2.
     lr_patch : int
@@ -261,7 +262,7 @@ class HSIPatchDataset(IterableDataset):
 
     def __init__(
         self,
-        specs: Sequence[str],
+        specs: Sequence[str | np.ndarray],
         *,
         scale: int,
         lr_patch: int,
@@ -298,16 +299,19 @@ class HSIPatchDataset(IterableDataset):
         sizes = np.array([p.lr.shape[0] * p.lr.shape[1] for p in self.pairs], dtype=np.float64)
         self.weights = sizes / sizes.sum()
 
-    def _load(self, specs: Sequence[str], degradation: str, offsets: Sequence[int]) -> list[HSIPair]:
+    def _load(self, specs: Sequence[str | np.ndarray], degradation: str, offsets: Sequence[int]
+              ) -> list[HSIPair]:
         pairs = []
-        for spec in specs:
-            cube = _band_major(load_cube(spec)[0])  # the HR crops are views of it
+        for number, spec in enumerate(specs):
+            in_memory = isinstance(spec, np.ndarray)
+            name = f"array {number}" if in_memory else str(spec)
+            cube = _band_major(np.asarray(spec, np.float32) if in_memory else load_cube(spec)[0])  # HR crops: views
             shifted = [make_pair(cube[dr:, dc:], scale=self.scale, degradation=degradation,
-                                 name=str(spec)) for dr in offsets for dc in offsets]
+                                 name=name) for dr in offsets for dc in offsets]
             shifted = [dataclasses.replace(pair, lr=_band_major(pair.lr)) for pair in shifted]
             large = [pair for pair in shifted if min(pair.lr.shape[:2]) >= self.lr_patch]
             if not large:
-                warnings.warn(f"skipping {spec}: LR {shifted[0].lr.shape[:2]} is smaller than "
+                warnings.warn(f"skipping {name}: LR {shifted[0].lr.shape[:2]} is smaller than "
                               f"lr_patch={self.lr_patch}", stacklevel=3)
             pairs.extend(large)
         if not pairs:

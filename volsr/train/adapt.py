@@ -214,17 +214,21 @@ def adapt(
     ----------
     volume : Volume or (X, Y, Z) ndarray
         The thick-slice scan (lazy: only the patches it needs are read, plus one streamed
-        pass for its P99.9). An array is taken with 1 mm voxels.
+        pass for its P99.9). An array is taken with 1 mm voxels. For a hyperspectral
+        network (card modality ``"hsi"``): the LR cube, ``(rows, cols, bands)`` as an array,
+        adapted by :func:`volsr.train.adapt_cube.adapt_cube`.
     model : str or torch.nn.Module
         Registry name, ``PATH.safetensors``, or a module with a ``card`` (a trainable network
         taking ``(x, positions)``, as ``volsr train`` makes them). Not modified.
     factors : (3,) sequence of float
-        The run's per-axis factors: one axis above 1 (:func:`adaptation_axis`).
+        The run's per-axis factors: one axis above 1 (:func:`adaptation_axis`); for a cube
+        ``(2,)``, the card's scale on both spatial axes.
     acquisition : AcquisitionModel, optional
         The scan's slice profile and thickness (default: from its voxel spacing, contiguous
         Gaussian slices; :func:`volsr.acquisition.acquisition_for` reads flags and sidecars).
     options : AdaptOptions, optional
-        Steps, seed, patch, rate, guard.
+        Steps, seed, patch, rate, guard (default for a cube:
+        :func:`volsr.train.adapt_cube.cube_options`).
     device : str or torch.device
         Where to train.
     progress : bool
@@ -249,8 +253,12 @@ def adapt(
     ...
     ValueError: --adapt fine-tunes a network; cubic is an interpolation
     """
-    options = options or AdaptOptions()
     base = _base_module(model)
+    if base.card.modality == "hsi":  # a cube: pairs by the SR protocol's bicubic, guarded on SAM too
+        from volsr.train.adapt_cube import adapt_cube
+
+        return adapt_cube(volume, base, factors=factors, options=options, device=device, progress=progress)
+    options = options or AdaptOptions()
     axis = adaptation_axis(factors)
     if not isinstance(volume, Volume):
         volume = Volume(np.asarray(volume, np.float32), np.eye(4), ("i", "j", "k"))
@@ -325,8 +333,6 @@ def _base_module(model: str | nn.Module) -> nn.Module:
         raise ValueError("--adapt needs a model with a card (volsr.models.ModelCard)")
     if card.kind != "network" or not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"--adapt fine-tunes a network; {card.name} is an interpolation")
-    if card.modality == "hsi":
-        raise ValueError(f"--adapt does not adapt hyperspectral networks yet ({card.name})")
     return model
 
 
