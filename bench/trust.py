@@ -1,7 +1,9 @@
-"""Trust outputs on held-out brains: uncertainty calibration, sparsification, consistency, cost.
+"""Trust outputs on held-out brains and cubes: uncertainty calibration, sparsification, consistency, cost.
 
 Run: ``.venv/bin/python bench/trust.py [--factors 2,4] [--models meta_srgan.t1,cubic]
-[--volumes icbm152,chris_t1] [--crop 160]``. Prints Markdown, the command first.
+[--volumes icbm152,chris_t1] [--crop 160] [--cubes sandiego,cloth] [--cube-models attn1d2d,bicubic]
+[--cube-factors 2,4]``. Prints Markdown, the command first (``--volumes none`` or ``--cubes
+none`` leaves a table out).
 
 Protocol (:func:`volsr.train.validation.prepare_case`, as ``bench/mri_quality.py``): HR / P99.9
 clipped to [0, 1], centre crop, thick slices along axis 2 with a Gaussian profile of
@@ -16,6 +18,15 @@ then once with ``--enforce-consistency``. Columns:
   written ``NAME+se`` runs with its self-ensemble on in both;
 - consistency: RMS of (our map - (the protocol's own ``thick_slice`` of SR - LR)), the map's
   own RMS; enforced: PSNR / SSIM change of ``--enforce-consistency``.
+
+Cubes (the HSI protocol, ``bench/hsi_quality.py``): the held-out cube over its maximum (the
+MUUFL crop's valid rows), LR by MATLAB ``imresize`` bicubic (:func:`volsr.data.hsi.make_pair`),
+written to ``.mat`` and run through ``upsample_to_store`` plain and with ``--uncertainty``
+(``attn1d2d`` is ``attn1d2d.xF``, self-ensemble on as by default; ``attn1d2d+nose`` runs
+``--no-self-ensemble``: the output is one member, the spread over 4 flips); coverage, AUSE and
+Spearman over every pixel and band (cubes have no background). Held out from every cube
+calibration: both San Diego crops, CAVE and (but for ``attn1d2d.x2``, which trained on them:
+left out) the Pavia and MUUFL crops.
 """
 
 from __future__ import annotations
@@ -28,19 +39,34 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 import torch
 from scipy import stats
 
 from volsr import io
+from volsr.data.hsi import make_pair
 from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.degrade import thick_slice
 from volsr.engine import upsample_to_store
 from volsr.metrics import psnr, ssim
 from volsr.train.validation import prepare_case
 from volsr.uncertainty import ause, coverage
+from volsr.volume import Volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hsi_quality import held_out_cube  # noqa: E402  (the protocol's cube, valid rows)
 
 VOLUMES = {"icbm152": None, "chris_t1": "mri/validation/chris_t1.nii.gz"}
 FOREGROUND = 0.05
+CUBES = {
+    "sandiego": "hsi/sandiego/sandiego.mat:data",
+    "sandiego_plane": "hsi/sandiego/sandiego_plane.mat:data",
+    "cloth": "hsi/cave256/cloth_ms_256.mat",
+    "paviaU": "hsi/gatorsense/paviaU_subimg.mat",
+    "muufl": "hsi/gatorsense/an_hsi_image_sub_for_demo.mat:hsi_img_sub",
+}
+#: Cubes ``attn1d2d.x2`` trained on (not held out for it).
+TRAINED_X2 = ("paviaU", "muufl")
 
 
 def _timed(**kwargs) -> float:
@@ -78,6 +104,46 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
             f"{gain_psnr:+.2f} dB / {gain_ssim:+.4f} |")  # fmt: skip
 
 
+def cube_row(name: str, factor: int, model: str, folder: Path) -> str | None:
+    """One Markdown row of the cube table (None where the cube is not held out for the model)."""
+    base, _, mode = model.partition("+")
+    network = base == "attn1d2d"
+    if network and factor == 2 and name in TRAINED_X2:
+        return None
+    registry_name = f"attn1d2d.x{factor}" if network else base
+    pair = make_pair(held_out_cube(CUBES[name]), scale=factor)
+    scipy.io.savemat(folder / "lr.mat", {"lr": pair.lr})
+    common = dict(source=f"{folder / 'lr.mat'}:lr", scale=factor, model=registry_name, overwrite=True,
+                  self_ensemble=False if mode == "nose" else None)
+    plain_s = _timed(output=f"{folder / 'plain.mat'}:sr", **common)
+    trust_s = _timed(output=f"{folder / 'sr.mat'}:sr", uncertainty=f"{folder / 'u.mat'}:u", **common)
+    width = io.load(f"{folder / 'u.mat'}:u").numpy()
+    error = io.load(f"{folder / 'sr.mat'}:sr").numpy() - pair.hr
+    rho = stats.spearmanr(width.ravel()[::7], np.abs(error).ravel()[::7]).statistic
+    label = registry_name + (f"+{mode}" if mode else "")
+    return (f"| {name} | {pair.hr.shape[2]} | {factor} | {label} | {coverage(width, error):.3f} | "
+            f"{ause(width, error):.3f} | {rho:.3f} | {trust_s:.1f} / {plain_s:.1f} s ({trust_s / plain_s:.1f}x) |")
+
+
+def cube_table(names: Sequence[str], factors: Sequence[int], models: Sequence[str], folder: Path) -> None:
+    """Print the cube table, row by row."""
+    print("\n| cube (held out) | bands | factor | model | coverage (90 %) | AUSE | Spearman | "  # noqa: T201
+          "time with / without |\n|---|---|---|---|---|---|---|---|")
+    for model in models:  # first-call costs (imports, weights) out of the timings
+        for factor in factors:
+            warm = Volume(make_pair(held_out_cube(CUBES["paviaU"])[:, :, :8], scale=factor).lr, np.eye(4),
+                          ("i", "j", "band"))  # fmt: skip
+            base = model.partition("+")[0]
+            upsample_to_store(warm, folder / "warm.zarr", scale=factor, overwrite=True, quiet=True,
+                              model=f"attn1d2d.x{factor}" if base == "attn1d2d" else base)  # fmt: skip
+    for name in names:
+        for factor in factors:
+            for model in models:
+                line = cube_row(name, factor, model, folder)
+                if line is not None:
+                    print(line, flush=True)  # noqa: T201
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,23 +151,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default="meta_srgan.t1,cubic")
     parser.add_argument("--volumes", default="icbm152,chris_t1")
     parser.add_argument("--crop", type=int, default=160)
+    parser.add_argument("--cubes", default=",".join(CUBES))
+    parser.add_argument("--cube-models", default="attn1d2d,bicubic")
+    parser.add_argument("--cube-factors", default="2,4")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("`" + " ".join(["python bench/trust.py", *(argv if argv is not None else sys.argv[1:])]) + "`\n")  # noqa: T201
+    with tempfile.TemporaryDirectory() as folder:
+        if args.volumes != "none":
+            volume_table(args, Path(folder))
+        if args.cubes != "none":
+            cube_table(args.cubes.split(","), [int(f) for f in args.cube_factors.split(",")],
+                       args.cube_models.split(","), Path(folder))  # fmt: skip
+
+
+def volume_table(args: argparse.Namespace, folder: Path) -> None:
+    """Print the MRI table, row by row."""
     print("| volume | factor | model | coverage (90 %) | AUSE | Spearman | time with / without | "  # noqa: T201
           "consistency: vs protocol / RMS | enforced: PSNR / SSIM |")
     print("|---|---|---|---|---|---|---|---|---|")  # noqa: T201
-    with tempfile.TemporaryDirectory() as folder:
-        warm = prepare_case(io.load(icbm152_t1_path()), name="warm", factor=4, axis=2, crop=(32,) * 3)
-        for model in args.models.split(","):  # first-call costs (imports, weights) out of the timings
-            upsample_to_store(warm.lr, Path(folder) / "warm.zarr", scale=warm.scale, model=model.split("+")[0], quiet=True,
-                              overwrite=True)  # fmt: skip
-        for name in args.volumes.split(","):
-            rel = VOLUMES[name]
-            path = icbm152_t1_path() if rel is None else shared_data_root() / rel
-            for factor in (float(f) for f in args.factors.split(",")):
-                for model in args.models.split(","):
-                    print(row(name, path, factor, model, args.crop, Path(folder)), flush=True)  # noqa: T201
+    warm = prepare_case(io.load(icbm152_t1_path()), name="warm", factor=4, axis=2, crop=(32,) * 3)
+    for model in args.models.split(","):  # first-call costs (imports, weights) out of the timings
+        upsample_to_store(warm.lr, folder / "warm.zarr", scale=warm.scale, model=model.split("+")[0], quiet=True,
+                          overwrite=True)  # fmt: skip
+    for name in args.volumes.split(","):
+        rel = VOLUMES[name]
+        path = icbm152_t1_path() if rel is None else shared_data_root() / rel
+        for factor in (float(f) for f in args.factors.split(",")):
+            for model in args.models.split(","):
+                print(row(name, path, factor, model, args.crop, folder), flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":

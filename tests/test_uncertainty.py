@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from volsr.uncertainty import (
     ause,
     coverage,
     fit_calibration,
+    fit_scan_transfer,
     input_features,
     noise_attenuation,
 )
@@ -87,3 +89,37 @@ def test_calibration_round_trips_through_json(tmp_path):
         Calibration.load(path)
     with pytest.raises(ValueError, match="finite number >= 0"):
         Calibration("m", {"spread": -1.0, "slope": 0, "bend": 0, "noise": 0, "constant": 0})
+
+
+def test_a_calibration_names_its_modality_and_older_files_are_mri(tmp_path):
+    cal = Calibration("m", {"spread": 0.0, "slope": 1.0, "bend": 0.5, "noise": 0.0, "constant": 0.0},
+                      modality="hsi", factor_power=0.5)
+    path = tmp_path / "c.json"
+    path.write_text(cal.to_json())
+    assert Calibration.load(path) == cal
+    fields = json.loads(cal.to_json())
+    del fields["modality"]  # as every file written before cubes had calibrations
+    path.write_text(json.dumps(fields))
+    assert Calibration.load(path).modality == "mri"
+    with pytest.raises(ValueError, match="modality must be one of"):
+        Calibration("m", cal.coefficients, modality="ct")
+    with pytest.raises(ValueError, match="modality must be one of"):
+        fit_calibration("m", [np.ones((4, 3))], [np.ones(3)], members=1, modality="ct")
+
+
+def test_the_per_scan_step_round_trips_and_its_fit_recovers_a_known_law(tmp_path):
+    cal = Calibration("m", {"spread": 1.0, "slope": 1.0, "bend": 0.5, "noise": 1.0, "constant": 0.0},
+                      scan_transfer=(1.2, 0.3))
+    path = tmp_path / "c.json"
+    path.write_text(cal.to_json())
+    assert Calibration.load(path) == cal
+    assert math.isclose(cal.scan_scale(0.5, 4.0), 0.5 * 1.2 * 4.0**0.3)
+    rng = np.random.default_rng(0)
+    factors = rng.uniform(1.5, 5, 12)
+    own = rng.uniform(0.3, 0.7, 12)
+    t, q = fit_scan_transfer(factors, 0.8 * factors**0.4 * own, own)
+    assert math.isclose(t, 0.8, rel_tol=1e-9) and math.isclose(q, 0.4, rel_tol=1e-9)
+    with pytest.raises(ValueError, match="scan_transfer must be"):
+        Calibration("m", cal.coefficients, scan_transfer=(0.0, 1.0))
+    with pytest.raises(ValueError, match="at least 2 cases"):
+        fit_scan_transfer([4.0], [1.0], [0.5])

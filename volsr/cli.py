@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first fine-tune the network on pairs cut from the input: its own in-plane axes (MRI), "
                            "the cube degraded again (cubes); kept only if it helps on a held-out region; a few "
                            "minutes on 2 CPU cores")
-    tune.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune steps (default 400; cubes 60)")
+    tune.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune steps (default 220: about 3 minutes on 2 CPU cores; cubes 60)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the adaptation's pairs (default 0)")
     tune.add_argument("--save-adapted", metavar="PATH.safetensors",
                       help="also write the adapted weights (+ JSON sidecar with their lineage) for --model PATH")

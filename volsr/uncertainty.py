@@ -14,10 +14,13 @@ The half-width ``U`` of a 90 % interval for ``|output - truth|`` is modelled as
   local slope and bend, the coarser the input; ``p`` is fitted);
 - ``noise``: the noise sigma a scan acquired on the output grid would have (the input's own
   noise, estimated in-plane, divided by how much the slice profile averaged it:
-  :func:`noise_attenuation`); "truth" is such a scan, noise included.
+  :func:`noise_attenuation`); "truth" is such a scan, noise included. MRI only: a spectral
+  cube's calibration has no noise term (fitted with the feature at 0; measured on the HSI
+  training cubes, a per-band noise estimate left held-out coverage and AUSE as they were).
 
-The coefficients ``a, b, c, k, e, p`` belong to a model (:class:`Calibration`, fitted by
-:func:`fit_calibration` on its training volumes and shipped beside its weights); every
+The coefficients ``a, b, c, k, e, p`` belong to a model and a modality (:class:`Calibration`,
+fitted by :func:`fit_calibration` on its training volumes or cubes and shipped beside its
+weights; on a cube every feature is per band, and ``U`` per pixel and band); every
 feature is computed from a tile's input and outputs alone, with a stencil of 2 input voxels,
 so tiled maps equal whole-volume maps. :func:`coverage` and :func:`ause` are the checks.
 """
@@ -36,8 +39,8 @@ import torch
 from volsr.degrade import thick_slice_matrix
 
 __all__ = [
-    "FEATURES", "FEATURE_HALO", "LEVEL", "Calibration", "input_features", "noise_attenuation",
-    "fit_calibration", "coverage", "ause", "calibration_report",
+    "FEATURES", "FEATURE_HALO", "LEVEL", "MODALITIES", "Calibration", "input_features", "noise_attenuation",
+    "fit_calibration", "fit_scan_transfer", "coverage", "ause", "calibration_report",
 ]
 
 #: The features, in the order of :attr:`Calibration.coefficients` (``e`` is the constant).
@@ -48,6 +51,9 @@ FEATURE_HALO = 2
 
 #: The nominal level of the interval.
 LEVEL = 0.9
+
+#: What a calibration is fitted on: MRI volumes, or spectral cubes (an input with a band axis).
+MODALITIES = ("mri", "hsi")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +75,20 @@ class Calibration:
         Nominal coverage (:data:`LEVEL`).
     fitted_on : list of str
         What the fit saw (volumes, factors, noise levels), for the card.
+    modality : {"mri", "hsi"}
+        The inputs it holds for (:data:`MODALITIES`): a file without the key is ``"mri"``
+        (every file written before cubes had calibrations).
+    scan_transfer : (2,) tuple of float, optional
+        ``(t, q)`` of the per-scan step (:meth:`scan_scale`): the real runs' 90 % quantile of
+        ``|error| / U`` is ``t * f**q`` times the scan's self-pairs' (fitted by
+        :func:`fit_scan_transfer` on the calibration's own training cases); None: no
+        per-scan step (``U`` as the coefficients give it).
 
     Raises
     ------
     ValueError
-        If a coefficient is missing, negative or not finite, or ``members`` < 1.
+        If a coefficient is missing, negative or not finite, ``members`` < 1, the
+        modality is unknown, or ``scan_transfer`` is not two finite numbers with ``t > 0``.
 
     Examples
     --------
@@ -89,6 +104,8 @@ class Calibration:
     factor_power: float = 0.0
     level: float = LEVEL
     fitted_on: tuple[str, ...] = ()
+    modality: str = "mri"
+    scan_transfer: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         names = (*FEATURES, "constant")
@@ -100,6 +117,12 @@ class Calibration:
                 raise ValueError(f"calibration coefficient {name!r} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.members, int) and self.members >= 1):
             raise ValueError(f"calibration members must be an integer >= 1, got {self.members!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"calibration modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.scan_transfer is not None and not (
+                len(self.scan_transfer) == 2 and all(math.isfinite(v) for v in self.scan_transfer)
+                and self.scan_transfer[0] > 0):  # fmt: skip
+            raise ValueError(f"calibration scan_transfer must be two finite numbers (t > 0, q), got {self.scan_transfer!r}")
 
     def half_width(self, spread, slope, bend, noise, factor: float = 1.0):
         """``U`` from the features (arrays, tensors or floats that broadcast together).
@@ -132,6 +155,39 @@ class Calibration:
         total = (c["spread"] * spread) ** 2 + structure + (c["noise"] * noise) ** 2 + c["constant"] ** 2
         return total**0.5
 
+    def scan_scale(self, self_pair_quantile: float, factor: float) -> float:
+        """The factor a scan's ``U`` is multiplied by, from its self-pairs (1 without a transfer).
+
+        A scan's in-plane axes give pairs with a known truth (:mod:`volsr.data.self_pairs`); the
+        90 % quantile of ``|error| / U`` on them says how this scan's errors compare with the
+        training volumes' (a clean scan's fall well inside ``U``, a noisy one's near its edge).
+        Self-pairs are smoother than the real slice axis (their other thick axis blurs them too),
+        so the real quantile is ``t * f**q`` times theirs (``scan_transfer``). Bounded to
+        [1/4, 4]: outside that the self-pairs are not telling about the scan.
+
+        Parameters
+        ----------
+        self_pair_quantile : float
+            The 90 % quantile of ``|error| / U`` over the self-pairs' foreground.
+        factor : float
+            The run's factor along the upsampled axis.
+
+        Returns
+        -------
+        float
+            In [0.25, 4]; 1.0 if ``scan_transfer`` is None or the quantile is not finite and > 0.
+
+        Examples
+        --------
+        >>> cal = Calibration("m", dict.fromkeys((*FEATURES, "constant"), 0.0), scan_transfer=(0.5, 1.0))
+        >>> cal.scan_scale(0.6, 4.0), cal.scan_scale(0.001, 4.0), cal.scan_scale(float("nan"), 4.0)
+        (1.2, 0.25, 1.0)
+        """
+        if self.scan_transfer is None or not (math.isfinite(self_pair_quantile) and self_pair_quantile > 0):
+            return 1.0
+        t, q = self.scan_transfer
+        return float(min(4.0, max(0.25, t * factor**q * self_pair_quantile)))
+
     def to_json(self) -> str:
         """The calibration as JSON text (what :meth:`load` reads)."""
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n"
@@ -162,7 +218,10 @@ class Calibration:
             return cls(model=str(fields["model"]), coefficients={k: float(v) for k, v in fields["coefficients"].items()},
                        members=int(fields["members"]), level=float(fields["level"]),
                        factor_power=float(fields.get("factor_power", 0.0)),
-                       fitted_on=tuple(fields.get("fitted_on", ())))  # fmt: skip
+                       fitted_on=tuple(fields.get("fitted_on", ())),
+                       modality=str(fields.get("modality", "mri")),
+                       scan_transfer=None if fields.get("scan_transfer") is None
+                       else tuple(float(v) for v in fields["scan_transfer"]))  # fmt: skip
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{path} is not a volsr calibration: {error}") from None
 
@@ -269,6 +328,7 @@ def fit_calibration(
     level: float = LEVEL,
     fitted_on: Sequence[str] = (),
     max_voxels: int = 100_000,
+    modality: str = "mri",
 ) -> Calibration:
     """Fit the coefficients by quantile regression, then make the coverage exact on the data.
 
@@ -283,7 +343,8 @@ def fit_calibration(
     model : str
         Registry name.
     features : sequence of (4, N_v) ndarray
-        Per volume: spread, slope, bend, noise per foreground voxel (scaled units).
+        Per volume: spread, slope, bend, noise per foreground voxel, or per pixel and band
+        of a cube (scaled units).
     errors : sequence of (N_v,) ndarray
         Per volume: ``|output - truth|`` on those voxels.
     members : int
@@ -296,6 +357,8 @@ def fit_calibration(
         Description of the data, stored.
     max_voxels : int
         Voxels drawn per volume (without replacement, a fixed seed) to keep the fit fast.
+    modality : {"mri", "hsi"}
+        What the volumes are (stored: the engine picks a calibration by its input's modality).
 
     Returns
     -------
@@ -304,7 +367,7 @@ def fit_calibration(
     Raises
     ------
     ValueError
-        If no voxels are given or shapes disagree.
+        If no voxels are given, shapes disagree or the modality is unknown.
 
     Examples
     --------
@@ -319,6 +382,8 @@ def fit_calibration(
 
     if not features or len(features) != len(errors):
         raise ValueError("give one feature array and one error array per volume (at least one)")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     weights, stacked, target, per_voxel = [], [], [], []
     rng = np.random.default_rng(0)
     factors = [1.0] * len(errors) if factors is None else [float(x) for x in factors]
@@ -365,7 +430,47 @@ def fit_calibration(
                     for n, name in enumerate(FEATURES)}  # a feature that is always 0 gets no coefficient
     coefficients["constant"] = 0.0  # fitted without: every term then scales with the intensities
     return Calibration(model, coefficients, members=members, level=level, fitted_on=tuple(fitted_on),
-                       factor_power=float(best.x[4]) if fit_power else 0.0)  # fmt: skip
+                       factor_power=float(best.x[4]) if fit_power else 0.0, modality=modality)  # fmt: skip
+
+
+def fit_scan_transfer(factors: Sequence[float], real_quantiles: Sequence[float],
+                      self_pair_quantiles: Sequence[float]) -> tuple[float, float]:  # fmt: skip
+    """Fit ``(t, q)`` of :meth:`Calibration.scan_scale`: ``real = t * f**q * self``, in logs.
+
+    Parameters
+    ----------
+    factors : (N,) sequence of float
+        Each training case's factor.
+    real_quantiles, self_pair_quantiles : (N,) sequence of float
+        Each case's 90 % quantile of ``|error| / U`` on its real run and on its self-pairs.
+
+    Returns
+    -------
+    (2,) tuple of float
+        ``t`` and ``q`` (least squares of ``log(real / self)`` on ``log f``; ``q = 0`` where
+        every case has one factor).
+
+    Raises
+    ------
+    ValueError
+        If fewer than 2 cases are given, lengths differ, or a quantile is not > 0.
+
+    Examples
+    --------
+    >>> t, q = fit_scan_transfer([2, 4, 4], [0.5, 1.0, 2.0], [0.5, 0.5, 1.0])
+    >>> round(t, 6), round(q, 6)
+    (0.5, 1.0)
+    """
+    f, real, own = (np.asarray(v, np.float64) for v in (factors, real_quantiles, self_pair_quantiles))
+    if not (f.shape == real.shape == own.shape and f.size >= 2):
+        raise ValueError("give a factor, a real and a self-pair quantile for each of at least 2 cases")
+    if not (np.all(real > 0) and np.all(own > 0) and np.all(f > 0)):
+        raise ValueError("factors and quantiles must be > 0")
+    y, x = np.log(real / own), np.log(f)
+    if np.ptp(x) == 0:
+        return float(np.exp(y.mean())), 0.0
+    q, log_t = np.polyfit(x, y, 1)
+    return float(np.exp(log_t)), float(q)
 
 
 def coverage(half_width: np.ndarray, error: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -76,6 +76,7 @@ from volsr.engine.trust import (
     TrustOptions,
     deliver_trust,
     scan_noise,
+    scan_width_scale,
     with_uncertainty,
 )
 from volsr.errors import InvalidDataError, ResumeError, VolsrError, first_line
@@ -280,7 +281,8 @@ def upsample_to_store(
     uncertainty : str or path, optional
         Also write, per output voxel, the half-width of a 90 % interval for
         ``|output - truth|`` (the output's grid and units; :mod:`volsr.uncertainty`), as one
-        more array of the same tasks. Needs a model with a shipped calibration; the output
+        more array of the same tasks; per pixel and band for a spectral cube. Needs a model with
+        a shipped calibration for the input's modality (MRI or cubes); the output
         itself is the one the run gives without it.
     consistency : str or path, optional
         Also write the output re-acquired by the input's acquisition minus the input, on the
@@ -499,10 +501,19 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
         manifest.save()
     if isinstance(net, WithUncertainty):
         if "noise_sigma" not in manifest.state:
-            phase("uncertainty: estimating the input's noise", options.quiet)
+            if volume.band_axis is None:  # a cube's calibration has no noise term
+                phase("uncertainty: estimating the input's noise", options.quiet)
             manifest.state["noise_sigma"] = scan_noise(volume, options.trust.acquisition, net.factors)
             manifest.save()
-        net.with_noise(manifest.state["noise_sigma"] / input_scale)
+        if "width_scale" not in manifest.state:  # tasks done by a version without the check kept U as fitted
+            if net.calibration.scan_transfer is not None and volume.band_axis is None:
+                phase("uncertainty: the per-scan check on pairs from the input's in-plane axes", options.quiet)
+            scale, described = scan_width_scale(net, volume, options.trust.acquisition, input_scale) \
+                if not manifest.done.any() else (1.0, "")
+            note(described, options.quiet or not described)
+            manifest.state["width_scale"] = scale
+            manifest.save()
+        net.with_noise(manifest.state["noise_sigma"] / input_scale, manifest.state["width_scale"])
     net = with_floor(net, manifest.state.get("output_floor"))
     layout = manifest.header["options"]["layout"]
     nodata = nodata_for(volume, plan)

@@ -26,7 +26,15 @@ from volsr.models.trust import WithUncertainty, calibration_for
 from volsr.uncertainty import noise_attenuation
 from volsr.volume import Volume
 
-__all__ = ["TrustOptions", "with_uncertainty", "scan_noise", "stored_volume", "deliver_trust"]
+__all__ = ["TrustOptions", "with_uncertainty", "scan_noise", "scan_width_scale", "self_pair_quantile",
+           "stored_volume", "deliver_trust", "SCAN_PAIRS"]
+
+#: Self-pairs of the per-scan uncertainty check (32^3 patches; about 15 s for meta_srgan.t1 on 2 CPU cores).
+SCAN_PAIRS = 32
+#: Smallest pair edge of the check (voxels).
+MIN_PATCH = 16
+#: Foreground of the check: truth above this share of the scan's P99.9 (the protocol's mask).
+FOREGROUND = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +85,8 @@ def with_uncertainty(net: nn.Module, volume: Volume, factors: Sequence[float], s
     net : torch.nn.Module
         With a ``card``.
     volume : Volume
-        The input (a spectral cube is refused: the shipped calibrations are fitted on MRI).
+        The input: a spectral cube (a band axis) takes the card's cube calibration, any
+        other volume its MRI one.
     factors : (D,) sequence of float
         The run's factors.
     self_ensemble : bool or None
@@ -90,7 +99,7 @@ def with_uncertainty(net: nn.Module, volume: Volume, factors: Sequence[float], s
     Raises
     ------
     ValueError
-        If the model ships no calibration, or the input is a spectral cube.
+        If the model ships no calibration for the input's modality (one line).
 
     Examples
     --------
@@ -98,29 +107,30 @@ def with_uncertainty(net: nn.Module, volume: Volume, factors: Sequence[float], s
     >>> v = Volume(np.zeros((4, 4, 2), np.float32), np.diag([1, 1, 2, 1.0]), ("i", "j", "k"))
     >>> with_uncertainty(create_model("cubic"), v, (1, 1, 2), None).extra_outputs
     ('uncertainty',)
+    >>> cube = Volume(np.zeros((4, 4, 5), np.float32), np.eye(4), ("i", "j", "band"))
+    >>> with_uncertainty(create_model("cubic"), cube, (2, 2), None).calibration.modality
+    'hsi'
     """
-    calibration = calibration_for(net.card)
-    if volume.band_axis is not None:
-        raise ValueError(f"--uncertainty: the calibration of {net.card.name!r} was fitted on MRI volumes; "
-                         "spectral cubes have no calibration yet")  # fmt: skip
+    calibration = calibration_for(net.card, "hsi" if volume.band_axis is not None else "mri")
     ensemble = net.card.self_ensemble if self_ensemble is None else bool(self_ensemble)
     return WithUncertainty(net, factors, calibration, ensemble=ensemble)
 
 
-def scan_noise(volume: Volume, acquisition: AcquisitionModel, factors: Sequence[float]) -> float:
+def scan_noise(volume: Volume, acquisition: AcquisitionModel | None, factors: Sequence[float]) -> float:
     """Noise sigma a scan on the output grid would have (the input's units; 0 if unknown).
 
     The input's in-plane noise (``acquisition.noise_sigma``, else
     :func:`volsr.acquisition.estimate_noise`) divided by the
     slice profile's averaging (:func:`volsr.uncertainty.noise_attenuation`) along every
-    upsampled axis.
+    upsampled axis. 0 for a spectral cube: the cube calibrations have no noise term
+    (:mod:`volsr.uncertainty`).
 
     Parameters
     ----------
     volume : Volume
         The input.
-    acquisition : AcquisitionModel
-        Its thickness (mm) and profile per spatial axis.
+    acquisition : AcquisitionModel or None
+        Its thickness (mm) and profile per spatial axis; None only for a spectral cube.
     factors : (D,) sequence of float
         The run's factors.
 
@@ -130,7 +140,8 @@ def scan_noise(volume: Volume, acquisition: AcquisitionModel, factors: Sequence[
 
     Raises
     ------
-    None
+    ValueError
+        If ``acquisition`` is None for an input that is not a spectral cube.
 
     Examples
     --------
@@ -140,18 +151,142 @@ def scan_noise(volume: Volume, acquisition: AcquisitionModel, factors: Sequence[
     >>> round(scan_noise(v, acquisition_from_spacing((1, 1, 4)), (1, 1, 4)) / 5, 1)  # 1 / 0.408
     2.4
     """
+    if volume.band_axis is not None:
+        return 0.0
+    if acquisition is None:
+        raise ValueError("scan_noise needs the acquisition of an MRI volume, got None")
+    attenuation = 1.0
+    for d, factor in enumerate(factors):
+        if factor > 1:
+            thickness = acquisition.thickness[d] * factor / float(volume.spacing[d])
+            attenuation *= noise_attenuation(thickness, factor, acquisition.profile)
+    return _inplane_noise(volume, acquisition) / attenuation
+
+
+def _inplane_noise(volume: Volume, acquisition: AcquisitionModel) -> float:
+    """The scan's in-plane noise sigma (the input's units; 0 where it cannot be estimated)."""
     sigma = acquisition.noise_sigma  # estimated already when the caller showed it
     if sigma is None:
         try:
             sigma = estimate_noise(volume, slice_axis=acquisition.slice_axis)
         except (InvalidDataError, ValueError, ArithmeticError):
             return 0.0  # too little foreground to say: the calibration's other terms remain
-    attenuation = 1.0
-    for d, factor in enumerate(factors):
-        if factor > 1:
-            thickness = acquisition.thickness[d] * factor / float(volume.spacing[d])
-            attenuation *= noise_attenuation(thickness, factor, acquisition.profile)
-    return float(sigma / attenuation) if math.isfinite(sigma) else 0.0
+    return float(sigma) if math.isfinite(sigma) else 0.0
+
+
+def scan_width_scale(net: WithUncertainty, volume: Volume, acquisition: AcquisitionModel | None,
+                     input_scale: float) -> tuple[float, str]:  # fmt: skip
+    """The per-scan factor on ``U`` (:meth:`volsr.uncertainty.Calibration.scan_scale`), and why.
+
+    Runs ``net`` with its uncertainty on :data:`SCAN_PAIRS` pairs cut from the scan's own
+    in-plane axes (:func:`self_pair_quantile`). 1.0, without running anything, for a
+    calibration without a per-scan step, a spectral cube, a run that upsamples other than
+    one axis of a 3-D volume, or a scan too small for the pairs.
+
+    Parameters
+    ----------
+    net : WithUncertainty
+        The run's model with its calibration (its noise and scale are left as they were).
+    volume : Volume
+        The input.
+    acquisition : AcquisitionModel or None
+        The input's (None only for a cube).
+    input_scale : float
+        The engine's intensity scale of the input (the model's units are the input's / it).
+
+    Returns
+    -------
+    scale : float
+        In [0.25, 4].
+    described : str
+        One line for the log.
+
+    Raises
+    ------
+    None
+    """
+    calibration = net.calibration
+    upsampled = [d for d, f in enumerate(net.factors) if f > 1]
+    if calibration.scan_transfer is None or volume.band_axis is not None or acquisition is None:
+        return 1.0, ""
+    if len(net.factors) != 3 or len(upsampled) != 1:
+        return 1.0, "uncertainty: no per-scan check (it needs one upsampled axis of a 3-D volume)"
+    try:
+        quantile = self_pair_quantile(net, volume, acquisition, input_scale)
+    except ValueError as error:  # the sampler's "too small" message
+        return 1.0, f"uncertainty: no per-scan check ({error})"
+    scale = calibration.scan_scale(quantile, net.factors[upsampled[0]])
+    return scale, (f"uncertainty: per-scan check on {SCAN_PAIRS} pairs from the input's in-plane axes: "
+                   f"|error| / U at 90 % = {quantile:.3f} there; U x {scale:.2f}")
+
+
+def self_pair_quantile(net: WithUncertainty, volume: Volume, acquisition: AcquisitionModel, input_scale: float, *,
+                       pairs: int | None = None, patch: int = 32, seed: int = 0) -> float:  # fmt: skip
+    """90 % quantile of ``|error| / U`` over the foreground of pairs cut from the scan itself.
+
+    The pairs are those of ``--adapt`` (:class:`volsr.data.self_pairs.SelfPairSampler`: an
+    in-plane axis thick-sliced by the scan's acquisition and swapped into the slice axis's
+    position; the truth is the scan), in the model's units; the noise term is the scan's
+    in-plane noise (the pairs' truth is the scan, noise included). Foreground: truth above
+    5 % of the scan's P99.9.
+
+    Parameters
+    ----------
+    net : WithUncertainty
+        The model with its calibration; one upsampled axis among three (``net.factors``).
+    volume : Volume
+        The scan (3-D, no band axis).
+    acquisition : AcquisitionModel
+        Its thickness, spacing and profile.
+    input_scale : float
+        The engine's intensity scale of the scan.
+    pairs : int, optional
+        Pairs drawn (default :data:`SCAN_PAIRS`).
+    patch : int
+        Their edge (voxels); at most the scan's shortest axis, at least :data:`MIN_PATCH`.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    float
+        NaN if no foreground voxel was drawn.
+
+    Raises
+    ------
+    ValueError
+        If the scan is too small for the pairs (one line, from the sampler).
+    """
+    import torch
+
+    from volsr.data.self_pairs import SelfPairSampler  # the data layer, needed only here
+
+    axis = next(d for d, f in enumerate(net.factors) if f > 1)
+    patch = min(patch, *volume.spatial_shape)  # a scan of few slices: smaller pairs, not none
+    if patch < MIN_PATCH:
+        raise ValueError(f"the volume of shape {tuple(volume.spatial_shape)} is too small for self-supervised "
+                         f"pairs: they need {MIN_PATCH} voxels along every axis")  # fmt: skip
+    sampler = SelfPairSampler(volume, slice_axis=axis, factor=float(net.factors[axis]), profile=acquisition.profile,
+                              thickness_ratio=acquisition.thickness[axis] / float(acquisition.spacing[axis]),
+                              patch=patch)  # fmt: skip
+    to_model = sampler.stats[0].reference / float(input_scale)  # the sampler's units -> the model's
+    kept = (net.noise, net.scale)
+    net.with_noise(_inplane_noise(volume, acquisition) / float(input_scale), 1.0)
+    rng, ratios = np.random.default_rng([seed, 2]), []
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    try:
+        with torch.inference_mode():
+            for _ in range(math.ceil((pairs or SCAN_PAIRS) / 4)):
+                batch = sampler.sample_batch(rng, batch_size=4)
+                result = net(batch["lr"].to(device) * to_model, batch["positions"]).float().cpu().numpy()
+                truth = batch["hr"].numpy()
+                mask = truth > FOREGROUND
+                output, width = result[:, :1] / to_model, result[:, 1:] / to_model
+                ratios.append(np.abs(output - truth)[mask] / np.maximum(width[mask], 1e-12))
+    finally:
+        net.with_noise(*kept)
+    ratios = np.concatenate(ratios)
+    return float(np.quantile(ratios, net.calibration.level)) if ratios.size else math.nan
 
 
 def stored_volume(template: Volume, store: Path, name: str) -> Volume:

@@ -387,7 +387,8 @@ def implied_scale(
 
 
 def register_attn1d2d(
-    name: str, *, weights: str, config: dict, description: str, input_peak: float = 1.0
+    name: str, *, weights: str, config: dict, description: str, input_peak: float = 1.0,
+    calibration: str | None = None,
 ) -> ModelCard:
     """Register trained :class:`Attn1D2D` weights shipped in ``volsr/models/weights``.
 
@@ -405,6 +406,9 @@ def register_attn1d2d(
     input_peak : float
         The card's ``input_peak``: the median maximum of the training LR cubes
         (:func:`volsr.data.hsi.lr_peak`, written into the sidecar at export).
+    calibration : str, optional
+        File name of its uncertainty calibration for cubes in ``volsr/models/calibration``
+        (:mod:`volsr.models.trust`); None: no ``--uncertainty``.
 
     Returns
     -------
@@ -437,6 +441,7 @@ def register_attn1d2d(
         scale_range=(float(probe.scale), float(probe.scale)), modality="hsi",
         description=description, weights=path.name, input_scaling="max",
         input_peak=input_peak, self_ensemble=True, output_floor=SHIPPED_OUTPUT_FLOOR,
+        calibration=calibration,
     )
 
     def factory() -> Attn1D2D:
@@ -449,7 +454,8 @@ def register_attn1d2d(
 def _register_shipped() -> None:
     for shipped in shipped_weights(prefix="attn1d2d", factory=Attn1D2D):
         register_attn1d2d(shipped.name, weights=shipped.file, config=shipped.config,
-                          description=shipped.description, input_peak=shipped.input_peak)
+                          description=shipped.description, input_peak=shipped.input_peak,
+                          calibration=f"{shipped.file.removesuffix('.safetensors')}.json")
 
 
 _register_shipped()

@@ -174,7 +174,7 @@ def _card(method: str, description: str) -> ModelCard:
         scale_range=SCALE_RANGE,
         modality="any",
         description=description,
-        calibration=f"{method}.json",
+        calibration=(f"{method}.json", f"{method}_hsi.json"),  # MRI volumes, spectral cubes
     )
 
 

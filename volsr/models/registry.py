@@ -56,9 +56,11 @@ class ModelCard:
         The engine runs the model as a :class:`volsr.models.ensemble.SelfEnsemble` (the
         mean over flips and axis swaps of its input) unless told not to: declare it for a
         network trained with flip and rotation augmentation whose card shows the gain.
-    calibration : str or None
-        File name of the model's uncertainty calibration inside ``volsr/models/calibration``
-        (:class:`volsr.uncertainty.Calibration`, JSON); None: ``--uncertainty`` is refused.
+    calibration : str, tuple of str, or None
+        File name(s) of the model's uncertainty calibrations inside
+        ``volsr/models/calibration`` (:class:`volsr.uncertainty.Calibration`, JSON), at most
+        one per modality (each file says which: MRI volumes or spectral cubes); None:
+        ``--uncertainty`` is refused, as it is for an input whose modality no file covers.
     output_floor : float or None
         The engine clamps the outputs below at this value (in the card's scaled units, so a
         fraction of the input scale) when the whole input has no negative voxel; None (the
@@ -80,7 +82,7 @@ class ModelCard:
     layout: Literal["contiguous", "channels_last"] = "contiguous"
     self_ensemble: bool = False
     output_floor: float | None = None
-    calibration: str | None = None
+    calibration: str | tuple[str, ...] | None = None
 
 
 #: The output floor of the shipped networks (:attr:`ModelCard.output_floor`): -2 % of the input

@@ -7,8 +7,9 @@ the self-ensemble is on, else the identity member) in channels ``:C``, and
 :meth:`volsr.uncertainty.Calibration.half_width` in channels ``C:``. The engine writes the
 second half to the uncertainty array of the same tasks (``extra_outputs``).
 
-Calibrations ship beside the weights (``volsr/models/calibration/NAME.json``, JSON only) and
-are named on the model card (``calibration``); :func:`calibration_for` reads them.
+Calibrations ship beside the weights (``volsr/models/calibration/NAME.json``, JSON only), one
+per modality (MRI volumes; spectral cubes, whose features and widths are per band), and are
+named on the model card (``calibration``); :func:`calibration_for` picks the input's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 
 from volsr.models.ensemble import member_output, symmetries
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.uncertainty import FEATURE_HALO, Calibration, input_features
+from volsr.uncertainty import FEATURE_HALO, MODALITIES, Calibration, input_features
 
 __all__ = ["CALIBRATION_DIR", "WithUncertainty", "calibration_for"]
 
@@ -30,35 +31,44 @@ __all__ = ["CALIBRATION_DIR", "WithUncertainty", "calibration_for"]
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 
 
-def calibration_for(card) -> Calibration:
-    """The shipped calibration of a model, from the file its card names.
+def calibration_for(card, modality: str = "mri") -> Calibration:
+    """The shipped calibration of a model for one modality, from the files its card names.
 
     Parameters
     ----------
     card : ModelCard
-        The model's card.
+        The model's card (``calibration``: one file name, or one per modality).
+    modality : {"mri", "hsi"}
+        The input's: ``"hsi"`` for a spectral cube (an input with a band axis).
 
     Returns
     -------
     Calibration
+        The named file whose ``modality`` matches.
 
     Raises
     ------
     ValueError
-        If the card names no calibration (a model without one has no uncertainty), or the
-        file is not one.
+        If no file the card names holds for ``modality`` (a model without one has no
+        uncertainty for such inputs; one line), or a file is not a calibration.
 
     Examples
     --------
     >>> from volsr.models import get_card
-    >>> calibration_for(get_card("cubic")).members
-    1
+    >>> calibration_for(get_card("cubic")).members, calibration_for(get_card("cubic"), "hsi").modality
+    (1, 'hsi')
     """
-    name = getattr(card, "calibration", None)
-    if not name or not (CALIBRATION_DIR / name).is_file():
-        raise ValueError(f"model {card.name!r} ships no uncertainty calibration (its card names none); "
-                         "--uncertainty needs one (see docs: the shipped models and baselines have theirs)")
-    return Calibration.load(CALIBRATION_DIR / name)
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    names = getattr(card, "calibration", None) or ()
+    for name in (names,) if isinstance(names, str) else names:
+        if (CALIBRATION_DIR / name).is_file():
+            calibration = Calibration.load(CALIBRATION_DIR / name)
+            if calibration.modality == modality:
+                return calibration
+    inputs = "spectral cubes" if modality == "hsi" else "MRI volumes"
+    raise ValueError(f"model {card.name!r} ships no uncertainty calibration for {inputs} (its card names none "
+                     "for them); --uncertainty needs one (see docs: the shipped models and baselines have theirs)")
 
 
 class WithUncertainty(nn.Module):
@@ -150,16 +160,20 @@ class WithUncertainty(nn.Module):
         -------
         tuple of four (B, C, len(positions[0]), ...) float32 torch.Tensor
         """
-        mean = square = first = None
+        mean = square = first = total = None
         for count, symmetry in enumerate(self.symmetries, start=1):
             y = member_output(self.model, x, positions, symmetry).to(torch.float32)
             if first is None:
                 first, mean, square = y, y.clone(), torch.zeros_like(y)
+                total = y.clone() if self.ensemble else None
                 continue
+            if total is not None:  # summed as SelfEnsemble sums: the output is bit-identical to a plain run's
+                total.add_(y)
             # Welford: the members' mean and spread with two accumulators.
             delta = y - mean
             mean += delta / count
             square += delta * (y - mean)
         spread = (square / len(self.symmetries)).clamp_min_(0).sqrt_()
         slope, bend = input_features(x.to(torch.float32), self.factors)
-        return mean if self.ensemble else first, spread, self._features_at(slope, positions), self._features_at(bend, positions)
+        output = total.div_(len(self.symmetries)) if self.ensemble else first
+        return output, spread, self._features_at(slope, positions), self._features_at(bend, positions)

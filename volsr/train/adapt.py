@@ -35,8 +35,9 @@ from volsr.volume import Volume
 
 __all__ = ["AdaptOptions", "AdaptReport", "adapt", "adapted_card", "adaptation_axis", "DEFAULT_STEPS"]
 
-#: Default fine-tune length: about 3 minutes for a 1 mm brain on 2 CPU cores (see bench/adapt.py).
-DEFAULT_STEPS = 400
+#: Default fine-tune length: 3 minutes on 2 quiet CPU cores (0.8 s a step, bench/adapt.py); 400
+#: steps gain about 0.05 dB more in 5.5 minutes (``--adapt-steps 400``).
+DEFAULT_STEPS = 220
 #: Share of the longer in-plane axis held out for the guard (at least one patch).
 HOLDOUT_SHARE = 0.2
 
