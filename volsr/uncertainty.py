@@ -435,7 +435,11 @@ def fit_calibration(
 
 def fit_scan_transfer(factors: Sequence[float], real_quantiles: Sequence[float],
                       self_pair_quantiles: Sequence[float]) -> tuple[float, float]:  # fmt: skip
-    """Fit ``(t, q)`` of :meth:`Calibration.scan_scale`: ``real = t * f**q * self``, in logs.
+    """Fit ``(t, q)`` of :meth:`Calibration.scan_scale`: ``real <= t * f**q * self`` on every case.
+
+    ``q`` by least squares of ``log(real / self)`` on ``log f``; ``t`` then the smallest value
+    with which no case's real quantile exceeds its prediction (the conformal choice: after the
+    per-scan step every training case is covered at the nominal level or more).
 
     Parameters
     ----------
@@ -447,8 +451,7 @@ def fit_scan_transfer(factors: Sequence[float], real_quantiles: Sequence[float],
     Returns
     -------
     (2,) tuple of float
-        ``t`` and ``q`` (least squares of ``log(real / self)`` on ``log f``; ``q = 0`` where
-        every case has one factor).
+        ``t`` and ``q`` (``q = 0`` where every case has one factor).
 
     Raises
     ------
@@ -467,10 +470,8 @@ def fit_scan_transfer(factors: Sequence[float], real_quantiles: Sequence[float],
     if not (np.all(real > 0) and np.all(own > 0) and np.all(f > 0)):
         raise ValueError("factors and quantiles must be > 0")
     y, x = np.log(real / own), np.log(f)
-    if np.ptp(x) == 0:
-        return float(np.exp(y.mean())), 0.0
-    q, log_t = np.polyfit(x, y, 1)
-    return float(np.exp(log_t)), float(q)
+    q = float(np.polyfit(x, y, 1)[0]) if np.ptp(x) > 0 else 0.0
+    return float(np.exp(np.max(y - q * x))), q
 
 
 def coverage(half_width: np.ndarray, error: np.ndarray, mask: np.ndarray | None = None) -> float:

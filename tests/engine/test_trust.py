@@ -316,24 +316,60 @@ def test_the_ensemble_output_beside_the_widths_is_the_plain_ensembles_bit_for_bi
     assert torch.equal(both[:, :5], plain) and (both[:, 5:] > 0).all()
 
 
-def test_the_per_scan_check_brings_a_too_wide_calibration_to_nominal_coverage(tmp_path, monkeypatch):
-    # Noise only: HR = 100 + white noise of sigma 4, thick-sliced x4. A calibration 3x too wide
-    # (U = 5 sigma where 1.645 sigma holds 90 %) covers everything; its per-scan step, told
-    # that self-pairs err as the real run does (t = 1, q = 0), must bring coverage to ~0.9.
-    from volsr.engine import trust as trust_module
-    from volsr.uncertainty import Calibration, coverage
-
-    rng = np.random.default_rng(3)
-    hr = (100 + 4 * rng.standard_normal((64, 64, 128))).astype(np.float32)
+def _noise_scan(seed=3):
+    """HR = 100 + white noise of sigma 4 (64 x 64 x 128), and its x4 thick slices along axis 2."""
+    hr = (100 + 4 * np.random.default_rng(seed).standard_normal((64, 64, 128))).astype(np.float32)
     lr = Volume(thick_slice(hr, axis=2, factor=4).astype(np.float32), np.diag([1.0, 1.0, 4.0, 1.0]), ("i", "j", "k"))
+    return hr, lr
+
+
+def _wide_calibration(monkeypatch, transfer):
+    """Every run gets U = 5 x the noise feature (3x too wide), with ``transfer`` as its per-scan step."""
+    from volsr.engine import trust as trust_module
+    from volsr.uncertainty import Calibration
+
     wide = {"spread": 0.0, "slope": 0.0, "bend": 0.0, "noise": 5.0, "constant": 0.0}
+    calibration = Calibration("cubic", wide, scan_transfer=transfer)
+    monkeypatch.setattr(trust_module, "calibration_for", lambda card, modality: calibration)
+
+
+def test_the_per_scan_check_brings_a_too_wide_calibration_to_nominal_coverage(tmp_path, monkeypatch):
+    # Noise only. A calibration 3x too wide (U = 5 sigma where 1.645 sigma holds 90 %) covers
+    # everything; its per-scan step, told that self-pairs err as the real run does (t = 1,
+    # q = 0), must bring coverage to about 0.9.
+    from volsr.uncertainty import coverage
+
+    hr, lr = _noise_scan()
     covered = {}
     for name, transfer in (("plain", None), ("checked", (1.0, 0.0))):
-        calibration = Calibration("cubic", wide, scan_transfer=transfer)
-        monkeypatch.setattr(trust_module, "calibration_for", lambda card, modality, c=calibration: c)
+        _wide_calibration(monkeypatch, transfer)
         out = upsample_to_store(lr, tmp_path / f"{name}.zarr", scale=(1, 1, 4), model="cubic", quiet=True,
                                 uncertainty=tmp_path / f"u_{name}.zarr")  # fmt: skip
         covered[name] = coverage(io.load(tmp_path / f"u_{name}.zarr").numpy(), io.load(out).numpy() - hr)
     assert covered["plain"] > 0.99
     assert 0.85 <= covered["checked"] <= 0.95
     assert np.array_equal(io.load(tmp_path / "plain.zarr").numpy(), io.load(tmp_path / "checked.zarr").numpy())
+
+
+def test_a_resumed_run_reuses_the_per_scan_check(tmp_path, monkeypatch):
+    _, lr = _noise_scan()
+    _wide_calibration(monkeypatch, (1.0, 0.0))
+    original, calls = store_module.write_result, []
+
+    def failing(array, region, result):
+        calls.append(region)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        original(array, region, result)
+
+    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(16, 16, 32), tile=(16, 16, 32), quiet=True)
+    monkeypatch.setattr(store_module, "write_result", failing)
+    with pytest.raises(OSError, match="No space left"):
+        upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
+    monkeypatch.setattr(store_module, "write_result", original)
+    fresh = store_module.scan_width_scale
+    monkeypatch.setattr(store_module, "scan_width_scale", lambda *a: pytest.fail("the check ran again on resume"))
+    upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", resume=True, **kwargs)
+    monkeypatch.setattr(store_module, "scan_width_scale", fresh)
+    upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.zarr", **kwargs)
+    assert io.load(tmp_path / "ua.zarr").numpy().tobytes() == io.load(tmp_path / "ub.zarr").numpy().tobytes()
