@@ -13,8 +13,9 @@ MPSNR and SAM minus the unadapted network's. Seconds: the whole command (adaptat
 inference) on this machine. Guard: what the adaptation's guard decided on the held-out block
 of the LR cube (:mod:`volsr.train.adapt_cube`): kept (the held-out pair's MPSNR gain, the
 step) or fell back (the check of best pair MPSNR: its gain, its change of the pair's SAM and
-of the re-degraded output's SAM); "refused" where the LR cube is too small for a held-out
-block and training patches (:func:`volsr.data.cube_self_pairs.holdout_split`).
+of the re-degraded output's SAM); "too small" where the LR cube has no room for a held-out
+block and training patches (:func:`volsr.data.cube_self_pairs.holdout_split`): the run then
+uses the unadapted network and says so.
 Cubes: those no shipped HSI network trained on (``data_cards/hsi_aviris_hydice_rosis.md``,
 ``data_cards/cave256.md``; at x2 the x2 network trained on the Pavia and MUUFL crops).
 """
@@ -64,7 +65,7 @@ def _run(args: list[str]) -> tuple[int, float, str]:
     lines = log.getvalue().replace("\r", "\n").splitlines()
     if status not in (0, 2):
         raise RuntimeError(f"volsr upsample {' '.join(args)} failed: {log.getvalue()[-500:]}")
-    line = next((x for x in lines if x.startswith("adapt: ") and "steps in" in x), "")
+    line = next((x for x in lines if x.startswith("adapt: ") and ("steps in" in x or "too small" in x)), "")
     return status, seconds, line if status == 0 else (lines[-1] if lines else "")
 
 
@@ -87,7 +88,9 @@ def rows(name: str, scale: int, steps: Sequence[int], folder: Path) -> list[str]
         value, angle = mpsnr(pair.hr, y, data_range=1.0), sam(pair.hr, y)
         base = (value, angle) if base is None else base
         guard = ""
-        if line and "kept the weights" in line:
+        if "too small" in line:
+            guard = "too small for pairs: ran unadapted"
+        elif line and "kept the weights" in line:
             guard = f"{line.split('held-out block ', 1)[-1].split(',')[0]} kept ({line.rsplit('of ', 1)[-1]})"
         elif line:
             guard = "fell back" + (f" ({line.split('(best check: ', 1)[-1].split(')')[0]})" if "best check" in line else "")

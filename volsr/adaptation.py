@@ -24,6 +24,7 @@ from volsr import io
 from volsr.acquisition import AcquisitionModel
 from volsr.engine.manifest import input_fingerprint, model_identity
 from volsr.engine.runstate import note
+from volsr.errors import TooSmallForPairsError
 from volsr.models.files import is_model_file, register_model_file
 from volsr.models.registry import ModelCard, create_model, get_card
 from volsr.models.weights import load_weights, read_sidecar, save_weights, weights_path
@@ -186,7 +187,8 @@ def adapted_for_run(
     Raises
     ------
     ValueError
-        From :func:`volsr.train.adapt.adapt` (not a network, factors, too small), or if
+        From :func:`volsr.train.adapt.adapt` (not a network, factors; an input too small for
+        pairs is not an error: the unadapted network is returned, saying so), or if
         ``save`` does not end in ``.safetensors`` or the base has no weights file to describe it.
     """
     if save is not None and not str(save).endswith(".safetensors"):
@@ -204,8 +206,14 @@ def adapted_for_run(
     if net is not None:
         note(f"adapt: reusing the weights adapted by the interrupted run ({kept.name})", quiet)
     else:
-        net = adapt(volume, base, factors=factors, acquisition=acquisition, options=options, device=device,
-                    progress=not quiet)  # fmt: skip
+        try:
+            net = adapt(volume, base, factors=factors, acquisition=acquisition, options=options, device=device,
+                        progress=not quiet)  # fmt: skip
+        except TooSmallForPairsError as error:  # not a mistake of the user's: the input has too little to learn from
+            note(f"adapt: {error}: using the unadapted network", quiet)
+            if save is not None:
+                note(f"adapt: nothing adapted, so {save} was not written", quiet)
+            return base
         note(net.adaptation.describe(), quiet)
         _write(net, kept, base, lineage)
     if save is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidDataError",
     "OutputExistsError",
     "ResumeError",
+    "TooSmallForPairsError",
     "first_line",
 ]
 
@@ -43,6 +44,10 @@ class OutputExistsError(VolsrError, FileExistsError):
 class ResumeError(VolsrError, ValueError):
     """A ``--resume`` that cannot continue: the run differs, its record is unreadable, or the
     output is finished."""
+
+
+class TooSmallForPairsError(InvalidDataError):
+    """An input too small to cut self-supervised pairs from (``--adapt``, the per-scan check)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -58,9 +58,9 @@ def test_tiled_uncertainty_equals_the_whole_volume_map(tmp_path):
     assert "uncertainty" not in [p.name for p in (tmp_path / "a.zarr").iterdir()]  # its own file, not the image's
 
 
-def test_a_run_with_uncertainty_resumes_bit_identically(tmp_path, monkeypatch):
-    lr, original = _lr(), store_module.write_result
-    calls = []
+def _disk_full_at_the_third_write(monkeypatch):
+    """Make the engine's third task write fail as a full disk would; return the real writer."""
+    original, calls = store_module.write_result, []
 
     def failing(array, region, result):
         calls.append(region)
@@ -68,8 +68,14 @@ def test_a_run_with_uncertainty_resumes_bit_identically(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         original(array, region, result)
 
-    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
     monkeypatch.setattr(store_module, "write_result", failing)
+    return original
+
+
+def test_a_run_with_uncertainty_resumes_bit_identically(tmp_path, monkeypatch):
+    lr = _lr()
+    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
+    original = _disk_full_at_the_third_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.nii.gz", **kwargs)
     assert not (tmp_path / "ua.nii.gz").exists()
@@ -354,16 +360,8 @@ def test_the_per_scan_check_brings_a_too_wide_calibration_to_nominal_coverage(tm
 def test_a_resumed_run_reuses_the_per_scan_check(tmp_path, monkeypatch):
     _, lr = _noise_scan()
     _wide_calibration(monkeypatch, (1.0, 0.0))
-    original, calls = store_module.write_result, []
-
-    def failing(array, region, result):
-        calls.append(region)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device")
-        original(array, region, result)
-
     kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(16, 16, 32), tile=(16, 16, 32), quiet=True)
-    monkeypatch.setattr(store_module, "write_result", failing)
+    original = _disk_full_at_the_third_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
     monkeypatch.setattr(store_module, "write_result", original)

@@ -168,3 +168,13 @@ def test_ctrl_c_during_the_adaptation_stops_the_run(tmp_path, monkeypatch):
     assert cli.main(["upsample", lr, str(tmp_path / "a.nii.gz"), "--scale", "1,1,4", "--quiet", "--adapt",
                      "--adapt-steps", "2"]) == 130  # fmt: skip
     assert not (tmp_path / "a.nii.gz").exists()
+
+
+def test_a_scan_too_small_for_pairs_runs_unadapted_and_says_so(tmp_path, capsys):
+    lr = _nifti(tmp_path / "lr.nii.gz", _scan((20, 20, 12)))
+    args = ["--scale", "1,1,4", "--model", "mdcsrn.t1"]
+    assert cli.main(["upsample", lr, str(tmp_path / "a.nii.gz"), *args, "--adapt"]) == 0
+    err = capsys.readouterr().err
+    assert "too small for self-supervised pairs" in err and "using the unadapted network" in err
+    assert cli.main(["upsample", lr, str(tmp_path / "b.nii.gz"), *args, "--quiet"]) == 0
+    np.testing.assert_array_equal(io.load(tmp_path / "a.nii.gz").numpy(), io.load(tmp_path / "b.nii.gz").numpy())

@@ -161,3 +161,16 @@ def test_ctrl_c_during_a_cubes_adaptation_stops_the_run(tmp_path, tiny_weights, 
     assert cli.main(["upsample", f"{lr}:cube", f"{tmp_path / 'a.mat'}:sr", "--scale", "4,4", "--quiet",
                      "--model", tiny_weights, "--adapt", "--adapt-steps", "2"]) == 130  # fmt: skip
     assert not (tmp_path / "a.mat").exists()
+
+
+def test_a_cube_too_small_for_pairs_runs_unadapted_and_says_so(tmp_path, tiny_weights, capsys):
+    lr = tmp_path / "lr.mat"
+    scipy.io.savemat(lr, {"cube": _cube((25, 25, 6))})  # x4: no room for a held-out block and patches
+    common = ["--scale", "4,4", "--no-self-ensemble", "--model", tiny_weights]
+    assert cli.main(["upsample", f"{lr}:cube", f"{tmp_path / 'a.mat'}:sr", *common, "--adapt",
+                     "--save-adapted", str(tmp_path / "w.safetensors")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "too small for self-supervised pairs" in err and "using the unadapted network" in err
+    assert not (tmp_path / "w.safetensors").exists()
+    assert cli.main(["upsample", f"{lr}:cube", f"{tmp_path / 'b.mat'}:sr", *common, "--quiet"]) == 0
+    np.testing.assert_array_equal(io.load(f"{tmp_path / 'a.mat'}:sr").numpy(), io.load(f"{tmp_path / 'b.mat'}:sr").numpy())

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from volsr.data.hsi import HSIPair, HSIPatchDataset, make_pair
+from volsr.errors import TooSmallForPairsError
 
 __all__ = ["CubeSelfPairs", "cube_self_pairs", "holdout_split", "HOLDOUT_SHARE", "MIN_INPUT"]
 
@@ -87,9 +88,9 @@ def holdout_split(shape: tuple[int, ...], *, scale: int, patch: int) -> tuple[tu
     lr_patch = min(patch // scale, fits // scale)
     if lr_patch < MIN_INPUT:
         need = scale * MIN_INPUT + scale - 1
-        raise ValueError(f"the cube of {shape[0]}x{shape[1]} pixels is too small for self-supervised pairs at "
-                         f"x{scale}: it needs {hold + need} pixels along one spatial axis "
-                         f"and {need} along the other")
+        raise TooSmallForPairsError(f"the cube of {shape[0]}x{shape[1]} pixels is too small for self-supervised "
+                                    f"pairs at x{scale}: it needs {hold + need} pixels along one spatial axis "
+                                    f"and {need} along the other")
     return (axis, n - hold, n), lr_patch
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from volsr.data._options import check_rng
 from volsr.data.pairs import PatchParams
 from volsr.data.sampler import PatchSampler, VolumeSpec
+from volsr.errors import TooSmallForPairsError
 
 __all__ = ["SelfPairSampler", "Slab", "central_slab"]
 
@@ -59,8 +60,9 @@ class SelfPairSampler(PatchSampler):
     Raises
     ------
     ValueError
-        If no in-plane axis is long enough for the patch, factor and halo, the slab is not
-        along an in-plane axis, or (on a draw) no patch fits the slab.
+        If the slab is not along an in-plane axis; :class:`~volsr.errors.TooSmallForPairsError`
+        (a ValueError) if no in-plane axis is long enough for the patch, factor and halo, or
+        (on a draw) no patch fits the slab.
 
     Notes
     -----
@@ -114,9 +116,9 @@ class SelfPairSampler(PatchSampler):
             and not (self.slab is not None and self.inside and p[self.slice_axis] == self.slab[0])
         ]  # fmt: skip
         if min(shape) < patch or not self.permutations:
-            raise ValueError(f"the volume of shape {tuple(shape)} is too small for self-supervised pairs: patch "
-                             f"{patch} at factor {factor:g} needs an in-plane axis of {math.ceil(degraded)} "
-                             f"voxels and {patch} along every axis")  # fmt: skip
+            raise TooSmallForPairsError(f"the volume of shape {tuple(shape)} is too small for self-supervised pairs: "
+                                        f"patch {patch} at factor {factor:g} needs an in-plane axis of "
+                                        f"{math.ceil(degraded)} voxels and {patch} along every axis")  # fmt: skip
 
     def draw_params(
         self, rng: np.random.Generator, *, factor: float, axis: int, isotropic: bool = False
@@ -164,8 +166,9 @@ class SelfPairSampler(PatchSampler):
                                  permutation=permutation, flips=flips)  # fmt: skip
             if self.respects_slab(params):
                 return params
-        raise ValueError(f"no patch of {self.patch_shape[0]} voxels fits {'inside' if self.inside else 'outside'} "
-                         f"the slab {self.slab} of a volume of shape {self.shapes[0]}")  # fmt: skip
+        where = "inside" if self.inside else "outside"
+        raise TooSmallForPairsError(f"no patch of {self.patch_shape[0]} voxels fits {where} the slab {self.slab} "
+                                    f"of a volume of shape {self.shapes[0]}")  # fmt: skip
 
     def _into_slab(self, rng: np.random.Generator, origin: tuple[int, ...], permutation: tuple[int, ...],
                    flips: tuple[bool, ...]) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from torch import nn
 from volsr import io
 from volsr.acquisition import AcquisitionModel, estimate_noise
 from volsr.consistency import consistency_map, enforce_consistency, summary
-from volsr.errors import InvalidDataError
+from volsr.errors import InvalidDataError, TooSmallForPairsError
 from volsr.models.trust import WithUncertainty, calibration_for
 from volsr.uncertainty import noise_attenuation
 from volsr.volume import Volume
@@ -213,7 +213,7 @@ def scan_width_scale(net: WithUncertainty, volume: Volume, acquisition: Acquisit
         return 1.0, "uncertainty: no per-scan check (it needs one upsampled axis of a 3-D volume)"
     try:
         quantile = self_pair_quantile(net, volume, acquisition, input_scale)
-    except ValueError as error:  # the sampler's "too small" message
+    except TooSmallForPairsError as error:
         return 1.0, f"uncertainty: no per-scan check ({error})"
     scale = calibration.scan_scale(quantile, net.factors[upsampled[0]])
     return scale, (f"uncertainty: per-scan check on {SCAN_PAIRS} pairs from the input's in-plane axes: "
@@ -254,8 +254,8 @@ def self_pair_quantile(net: WithUncertainty, volume: Volume, acquisition: Acquis
 
     Raises
     ------
-    ValueError
-        If the scan is too small for the pairs (one line, from the sampler).
+    TooSmallForPairsError
+        If the scan is too small for the pairs (one line).
     """
     import torch
 
@@ -264,8 +264,8 @@ def self_pair_quantile(net: WithUncertainty, volume: Volume, acquisition: Acquis
     axis = next(d for d, f in enumerate(net.factors) if f > 1)
     patch = min(patch, *volume.spatial_shape)  # a scan of few slices: smaller pairs, not none
     if patch < MIN_PATCH:
-        raise ValueError(f"the volume of shape {tuple(volume.spatial_shape)} is too small for self-supervised "
-                         f"pairs: they need {MIN_PATCH} voxels along every axis")  # fmt: skip
+        raise TooSmallForPairsError(f"the volume of shape {tuple(volume.spatial_shape)} is too small for "
+                                    f"self-supervised pairs: they need {MIN_PATCH} voxels along every axis")  # fmt: skip
     sampler = SelfPairSampler(volume, slice_axis=axis, factor=float(net.factors[axis]), profile=acquisition.profile,
                               thickness_ratio=acquisition.thickness[axis] / float(acquisition.spacing[axis]),
                               patch=patch)  # fmt: skip
