@@ -178,3 +178,16 @@ def test_a_scan_too_small_for_pairs_runs_unadapted_and_says_so(tmp_path, capsys)
     assert "too small for self-supervised pairs" in err and "using the unadapted network" in err
     assert cli.main(["upsample", lr, str(tmp_path / "b.nii.gz"), *args, "--quiet"]) == 0
     np.testing.assert_array_equal(io.load(tmp_path / "a.nii.gz").numpy(), io.load(tmp_path / "b.nii.gz").numpy())
+
+
+def test_volsr_adapt_is_the_adaptation_and_import_volsr_stays_light():
+    import subprocess
+    import sys
+
+    import volsr
+
+    assert volsr.adapt is adapt
+    code = "import sys, volsr; assert 'torch' not in sys.modules; volsr.adapt; assert 'torch' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    with pytest.raises(AttributeError, match="no attribute 'adapted'"):
+        volsr.adapted  # noqa: B018

@@ -29,7 +29,7 @@ from volsr.volume import Volume
 __all__ = ["TrustOptions", "with_uncertainty", "scan_noise", "scan_width_scale", "self_pair_quantile",
            "stored_volume", "deliver_trust", "SCAN_PAIRS"]
 
-#: Self-pairs of the per-scan uncertainty check (32^3 patches; about 15 s for meta_srgan.t1 on 2 CPU cores).
+#: Self-pairs of the per-scan uncertainty check (32^3 patches; about 7 s for meta_srgan.t1 on 2 CPU cores).
 SCAN_PAIRS = 32
 #: Smallest pair edge of the check (voxels).
 MIN_PATCH = 16
