@@ -239,8 +239,8 @@ def test_overwrite_interrupted_at_random_points_keeps_the_old_output(tmp_path):
     rng = np.random.default_rng(19)
     landed = []
     for trial in range(10):
-        after_tasks = int(rng.integers(0, 48))  # at least 16 tasks (0.5 s) left: the kill lands mid-run
-        run = _run_script(out, "overwrite", 0.03)
+        after_tasks = int(rng.integers(0, 40))  # at least 24 tasks (1.4 s) left: the kill lands mid-run
+        run = _run_script(out, "overwrite", 0.06)  # (0.5 s of margin was too little on a loaded machine)
         if after_tasks == 0:
             time.sleep(float(rng.uniform(0.1, 1.0)))
         deadline = time.monotonic() + 60
