@@ -1,15 +1,17 @@
 """Trust outputs on held-out brains and cubes: uncertainty calibration, sparsification, consistency, cost.
 
 Run: ``.venv/bin/python bench/trust.py [--factors 2,4] [--models meta_srgan.t1,cubic]
-[--volumes icbm152,chris_t1] [--crop 160] [--cubes sandiego,cloth] [--cube-models attn1d2d,bicubic]
-[--cube-factors 2,4]``. Prints Markdown, the command first (``--volumes none`` or ``--cubes
+[--volumes icbm152,chris_t1] [--crop 160] [--noise 0,0.035] [--cubes sandiego,cloth]
+[--cube-models attn1d2d,bicubic] [--cube-factors 2,4]``. Prints Markdown, the command first (``--volumes none`` or ``--cubes
 none`` leaves a table out).
 
 Protocol (:func:`volsr.train.validation.prepare_case`, as ``bench/mri_quality.py``): HR / P99.9
 clipped to [0, 1], centre crop, thick slices along axis 2 with a Gaussian profile of
 FWHM = factor; the LR case is written to NIfTI and run through ``upsample_to_store`` (the
 ``volsr upsample`` path), once plain and once with ``--uncertainty`` and ``--consistency``,
-then once with ``--enforce-consistency``. Columns:
+then once with ``--enforce-consistency``. ``--noise``: Rician noise of that share of the
+white-matter level (:func:`volsr.noise.white_matter_level`) is added to the HR volume first
+(the reference keeps it, as in ``bench/adapt.py``). Columns:
 
 - coverage: share of foreground voxels (reference > 0.05) with ``|SR - HR| <= U``;
 - AUSE: area between the sparsification curve by ``U`` and the oracle's, over a random
@@ -49,6 +51,7 @@ from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.degrade import thick_slice
 from volsr.engine import upsample_to_store
 from volsr.metrics import psnr, ssim
+from volsr.noise import add_rician_noise, white_matter_level
 from volsr.train.validation import prepare_case
 from volsr.uncertainty import ause, coverage
 from volsr.volume import Volume
@@ -75,9 +78,15 @@ def _timed(**kwargs) -> float:
     return time.perf_counter() - started
 
 
-def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Path) -> str:
-    """One Markdown row."""
-    case = prepare_case(io.load(path), name=name, factor=factor, axis=2, crop=(crop,) * 3)
+def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Path, noise: float = 0.0) -> str:
+    """One Markdown row (``noise``: Rician sigma as a share of white matter, added to the HR first)."""
+    volume = io.load(path)
+    if noise > 0:  # as bench/adapt.py: the reference keeps the noise, as a real reference scan would
+        data = np.asarray(volume.data.compute(), np.float32)
+        volume = volume.replace(data=add_rician_noise(data, sigma=noise * white_matter_level(data),
+                                                      rng=np.random.default_rng(0)))  # fmt: skip
+        name = f"{name} + Rician {noise:g} x WM"
+    case = prepare_case(volume, name=name, factor=factor, axis=2, crop=(crop,) * 3)
     source = folder / f"{name}_x{factor:g}.nii.gz"
     io.save(case.lr, source, overwrite=True)
     name_only, _, mode = model.partition("+")
@@ -151,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default="meta_srgan.t1,cubic")
     parser.add_argument("--volumes", default="icbm152,chris_t1")
     parser.add_argument("--crop", type=int, default=160)
+    parser.add_argument("--noise", default="0", help="Rician sigmas as shares of white matter (MRI rows)")
     parser.add_argument("--cubes", default=",".join(CUBES))
     parser.add_argument("--cube-models", default="attn1d2d,bicubic")
     parser.add_argument("--cube-factors", default="2,4")
@@ -177,9 +187,10 @@ def volume_table(args: argparse.Namespace, folder: Path) -> None:
     for name in args.volumes.split(","):
         rel = VOLUMES[name]
         path = icbm152_t1_path() if rel is None else shared_data_root() / rel
-        for factor in (float(f) for f in args.factors.split(",")):
-            for model in args.models.split(","):
-                print(row(name, path, factor, model, args.crop, folder), flush=True)  # noqa: T201
+        for noise in (float(n) for n in args.noise.split(",")):
+            for factor in (float(f) for f in args.factors.split(",")):
+                for model in args.models.split(","):
+                    print(row(name, path, factor, model, args.crop, folder, noise), flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":
