@@ -17,7 +17,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from volsr.train.config import OptimConfig, RunConfig
 from volsr.train.trainer import Trainer
 from volsr.volume import Volume
 
-__all__ = ["AdaptOptions", "AdaptReport", "adapt", "adapted_card", "adaptation_axis", "DEFAULT_STEPS"]
+__all__ = ["AdaptOptions", "AdaptReport", "adapt", "adapted_card", "adaptation_axis", "fine_tune", "DEFAULT_STEPS"]
 
 #: Default fine-tune length: 3 minutes on 2 quiet CPU cores (0.8 s a step, bench/adapt.py); 400
 #: steps gain about 0.05 dB more in 5.5 minutes (``--adapt-steps 400``).
@@ -275,24 +275,14 @@ def adapt(
     guard = _Guard(SelfPairSampler(volume, inside=True, **common), options, device)
     net = copy.deepcopy(base).to(device).train()
     baseline = guard(net)["score"]
-    with tempfile.TemporaryDirectory(prefix="volsr-adapt-") as scratch:
-        trainer = Trainer(
-            net, batch_stream(training, batch_size=options.batch_size, seed=options.seed),
-            run=RunConfig(name="adapt", output_dir=scratch, seed=options.seed, checkpoint_every=options.steps + 1,
-                          keep_last=1, log_every=options.steps, progress=progress),
-            optim=OptimConfig(steps=options.steps, lr=options.learning_rate, min_lr_ratio=0.1, amp=False,
-                              warmup_steps=max(1, options.steps // 20), ema_decay=None),
-            validator=guard, validate_every=max(1, options.steps // options.checks), device=device,
-        )  # fmt: skip
-        guard.trainer = trainer
-        if trainer.fit() == "interrupted":  # the trainer turns Ctrl-C / SIGTERM into a stop: the run stops too
-            raise KeyboardInterrupt
+    steps = fine_tune(net, batch_stream(training, batch_size=options.batch_size, seed=options.seed), guard, options,
+                      device=device, progress=progress)  # fmt: skip
     kept = guard.best is not None and guard.best[1] - baseline >= options.min_gain_db
     net.load_state_dict(guard.best[2] if kept else base.state_dict())
     net = net.cpu().eval()
     net.card = adapted_card(base.card, kept)
     net.adaptation = AdaptReport(
-        kept=kept, steps=trainer.step, best_step=guard.best[0] if kept else 0, baseline_psnr=baseline,
+        kept=kept, steps=steps, best_step=guard.best[0] if kept else 0, baseline_psnr=baseline,
         best_psnr=guard.best[1] if kept else baseline, seconds=time.perf_counter() - started, slab=slab,
     )  # fmt: skip
     return net
@@ -323,6 +313,61 @@ def adapted_card(card: ModelCard, kept: bool) -> ModelCard:
     True
     """
     return dataclasses.replace(card, description=card.description + (" (adapted to one scan)" if kept else ""))
+
+
+def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, options: AdaptOptions, *,
+              device: str | torch.device, progress: bool, trainer: type[Trainer] = Trainer,
+              trainer_options: Mapping[str, Any] | None = None) -> int:  # fmt: skip
+    """The adaptation's training run: ``net`` fine-tuned in place, ``guard`` scoring each check.
+
+    One recipe for every modality: AdamW at ``options.learning_rate`` with a 5 % warmup and a
+    cosine decay to 10 %, no EMA, no AMP, checkpoints only in a temporary folder;
+    ``options.checks`` validations, each a call of ``guard(net)`` (which keeps the best
+    weights it sees; ``guard.trainer`` is set to the trainer, so it knows the step).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Trainable, on ``device``.
+    batches : iterable of dict
+        The training batches (as :class:`~volsr.train.trainer.Trainer` takes them).
+    guard : callable
+        The validator; gets a ``trainer`` attribute.
+    options : AdaptOptions
+        Steps, rate, checks, seed.
+    device : str or torch.device
+        Where to train.
+    progress : bool
+        Show a progress bar.
+    trainer : type
+        :class:`~volsr.train.trainer.Trainer` or a subclass (the HSI one: its loss).
+    trainer_options : mapping, optional
+        Extra keyword arguments of ``trainer`` (e.g. the HSI loss).
+
+    Returns
+    -------
+    int
+        Steps done.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        If Ctrl-C / SIGTERM stopped the training (the trainer turns it into a clean stop; the
+        run must stop too, not go on with a half-adapted network).
+    """
+    with tempfile.TemporaryDirectory(prefix="volsr-adapt-") as scratch:
+        run = trainer(
+            net, batches, **(trainer_options or {}),
+            run=RunConfig(name="adapt", output_dir=scratch, seed=options.seed, checkpoint_every=options.steps + 1,
+                          keep_last=1, log_every=options.steps, progress=progress),
+            optim=OptimConfig(steps=options.steps, lr=options.learning_rate, min_lr_ratio=0.1, amp=False,
+                              warmup_steps=max(1, options.steps // 20), ema_decay=None),
+            validator=guard, validate_every=max(1, options.steps // options.checks), device=device,
+        )  # fmt: skip
+        guard.trainer = run
+        if run.fit() == "interrupted":
+            raise KeyboardInterrupt
+        return run.step
 
 
 def _base_module(model: str | nn.Module) -> nn.Module:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,8 +47,7 @@ from volsr.engine.resolve import with_self_ensemble
 from volsr.geometry import output_coordinates
 from volsr.metrics import mpsnr, sam
 from volsr.models.registry import ModelCard
-from volsr.train.adapt import AdaptOptions, AdaptReport, adapted_card
-from volsr.train.config import OptimConfig, RunConfig
+from volsr.train.adapt import AdaptOptions, AdaptReport, adapted_card, fine_tune
 from volsr.train.hsi import HSILossConfig, HSITrainer
 from volsr.volume import Volume
 
@@ -230,18 +228,8 @@ def adapt_cube(
                        factors=(scale, scale), device=device)  # fmt: skip
     net = copy.deepcopy(base).to(device).train()
     guard(net)
-    with tempfile.TemporaryDirectory(prefix="volsr-adapt-") as scratch:
-        trainer = HSITrainer(
-            net, pairs.training.batches, loss=HSILossConfig(pixel="l1", sam_weight=SAM_WEIGHT),
-            run=RunConfig(name="adapt", output_dir=scratch, seed=options.seed, checkpoint_every=options.steps + 1,
-                          keep_last=1, log_every=options.steps, progress=progress),
-            optim=OptimConfig(steps=options.steps, lr=options.learning_rate, min_lr_ratio=0.1, amp=False,
-                              warmup_steps=max(1, options.steps // 20), ema_decay=None),
-            validator=guard, validate_every=max(1, options.steps // options.checks), device=device,
-        )  # fmt: skip
-        guard.trainer = trainer
-        if trainer.fit() == "interrupted":  # as the MRI adaptation: Ctrl-C / SIGTERM stops the run
-            raise KeyboardInterrupt
+    steps = fine_tune(net, pairs.training.batches, guard, options, device=device, progress=progress,
+                      trainer=HSITrainer, trainer_options={"loss": HSILossConfig(pixel="l1", sam_weight=SAM_WEIGHT)})
     first, best = guard.baseline, guard.best
     kept = best is not None and best[1][0] - first[0] >= options.min_gain_db
     net.load_state_dict(best[2] if kept else base.state_dict())
@@ -250,7 +238,7 @@ def adapt_cube(
     chosen = best[1] if kept else first
     axis, start, stop = pairs.slab
     net.adaptation = CubeAdaptReport(
-        kept=kept, steps=trainer.step, best_step=best[0] if kept else 0, baseline_psnr=first[0], best_psnr=chosen[0],
+        kept=kept, steps=steps, best_step=best[0] if kept else 0, baseline_psnr=first[0], best_psnr=chosen[0],
         seconds=time.perf_counter() - started, slab=(axis, start + offset[axis], stop + offset[axis]),
         baseline_sam=first[1], best_sam=chosen[1], baseline_consistency=first[2:], best_consistency=chosen[2:],
         checks=tuple(guard.checks),

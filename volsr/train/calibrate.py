@@ -136,8 +136,11 @@ def case_features(model: str, path: Path, factor: float, noise: float, *, crop: 
     features : (4, N) float32 ndarray
     errors : (N,) float32 ndarray
     """
-    case = _training_case(path, factor, noise, crop=crop, seed=seed)
-    net = create_model(model)
+    return _case_features(create_model(model), _training_case(path, factor, noise, crop=crop, seed=seed), members)
+
+
+def _case_features(net: torch.nn.Module, case: ValidationCase, members: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`case_features` of a prepared case."""
     scale, _ = input_statistics(net.card, case.lr.data)
     noise_out = scan_noise(case.lr, acquisition_from_spacing(case.lr.spacing), case.scale) / scale
     lr = np.asarray(case.lr.data, np.float32)[None] / np.float32(scale)
@@ -158,7 +161,8 @@ def _training_case(path: Path, factor: float, noise: float, *, crop: int, seed: 
     return prepare_case(volume, name=path.name, factor=factor, axis=2, crop=(crop,) * 3)
 
 
-def scan_transfer(calibration: Calibration, root: Path, *, crop: int, seed: int = 0) -> tuple[float, float]:
+def scan_transfer(calibration: Calibration, root: Path, *, crop: int, seed: int = 0,
+                  data: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[float, float]:
     """Fit the calibration's per-scan step (``scan_transfer``) on its own MRI training cases.
 
     Per case, the 90 % quantile of ``|error| / U`` of the real run (the features of
@@ -176,6 +180,8 @@ def scan_transfer(calibration: Calibration, root: Path, *, crop: int, seed: int 
         Centre crop edge (voxels), as the fit's.
     seed : int
         Noise seed, as the fit's.
+    data : sequence of (features, errors), optional
+        Each case's :func:`case_features` when the caller has them already (the fit's).
 
     Returns
     -------
@@ -183,12 +189,12 @@ def scan_transfer(calibration: Calibration, root: Path, *, crop: int, seed: int 
         ``(t, q)``.
     """
     factors, real, own = [], [], []
-    for rel, factor, noise in TRAINING_CASES:
-        features, errors = case_features(calibration.model, root / rel, factor, noise, crop=crop,
-                                         members=calibration.members, seed=seed)  # fmt: skip
-        width = calibration.half_width(*features, factor)
+    model = create_model(calibration.model).eval()
+    for n, (rel, factor, noise) in enumerate(TRAINING_CASES):
         case = _training_case(root / rel, factor, noise, crop=crop, seed=seed)
-        net = WithUncertainty(create_model(calibration.model).eval(), case.scale, calibration)
+        features, errors = data[n] if data is not None else _case_features(model, case, calibration.members)
+        width = calibration.half_width(*features, factor)
+        net = WithUncertainty(model, case.scale, calibration)
         scale, _ = input_statistics(net.card, case.lr.data)
         factors.append(factor)
         real.append(float(np.quantile(errors / np.maximum(width, 1e-12), calibration.level)))
@@ -335,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         width = calibration.half_width(*features, factor)
         print(f"{name}: coverage {coverage(width, errors):.3f}, AUSE {ause(width, errors):.3f}")  # noqa: T201
     if args.modality == "mri" and card.kind == "network":
-        calibration = dataclasses.replace(calibration, scan_transfer=scan_transfer(calibration, root, crop=args.crop))
+        fitted = scan_transfer(calibration, root, crop=args.crop, data=data)
+        calibration = dataclasses.replace(calibration, scan_transfer=fitted)
     Path(args.out).write_text(calibration.to_json(), encoding="utf-8")
     print(f"wrote {args.out}: {calibration.coefficients}")  # noqa: T201
 
