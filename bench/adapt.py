@@ -26,13 +26,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from volsr import cli, io
 from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.metrics import psnr, ssim
-from volsr.noise import add_rician_noise, white_matter_level
+from volsr.noise import with_white_matter_noise
 from volsr.train.validation import prepare_case
 
 VOLUMES = {"icbm152": None, "chris_t1": "mri/validation/chris_t1.nii.gz"}
@@ -56,9 +55,7 @@ def rows(name: str, path: Path, factor: float, noise: float, steps: Sequence[int
     """The Markdown rows of one case: cubic, the unadapted default model, then each step budget."""
     volume = io.load(path)
     if noise > 0:
-        data = np.asarray(volume.data.compute(), np.float32)
-        data = add_rician_noise(data, sigma=noise * white_matter_level(data), rng=np.random.default_rng(0))
-        volume = volume.replace(data=data)
+        volume = with_white_matter_noise(volume, noise)
     case = prepare_case(volume, name=name, factor=factor, axis=2, crop=(crop,) * 3)
     lr = folder / f"{name}_x{factor:g}.nii.gz"
     io.save(case.lr, lr, overwrite=True)

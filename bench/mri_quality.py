@@ -1,8 +1,11 @@
 """MRI thick-slice SR quality: interpolation vs the trained networks, on a clean and a noisy brain.
 
 Run: ``.venv/bin/python bench/mri_quality.py [--factors 2,3,4] [--axes 2 | --isotropic]
-[--weights W ...] [--crop X,Y,Z] [--volumes icbm152,chris_t1]``. Prints Markdown (the
-command first). ``--isotropic`` thick-slices all three axes alike (axis column ``0,1,2``).
+[--weights W ...] [--crop X,Y,Z] [--volumes icbm152,chris_t1] [--noise 0,0.035]``. Prints
+Markdown (the command first). ``--isotropic`` thick-slices all three axes alike (axis column
+``0,1,2``). ``--noise``: Rician noise of that share of the white-matter level
+(:func:`volsr.noise.with_white_matter_noise`, seed 0) is added to the HR volume first, and
+the reference keeps it, as a real noisy reference scan would.
 
 Volumes (never trained on): the ICBM152 2009a T1 template inside the nilearn wheel (clean,
 skull-stripped look) and the real noisy full-head scan ``mri/validation/chris_t1.nii.gz`` of
@@ -38,6 +41,7 @@ from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.engine import upsample
 from volsr.metrics import psnr, ssim
 from volsr.models import list_models
+from volsr.noise import with_white_matter_noise
 from volsr.train.export import load_trained_model
 from volsr.train.validation import ValidationCase, prepare_case
 
@@ -70,9 +74,12 @@ def score(case: ValidationCase, model: str | torch.nn.Module, max_memory: str | 
 def table(name: str, path: str, *, factors: Sequence[float],
           axes: Sequence[int | tuple[int, ...]],
           crop: Sequence[int] | None, compared: Sequence[str | torch.nn.Module],
-          max_memory: str | None = None) -> list[str]:
-    """Markdown rows for one volume: every axis x factor x model."""
+          max_memory: str | None = None, noise: float = 0.0) -> list[str]:
+    """Markdown rows for one volume: every axis x factor x model (``noise``: see ``--noise``)."""
     volume = io.load(path)
+    if noise > 0:
+        volume = with_white_matter_noise(volume, noise)
+        name = f"{name} + Rician {noise:g} x WM"
     lines = [f"\n## {name} (`{path}`, shape {volume.shape}"
              f"{', centre crop ' + 'x'.join(map(str, crop)) if crop else ''})\n",
              "| axis | factor | model | PSNR (dB) | gain vs cubic (dB) | PSNR fg (dB) | SSIM "
@@ -116,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--volumes", default=",".join(VOLUMES),
                         help=f"comma-separated subset of {', '.join(VOLUMES)}")
     parser.add_argument("--crop", type=_numbers(int), help="centre crop X,Y,Z (faster)")
+    parser.add_argument("--noise", type=_numbers(float), default=(0.0,),
+                        help="Rician sigmas as shares of white matter, added to the HR volume "
+                        "first (the reference keeps them), e.g. 0,0.035")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--max-memory", help="engine memory budget per task, e.g. 4G "
                         "(default: the engine's; larger tiles recompute less halo)")
@@ -139,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"\n## {name}: skipped, {path} not found (set VOLSR_DATA)")
             continue
         axes = [(0, 1, 2)] if args.isotropic else args.axes
-        print("\n".join(table(name, path, factors=args.factors, axes=axes, crop=args.crop,
-                              compared=compared, max_memory=args.max_memory)), flush=True)
+        for noise in args.noise:
+            print("\n".join(table(name, path, factors=args.factors, axes=axes, crop=args.crop,
+                                  compared=compared, max_memory=args.max_memory, noise=noise)),
+                  flush=True)
 
 
 if __name__ == "__main__":

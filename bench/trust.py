@@ -51,7 +51,7 @@ from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.degrade import thick_slice
 from volsr.engine import upsample_to_store
 from volsr.metrics import psnr, ssim
-from volsr.noise import add_rician_noise, white_matter_level
+from volsr.noise import with_white_matter_noise
 from volsr.train.validation import prepare_case
 from volsr.uncertainty import ause, coverage
 from volsr.volume import Volume
@@ -82,9 +82,7 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
     """One Markdown row (``noise``: Rician sigma as a share of white matter, added to the HR first)."""
     volume = io.load(path)
     if noise > 0:  # as bench/adapt.py: the reference keeps the noise, as a real reference scan would
-        data = np.asarray(volume.data.compute(), np.float32)
-        volume = volume.replace(data=add_rician_noise(data, sigma=noise * white_matter_level(data),
-                                                      rng=np.random.default_rng(0)))  # fmt: skip
+        volume = with_white_matter_noise(volume, noise)
         name = f"{name} + Rician {noise:g} x WM"
     case = prepare_case(volume, name=name, factor=factor, axis=2, crop=(crop,) * 3)
     source = folder / f"{name}_x{factor:g}.nii.gz"

@@ -19,7 +19,8 @@ from nibabel.testing import data_path
 
 from volsr import io, metrics
 from volsr.cli import main
-from volsr.commands import checked_finite, degrade_volume, describe
+from volsr.commands import checked_finite, describe
+from volsr.degrade import degrade
 from volsr.engine import upsample
 from volsr.errors import InvalidDataError
 from volsr.volume import Volume
@@ -189,11 +190,11 @@ def test_degrade_thickness_and_gap(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["degrade", str(source), str(tmp_path / "x.nii.gz"), "--factor", "1,1,4",
                  "--thickness", "3", "--gap", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--thickness 3.0 mm + --gap 1.0 mm = 4.0 mm" in err
+    assert "thickness 3.0 mm + gap 1.0 mm = 4.0 mm" in err
     assert "6 mm" in err
     assert main(["degrade", str(source), str(tmp_path / "x.nii.gz"), "--factor", "1,1,4",
                  "--method", "gaussian", "--thickness", "6"]) == 2
-    assert "apply to --method slice only" in capsys.readouterr().err
+    assert "apply to method slice only" in capsys.readouterr().err
     assert not (tmp_path / "x.nii.gz").exists()
 
 
@@ -213,11 +214,10 @@ def test_degrade_noise_is_seeded(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert noisy.mean() == pytest.approx(100.5, abs=1.0)
 
 
-def test_degrade_volume_other_methods_keep_the_field_of_view() -> None:
+def test_degrade_other_methods_keep_the_field_of_view() -> None:
     volume = Volume(_smooth((8, 8, 8)), AFFINE, ("i", "j", "k"))
     for method in ("kspace", "gaussian", "bicubic"):
-        result = degrade_volume(volume, factors=(2, 2, 1), method=method, thickness_mm=None,
-                                gap_mm=0.0, profile="gaussian", snr_db=None, seed=0)
+        result = degrade(volume, factors=(2, 2, 1), method=method)
         assert result.shape == (4, 4, 8), method
         # first-voxel edge of the field of view is unchanged: origin - spacing / 2
         np.testing.assert_allclose(

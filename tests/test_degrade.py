@@ -320,3 +320,44 @@ def test_bicubic_identity_and_bands_untouched() -> None:
     lazy = degrade.bicubic_downsample(volume, factors=4)
     assert lazy.shape == (3, 4, 5) and lazy.wavelengths.tolist() == [400, 401, 402, 403, 404]
     np.testing.assert_allclose(lazy.numpy(), out)
+
+
+def test_degrade_is_lazy_and_matches_the_functions_it_names() -> None:
+    calls = []
+    source = np.random.default_rng(4).uniform(10, 20, size=(6, 5, 16)).astype(np.float32)
+
+    def load() -> np.ndarray:
+        calls.append(1)
+        return source
+
+    lazy = da.from_delayed(dask.delayed(load)(), source.shape, dtype=source.dtype)
+    volume = Volume(lazy, np.diag([1.0, 1.0, 0.5, 1.0]), ("i", "j", "k"))
+    # 1.5 mm slices every 2 mm on a 0.5 mm axis: factor 4, thickness 3 HR voxels
+    lr = degrade.degrade(volume, factors=(1, 1, 4), thickness_mm=1.5, gap_mm=0.5, profile="box",
+                         snr_db=20.0, seed=9)
+    assert calls == [] and lr.shape == (6, 5, 4) and lr.dtype == np.float32
+    clean = degrade.thick_slice(source, axis=2, factor=4, thickness=3, profile="box")
+    sigma = degrade.foreground_mean(clean) / 10.0  # 20 dB
+    expected = degrade.add_rician_noise(clean, sigma=sigma, rng=np.random.default_rng(9))
+    np.testing.assert_allclose(lr.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(lr.affine, degrade.thick_slice(volume, axis=2, factor=4).affine)
+    integers = Volume(source.astype(np.int16), np.eye(4), ("i", "j", "k"))
+    bicubic = degrade.degrade(integers, factors=(2, 1, 2), method="bicubic")
+    assert bicubic.dtype == np.float32
+    np.testing.assert_allclose(bicubic.numpy(), degrade.bicubic_downsample(source.astype(np.int16), factors=(2, 1, 2)),
+                               rtol=1e-6)  # fmt: skip
+
+
+def test_degrade_refuses_contradictory_options() -> None:
+    volume = Volume(np.ones((8, 8, 8), np.float32), np.eye(4), ("i", "j", "k"))
+    cases = [
+        (dict(factors=(1, 2, 2)), "method slice thickens exactly one axis"),
+        (dict(factors=(1, 1, 4), thickness_mm=3.0, gap_mm=2.0), r"thickness 3.0 mm \+ gap 2.0 mm = 5.0 mm"),
+        (dict(factors=(2, 2, 1), method="gaussian", gap_mm=1.0), "apply to method slice only"),
+        (dict(factors=(1, 1, 0.5)), "must be finite and >= 1"),
+        (dict(factors=(1, 2)), "needs 3 values"),
+        (dict(factors=(1, 1, 2), method="sinc"), "method must be one of"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            degrade.degrade(volume, **options)

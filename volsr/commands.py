@@ -36,7 +36,6 @@ __all__ = [
     "run_export_weights",
     "run_demo",
     "run_train",
-    "degrade_volume",
     "describe",
     "checked_finite",
     "take_notes",
@@ -226,26 +225,13 @@ def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> 
 
 
 def run_degrade(args: argparse.Namespace) -> str:
-    """``volsr degrade IN OUT --factor ... [--method ...]``."""
+    """``volsr degrade IN OUT --factor ... [--method ...]``: :func:`volsr.degrade.degrade`."""
+    from volsr.degrade import degrade
+
     volume = _load_input(args)
-    factors = _spatial_factors(volume, args.factor, "--factor")
-    if not all(math.isfinite(f) and f >= 1.0 for f in factors):
-        raise GeometryError(f"--factor values must be finite and >= 1 (1: axis unchanged), "
-                            f"got {','.join(f'{f:g}' for f in factors)}")
-    result = degrade_volume(
-        volume,
-        factors=factors,
-        method=args.method,
-        thickness_mm=args.thickness,
-        gap_mm=args.gap,
-        profile=args.profile,
-        snr_db=args.snr,
-        seed=args.seed,
-    )
-    if not np.issubdtype(result.dtype, np.floating):
-        result = result.replace(data=result.data.astype(np.float32))
-    elif result.dtype == np.float64 and volume.dtype != np.float64:
-        result = result.replace(data=result.data.astype(np.float32))  # integer input: float32 output
+    result = degrade(volume, factors=_spatial_factors(volume, args.factor, "--factor"), method=args.method,
+                     thickness_mm=args.thickness, gap_mm=args.gap, profile=args.profile, snr_db=args.snr,
+                     seed=args.seed)  # fmt: skip
     path = io.save(result, args.output, overwrite=args.overwrite)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
     return f"wrote {path}: {result.shape} {result.dtype}, spacing {spacing} mm; {_degradation_said(args)}"
@@ -264,90 +250,6 @@ def _degradation_said(args: argparse.Namespace) -> str:
     if args.snr is not None:
         said += f"; Rician noise at SNR {args.snr:g} dB (seed {args.seed})"
     return said
-
-
-def degrade_volume(
-    volume: Volume,
-    *,
-    factors: tuple[float, ...],
-    method: str,
-    thickness_mm: float | None,
-    gap_mm: float,
-    profile: str,
-    snr_db: float | None,
-    seed: int,
-) -> Volume:
-    """Apply the degradation the ``degrade`` options describe.
-
-    Parameters
-    ----------
-    volume : Volume
-        HR input.
-    factors : tuple of float
-        One factor per spatial axis (slice spacing / HR spacing for ``slice``).
-    method : {"slice", "kspace", "gaussian", "bicubic"}
-        Degradation model (see :mod:`volsr.degrade`).
-    thickness_mm, gap_mm : float
-        Slice thickness and gap in mm (``slice`` only); the thickness defaults to the slice
-        spacing minus the gap. Given both, thickness + gap must equal the slice spacing.
-    profile : {"gaussian", "box"}
-        Slice profile (``slice`` only).
-    snr_db : float or None
-        Add Rician noise at this SNR after the degradation.
-    seed : int
-        Seed of the noise field.
-
-    Returns
-    -------
-    Volume
-        The LR volume with its affine.
-
-    Raises
-    ------
-    ValueError
-        If the options contradict each other (for example two slice axes).
-
-    Examples
-    --------
-    >>> v = Volume(np.ones((4, 4, 8), np.float32), np.eye(4), ("i", "j", "k"))
-    >>> degrade_volume(v, factors=(1, 1, 2), method="slice", thickness_mm=None, gap_mm=0,
-    ...                profile="box", snr_db=None, seed=0).shape
-    (4, 4, 4)
-    """
-    from volsr import degrade
-
-    moved = [axis for axis, f in enumerate(factors) if f != 1]
-    if method == "slice":
-        if len(moved) != 1:
-            raise ValueError(
-                f"--method slice thickens exactly one axis; --factor {factors} has {len(moved)} "
-                "factors != 1 (use --method gaussian or kspace for several axes)"
-            )
-        axis = moved[0]
-        spacing = float(volume.spacing[axis])
-        spacing_mm = factors[axis] * spacing
-        thickness = spacing_mm - gap_mm if thickness_mm is None else thickness_mm
-        factor, width = degrade.slice_factor_from_mm(spacing, thickness_mm=thickness, gap_mm=gap_mm)
-        if not math.isclose(factor, factors[axis], rel_tol=1e-6):
-            raise ValueError(
-                f"--thickness {thickness} mm + --gap {gap_mm} mm = {thickness + gap_mm} mm, but "
-                f"--factor {factors[axis]} x spacing {spacing:.4g} mm = {spacing_mm:.4g} mm"
-            )
-        result = degrade.thick_slice(volume, axis=axis, factor=factor, thickness=width, profile=profile)
-    elif thickness_mm is not None or gap_mm:
-        raise ValueError("--thickness and --gap apply to --method slice only")
-    elif method == "kspace":
-        result = degrade.kspace_truncate(volume, factors=factors)
-    elif method == "gaussian":
-        result = degrade.gaussian_decimate(volume, factors=factors)
-    else:
-        result = degrade.bicubic_downsample(volume, factors=factors)
-    if snr_db is None:
-        return result
-    values = result.numpy()
-    sigma = degrade.sigma_for_snr(values, snr_db)
-    noisy = degrade.rician_noise(values, degrade.NoiseParams(snr_db=snr_db, sigma=sigma, seed=seed))
-    return result.replace(data=da.from_array(noisy.astype(values.dtype, copy=False)))
 
 
 def _rounded_spacing(volume: Volume, target: tuple[float, ...], factors: tuple[float, ...]) -> list[str]:

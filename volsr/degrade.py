@@ -59,6 +59,8 @@ __all__ = [
     "kspace_truncate",
     "gaussian_decimate",
     "bicubic_downsample",
+    "METHODS",
+    "degrade",
     "foreground_mean",
     "sigma_for_snr",
     "NoiseParams",
@@ -69,6 +71,8 @@ __all__ = [
 
 #: Slice profiles understood by :func:`thick_slice`.
 PROFILES = ("gaussian", "box")
+#: Degradation models of :func:`degrade`.
+METHODS = ("slice", "kspace", "gaussian", "bicubic")
 #: Output grids of :func:`kspace_truncate`.
 KSPACE_GRIDS = ("lr", "hr")
 #: ``FWHM = FWHM_PER_SIGMA * sigma`` for a Gaussian (``2 sqrt(2 ln 2)``).
@@ -364,6 +368,97 @@ def bicubic_downsample(
         return antialiased_cubic_matrix(n_cov, n_lr)
 
     return _dispatch(x, axes, factors, _weighted(weights, crop=True), keep_grid=False)
+
+
+def degrade(
+    volume: Volume,
+    *,
+    factors: Sequence[float],
+    method: str = "slice",
+    thickness_mm: float | None = None,
+    gap_mm: float = 0.0,
+    profile: str = "gaussian",
+    snr_db: float | None = None,
+    seed: int = 0,
+) -> Volume:
+    """One low-resolution acquisition of ``volume``, lazily: what ``volsr degrade`` writes.
+
+    Parameters
+    ----------
+    volume : Volume
+        HR volume (spatial axes, optional band / channel axes).
+    factors : sequence of float
+        One factor per spatial axis (>= 1; 1: axis unchanged). For ``"slice"``: slice spacing
+        / HR spacing, on exactly one axis.
+    method : {"slice", "kspace", "gaussian", "bicubic"}
+        :func:`thick_slice`, :func:`kspace_truncate`, :func:`gaussian_decimate` or
+        :func:`bicubic_downsample`.
+    thickness_mm, gap_mm : float
+        Slice thickness and gap in mm (``"slice"`` only); the thickness defaults to the slice
+        spacing minus the gap. Given both, thickness + gap must equal the slice spacing.
+    profile : {"gaussian", "box"}
+        Slice profile (``"slice"`` only).
+    snr_db : float or None
+        Rician noise at this SNR (:func:`sigma_for_snr` of the degraded volume) after the
+        degradation; None: none.
+    seed : int
+        Seed of the noise field.
+
+    Returns
+    -------
+    Volume
+        The LR volume with its affine; float32 unless the input is float64. Nothing is
+        computed until the caller computes it.
+
+    Raises
+    ------
+    ValueError
+        If the options contradict each other (for example two slice axes) or a factor is
+        below 1.
+
+    Examples
+    --------
+    >>> v = Volume(np.ones((4, 4, 8), np.float32), np.eye(4), ("i", "j", "k"))
+    >>> degrade(v, factors=(1, 1, 2), profile="box").shape
+    (4, 4, 4)
+    """
+    factors = tuple(float(f) for f in factors)
+    said = ",".join(f"{f:g}" for f in factors)
+    if len(factors) != len(volume.spatial_axes):
+        raise ValueError(f"factors needs {len(volume.spatial_axes)} values (one per spatial axis), got {said}")
+    if not all(math.isfinite(f) and f >= 1 for f in factors):
+        raise ValueError(f"factors must be finite and >= 1 (1: axis unchanged), got {said}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    moved = [axis for axis, f in enumerate(factors) if f != 1]
+    if method == "slice":
+        if len(moved) != 1:
+            raise ValueError(f"method slice thickens exactly one axis; factors {said} "
+                             f"have {len(moved)} values != 1 (use method gaussian or kspace for several axes)")
+        axis = moved[0]
+        spacing = float(volume.spacing[axis])
+        spacing_mm = factors[axis] * spacing
+        thickness = spacing_mm - gap_mm if thickness_mm is None else thickness_mm
+        factor, width = slice_factor_from_mm(spacing, thickness_mm=thickness, gap_mm=gap_mm)
+        if not math.isclose(factor, factors[axis], rel_tol=1e-6):
+            raise ValueError(f"thickness {thickness} mm + gap {gap_mm} mm = {thickness + gap_mm} mm, but "
+                             f"factor {factors[axis]:g} x spacing {spacing:.4g} mm = {spacing_mm:.4g} mm")
+        result = thick_slice(volume, axis=axis, factor=factor, thickness=width, profile=profile)
+    elif thickness_mm is not None or gap_mm:
+        raise ValueError("thickness and gap apply to method slice only")
+    else:
+        lower = {"kspace": kspace_truncate, "gaussian": gaussian_decimate, "bicubic": bicubic_downsample}[method]
+        result = lower(volume, factors=factors)
+    dtype = np.float64 if volume.dtype == np.float64 else np.float32
+    if snr_db is not None:
+        task = dask.delayed(_with_noise)(result.data, snr_db, seed)
+        result = result.replace(data=da.from_delayed(task, result.shape, dtype=result.dtype))
+    return result.replace(data=result.data.astype(dtype))
+
+
+def _with_noise(values: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    sigma = sigma_for_snr(values, snr_db)
+    return rician_noise(values, NoiseParams(snr_db=snr_db, sigma=sigma, seed=seed)).astype(values.dtype, copy=False)
 
 
 def _tent(d: np.ndarray) -> np.ndarray:
