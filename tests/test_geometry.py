@@ -20,6 +20,7 @@ from volsr.geometry import (
     crop_affine,
     downsampled_grid,
     effective_scale,
+    grid_factor,
     input_window,
     output_coordinates,
     pyramid_affine,
@@ -27,6 +28,7 @@ from volsr.geometry import (
     pyramid_transform,
     resampled_affine,
     resampled_shape,
+    sample_coordinates,
     scale_for_target_spacing,
     voxel_spacing,
 )
@@ -253,6 +255,24 @@ def test_output_coordinates_invariant():
         assert coords[0] >= -0.5 and coords[-1] <= n_in - 0.5
         np.testing.assert_allclose(np.diff(coords), n_in / n_out, atol=1e-12)
     np.testing.assert_array_equal(output_coordinates(9, 9), np.arange(9.0))
+
+
+def test_sample_coordinates_invariant():
+    for n_in, n_out in [(2, 8), (7, 23), (55, 182), (10, 4)]:
+        fine = np.arange(n_out)
+        coords = sample_coordinates(fine, n_out / n_in)
+        np.testing.assert_allclose(coords, _naive_positions(n_in, n_out), atol=1e-12)
+        # the inverse map (the coarse grid seen from the fine one) gives the indices back
+        np.testing.assert_allclose(sample_coordinates(coords, n_in / n_out), fine, atol=1e-9)
+
+
+def test_grid_factor_invariant():
+    for factor in (1.0, 2.0, 3.3, 0.25):
+        assert grid_factor(sample_coordinates(np.arange(5, 11), factor)) == pytest.approx(factor, rel=1e-12)
+    assert grid_factor(_naive_positions(55, 182)) == pytest.approx(182 / 55, rel=1e-12)
+    for bad in ([1.0], [2.0, 1.0], [1.0, 1.0]):
+        with pytest.raises(GeometryError, match="two increasing positions"):
+            grid_factor(np.array(bad))
 
 
 def test_output_coordinates_errors():

@@ -254,13 +254,13 @@ def _degradation_said(args: argparse.Namespace) -> str:
 
 def _rounded_spacing(volume: Volume, target: tuple[float, ...], factors: tuple[float, ...]) -> list[str]:
     """Lines saying where a whole number of voxels over the kept field of view misses the target."""
-    from volsr.geometry import resampled_shape
+    from volsr.geometry import resampled_affine, resampled_shape, voxel_spacing
 
     lines, shape_out = [], resampled_shape(volume.spatial_shape, factors)
-    for axis, (n_in, n_out, spacing, wanted) in enumerate(
-        zip(volume.spatial_shape, shape_out, volume.spacing, target, strict=True)
+    spacing_out = voxel_spacing(resampled_affine(volume.affine, volume.spatial_shape, shape_out))
+    for axis, (n_in, n_out, spacing, got, wanted) in enumerate(
+        zip(volume.spatial_shape, shape_out, volume.spacing, spacing_out, target, strict=False)
     ):
-        got = n_in * float(spacing) / n_out
         if not math.isclose(got, wanted, rel_tol=1e-6):
             lines.append(f"target spacing {wanted:g} mm on axis {axis}: {n_in} x {float(spacing):.4g} mm holds "
                          f"{n_in * float(spacing) / wanted:.4g} voxels, so the output has {n_out} at {got:.4g} mm "

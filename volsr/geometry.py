@@ -46,6 +46,8 @@ __all__ = [
     "effective_scale",
     "resampled_affine",
     "output_coordinates",
+    "sample_coordinates",
+    "grid_factor",
     "input_window",
     "crop_affine",
     "downsampled_grid",
@@ -83,10 +85,8 @@ def check_affine(affine: np.ndarray) -> np.ndarray:
     Raises
     ------
     GeometryError
-        If the shape is not (4, 4), a value is not finite, the last row is not
-        ``[0, 0, 0, 1]``, or the 3x3 part is singular: a zero column, or columns whose
-        unit vectors span a volume below 1e-9 (judged relative to the voxel size, so a
-        1e-6 mm voxel is fine).
+        If the shape is not (4, 4), a value is not finite, the last row is not ``[0, 0, 0, 1]``,
+        or the 3x3 part is singular (unit columns spanning a volume below 1e-9).
 
     Examples
     --------
@@ -264,8 +264,7 @@ def resampled_affine(
     matrix = check_affine(affine)
     scale = np.ones(3)
     scale[: len(shape_in)] = effective_scale(shape_in, shape_out)
-    inverse = 1.0 / scale
-    out = matrix.copy()
+    inverse, out = 1.0 / scale, matrix.copy()
     out[:3, :3] = matrix[:3, :3] * inverse[None, :]
     out[:3, 3] = matrix[:3, 3] + matrix[:3, :3] @ ((inverse - 1.0) / 2.0)
     return out
@@ -295,7 +294,59 @@ def output_coordinates(n_in: int, n_out: int) -> np.ndarray:
     [-0.375, -0.125, 0.125, 0.375, 0.625, 0.875, 1.125, 1.375]
     """
     (scale,) = effective_scale((n_in,), (n_out,))
-    return (np.arange(n_out, dtype=np.float64) + 0.5) / scale - 0.5
+    return sample_coordinates(np.arange(n_out, dtype=np.float64), scale)
+
+
+def sample_coordinates(index: np.ndarray, factor: float) -> np.ndarray:
+    """Coordinates, in voxels of a grid, of samples ``index`` of its ``factor``-times grid.
+
+    Parameters
+    ----------
+    index : ndarray
+        Sample indices (or coordinates) on the ``factor``-times grid (same field of view).
+    factor : float
+        Its samples per voxel of this grid (> 0; < 1 for a coarser grid, e.g. ``1 / f`` for
+        LR slice centres in HR voxels).
+
+    Returns
+    -------
+    ndarray
+        ``(index + 1/2) / factor - 1/2``, float64, shape of ``index``.
+
+    Examples
+    --------
+    >>> sample_coordinates(np.arange(4), 2.0).tolist()
+    [-0.25, 0.25, 0.75, 1.25]
+    """
+    return (np.asarray(index, dtype=np.float64) + 0.5) / factor - 0.5
+
+
+def grid_factor(positions: np.ndarray) -> float:
+    """The factor of an evenly spaced grid of :func:`sample_coordinates`: the inverse step.
+
+    Parameters
+    ----------
+    positions : (n,) ndarray
+        At least two increasing, evenly spaced coordinates (voxels).
+
+    Returns
+    -------
+    float
+        ``1 / (positions[1] - positions[0])``.
+
+    Raises
+    ------
+    GeometryError
+        If fewer than two positions or a non-positive step.
+
+    Examples
+    --------
+    >>> grid_factor(sample_coordinates(np.arange(3, 9), 4.0))
+    4.0
+    """
+    if (grid := np.asarray(positions, dtype=np.float64).ravel()).size < 2 or not grid[1] > grid[0]:
+        raise GeometryError(f"a grid factor needs two increasing positions, got {grid[:2].tolist()}")
+    return 1.0 / float(grid[1] - grid[0])
 
 
 def input_window(
@@ -328,9 +379,7 @@ def input_window(
     (0, 5)
     """
     if not 0 <= out_start < out_stop <= n_out or halo < 0:
-        raise GeometryError(
-            f"bad output range [{out_start}, {out_stop}) for n_out={n_out}, halo={halo}"
-        )
+        raise GeometryError(f"bad output range [{out_start}, {out_stop}) for n_out={n_out}, halo={halo}")
     coords = output_coordinates(n_in, n_out)
     start = math.floor(coords[out_start] + _EPS) - halo
     stop = math.ceil(coords[out_stop - 1] - _EPS) + 1 + halo
@@ -367,16 +416,12 @@ def crop_affine(
     [1.0, 2.0, 3.0]
     """
     matrix = check_affine(affine)
-    offsets = np.zeros(3)
-    offsets[: len(start)] = start
-    strides = np.ones(3)
+    strides, index_map = np.ones(3), np.eye(4)
     if step is not None:
         strides[: len(step)] = step
     if np.any(strides <= 0):
         raise GeometryError(f"crop step must be positive, got {list(strides)}")
-    index_map = np.eye(4)
-    index_map[:3, :3] = np.diag(strides)
-    index_map[:3, 3] = offsets
+    index_map[:3, :3], index_map[:3, 3][: len(start)] = np.diag(strides), start
     return matrix @ index_map
 
 

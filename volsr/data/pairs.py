@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from monai.utils import convert_to_numpy
 
 from volsr.degrade import PROFILES
-from volsr.geometry import output_coordinates
+from volsr.geometry import output_coordinates, sample_coordinates
 from volsr.noise import NoiseParams
 from volsr.resample import (
     antialiased_cubic_matrix,
@@ -269,7 +269,7 @@ def tile_positions(patch_length: int, factor: float, *, halo: int) -> np.ndarray
     >>> tile_positions(4, 2.0, halo=1).tolist()
     [0.75, 1.25, 1.75, 2.25]
     """
-    return (np.arange(patch_length, dtype=np.float64) + 0.5) / factor - 0.5 + halo
+    return sample_coordinates(np.arange(patch_length), factor) + halo
 
 
 def slice_weights(
@@ -322,7 +322,7 @@ def slice_weights(
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     kernel, radius = (gaussian_profile if profile == "gaussian" else box_profile)(thickness)
-    centres = origin + (np.arange(lr_length, dtype=np.float64) - halo + 0.5) * factor - 0.5
+    centres = origin + sample_coordinates(np.arange(lr_length) - halo, 1.0 / factor)  # LR centres, HR voxels
     return kernel_matrix(centres, n, kernel, radius)
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from volsr.geometry import sample_coordinates
 from volsr.models.interpolation import Positions, SeparableInterpolation
 from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
 from volsr.models.weights import load_weights, shipped_weights, weights_path
@@ -374,7 +375,7 @@ def implied_scale(
             raise ValueError(
                 f"positions must lie on an integer-factor grid (step 1/s), got step {step!r}"
             )
-    exact = (grid + 0.5) * scale - 0.5
+    exact = sample_coordinates(grid, 1.0 / scale)  # output indices: the inverse map
     index = np.round(exact).astype(np.int64)
     if np.any(np.abs(exact - index) > _TOL * scale) or index.min() < 0 or (
         index.max() >= scale * n_in

@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volsr.geometry import grid_factor
 from volsr.models.interpolation import Positions, SeparableInterpolation
 from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
 from volsr.models.weights import load_weights, shipped_weights, weights_path
@@ -483,19 +484,6 @@ def _as_grid(values: object) -> np.ndarray:
 
 
 def _factors(grids: list[np.ndarray], scale: Sequence[float] | None) -> tuple[float, ...]:
-    if scale is not None:
-        factors = tuple(float(s) for s in scale)
-        if len(factors) != 3:
-            raise ValueError(f"scale needs 3 values, got {scale!r}")
-    else:
-        factors = []
-        for axis, grid in enumerate(grids):
-            if grid.size < 2:
-                raise ValueError(
-                    f"positions[{axis}] has a single sample: its factor is undefined, pass scale="
-                )
-            factors.append(1.0 / float(grid[1] - grid[0]))
-    low, high = FACTOR_LIMITS
     for axis, grid in enumerate(grids):
         steps = np.diff(grid)
         if steps.size and not (steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9)):
@@ -503,9 +491,21 @@ def _factors(grids: list[np.ndarray], scale: Sequence[float] | None) -> tuple[fl
                 f"positions[{axis}] must be an evenly spaced increasing grid, got steps "
                 f"{steps[:4].tolist()}..."
             )
+    if scale is not None:
+        factors = tuple(float(s) for s in scale)
+        if len(factors) != 3:
+            raise ValueError(f"scale needs 3 values, got {scale!r}")
+    else:
+        for axis, grid in enumerate(grids):
+            if grid.size < 2:
+                raise ValueError(
+                    f"positions[{axis}] has a single sample: its factor is undefined, pass scale="
+                )
+        factors = tuple(grid_factor(grid) for grid in grids)
+    low, high = FACTOR_LIMITS
     if not all(low - 1e-6 <= f <= high + 1e-6 for f in factors):
         raise ValueError(f"per-axis factors must lie in [{low}, {high}], got {factors}")
-    return tuple(factors)
+    return factors
 
 
 def register_meta_srgan(
