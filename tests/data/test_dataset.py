@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from volsr.data import PatchDataset, PatchSampler
+from volsr.data import PatchDataset, PatchSampler, SamplerOptions
 from volsr.io import save
 from volsr.volume import Volume
 
@@ -21,10 +21,9 @@ def sampler(tmp_path_factory: pytest.TempPathFactory) -> PatchSampler:
         path = folder / f"v{n}.nii.gz"
         save(Volume(rng.uniform(0, 100, shape).astype(np.float32), np.eye(4), ("i", "j", "k")), path)
         paths.append(str(path))
-    return PatchSampler(
-        paths, patch_shape=(8, 8, 8), factor_range=(2.0, 4.0), snr_db_range=(20, 30),
-        permute_axes=True, flip_axes=(0, 1, 2),
-    )  # fmt: skip
+    options = SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 4.0), snr_db_range=(20, 30),
+                             permute_axes=True, flip_axes=(0, 1, 2))  # fmt: skip
+    return PatchSampler(paths, options)
 
 
 def _worker_batches(sampler: PatchSampler, seed: int, epoch: int, worker: int, count: int) -> list:

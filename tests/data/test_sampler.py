@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from volsr.data import PatchParams, PatchSampler
+from volsr.data import PatchParams, PatchSampler, SamplerOptions
 from volsr.degrade import FWHM_PER_SIGMA, thick_slice
 from volsr.engine import upsample
 from volsr.geometry import downsampled_grid, output_coordinates
@@ -63,7 +63,7 @@ def test_reads_only_the_blocks_it_needs_and_caches_them() -> None:
     values = _smooth_volume((48, 40, 56))
     proxy = CountingArray(values)
     volume = Volume(da.from_array(proxy, chunks=(8, 8, 8)), np.eye(4), AXES)
-    sampler = PatchSampler([volume], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), axes=(2,))
+    sampler = PatchSampler([volume], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), axes=(2,)))
     proxy.starts.clear()  # the statistics read the whole volume once, at construction
     params = PatchParams(volume=0, origin=(16, 8, 20), axis=2, factor=2.0, thickness=2.0)
     sampler.make_item(params)
@@ -85,9 +85,9 @@ def test_sampling_from_files_equals_sampling_from_memory(tmp_path: Path) -> None
     for name in ("v.nii.gz", "v.zarr", "v.h5:/group/v"):
         save(Volume(values, np.eye(4), AXES), tmp_path / name, chunks=(8, 8, 8))
         specs.append(str(tmp_path / name))
-    options = dict(patch_shape=(10, 8, 12), factor_range=(1.5, 3.5), snr_db_range=(15, 25))
-    expected = PatchSampler([values] * 3, **options).sample_batch(np.random.default_rng(5), batch_size=4)
-    sampler = PatchSampler(specs, **options)
+    options = SamplerOptions(patch_shape=(10, 8, 12), factor_range=(1.5, 3.5), snr_db_range=(15, 25))
+    expected = PatchSampler([values] * 3, options).sample_batch(np.random.default_rng(5), batch_size=4)
+    sampler = PatchSampler(specs, options)
     # Pickled without open handles (h5py files cannot be pickled); reopened on demand.
     restored = pickle.loads(pickle.dumps(sampler))
     got = restored.sample_batch(np.random.default_rng(5), batch_size=4)
@@ -99,9 +99,9 @@ def test_sampling_from_files_equals_sampling_from_memory(tmp_path: Path) -> None
 def test_origins_keep_every_sample_inside_the_volume() -> None:
     shape = (44, 40, 48)
     sampler = PatchSampler(
-        [_smooth_volume(shape, seed=2)], patch_shape=(12, 10, 14), factor_range=(1.0, 4.5),
+        [_smooth_volume(shape, seed=2)], SamplerOptions(patch_shape=(12, 10, 14), factor_range=(1.0, 4.5),
         thickness_ratio_range=(0.7, 1.4), profiles=("gaussian", "box"), lr_halo=1,
-        zoom_range=(0.7, 1.3), permute_axes=True, flip_axes=(0, 1, 2), p_foreground=0.5,
+        zoom_range=(0.7, 1.3), permute_axes=True, flip_axes=(0, 1, 2), p_foreground=0.5),
     )  # fmt: skip
     rng = np.random.default_rng(3)
     for _ in range(300):
@@ -109,9 +109,9 @@ def test_origins_keep_every_sample_inside_the_volume() -> None:
         p = sampler.draw_params(rng, factor=factor, axis=axis)
         frame = [shape[d] for d in p.permutation]
         zoomed = [max(1, math.floor(n / p.zoom + 0.5)) for n in frame]
-        for d, (o, size) in enumerate(zip(p.origin, sampler.patch_shape)):
+        for d, (o, size) in enumerate(zip(p.origin, sampler.options.patch_shape)):
             assert 0 <= o and o + size <= zoomed[d]
-        m = math.ceil(sampler.patch_shape[axis] / factor - 1e-9) + 2
+        m = math.ceil(sampler.options.patch_shape[axis] / factor - 1e-9) + 2
         # The first halo slice starts at or after voxel 0, the last one ends by the last voxel.
         assert p.origin[axis] - factor >= -1e-9
         assert p.origin[axis] + (m - 1) * factor <= zoomed[axis] + 1e-9
@@ -120,15 +120,15 @@ def test_origins_keep_every_sample_inside_the_volume() -> None:
     with pytest.raises(ValueError, match="outside the valid ranges"):
         sampler.make_item(PatchParams(volume=0, origin=(0, 0, 0), axis=2, factor=2.0, thickness=2.0))
     with pytest.raises(ValueError, match="too small"):
-        PatchSampler([np.ones((20, 20, 12))], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0))
+        PatchSampler([np.ones((20, 20, 12))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0)))
 
 
 def test_foreground_bias_puts_every_centre_in_the_foreground() -> None:
     values = np.zeros((48, 48, 48), np.float32)
     values[28:44, 4:20, 12:32] = 1.0  # aligned to the 4-voxel cells
     sampler = PatchSampler(
-        [values], patch_shape=(8, 8, 8), factor_range=(2.0, 3.0), p_foreground=1.0,
-        foreground_cell=4, permute_axes=True, flip_axes=(0, 1, 2),
+        [values], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 3.0), p_foreground=1.0,
+        foreground_cell=4, permute_axes=True, flip_axes=(0, 1, 2)),
     )  # fmt: skip
     rng = np.random.default_rng(4)
     for _ in range(200):
@@ -139,7 +139,7 @@ def test_foreground_bias_puts_every_centre_in_the_foreground() -> None:
             c = p.origin[d] + 4
             voxel[p.permutation[d]] = 47 - c if p.flips[d] else c
         assert values[tuple(voxel)] == 1.0, (p, voxel)
-    uniform = PatchSampler([values], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), p_foreground=0.0)
+    uniform = PatchSampler([values], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), p_foreground=0.0))
     hits = [
         values[tuple(np.add(uniform.draw_params(rng, factor=2.0, axis=2).origin, 4))]
         for _ in range(200)
@@ -162,7 +162,7 @@ def test_patch_lr_equals_whole_volume_thick_slice(
 ) -> None:
     values = request.getfixturevalue("real_crop") if source == "real" else _smooth_volume((60, 60, 60))
     sampler = PatchSampler(
-        [values], patch_shape=(16, 16, 16), factor_range=(1.0, 5.0), lr_halo=1
+        [values], SamplerOptions(patch_shape=(16, 16, 16), factor_range=(1.0, 5.0), lr_halo=1)
     )
     # Origin on the whole-volume lattice: HR voxel (origin_lr + 1) * factor starts a slice.
     origin = [20, 24, 30]
@@ -189,8 +189,8 @@ def test_patch_lr_equals_whole_volume_thick_slice(
 
 def test_noise_is_added_before_slice_averaging_and_the_target_stays_clean() -> None:
     sampler = PatchSampler(
-        [np.ones((40, 40, 72), np.float32)], patch_shape=(32, 32, 32), factor_range=(4.0, 4.0),
-        axes=(2,), profiles=("box",), snr_db_range=(20.0, 20.0), lr_halo=0,
+        [np.ones((40, 40, 72), np.float32)], SamplerOptions(patch_shape=(32, 32, 32), factor_range=(4.0, 4.0),
+        axes=(2,), profiles=("box",), snr_db_range=(20.0, 20.0), lr_halo=0),
     )  # fmt: skip
     batch = sampler.sample_batch(np.random.default_rng(6), batch_size=2)
     assert torch.all(batch["hr"] == 1.0)
@@ -208,8 +208,8 @@ def test_normalisation_uses_whole_volume_statistics(source, request) -> None:
         real_crop = _smooth_volume((60, 60, 60), seed=4)
         real_crop[:30] *= 0.5  # a darker part, where the patches below lie
     other = _smooth_volume((40, 40, 40), seed=7)
-    small = PatchSampler([real_crop], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0))
-    large = PatchSampler([other, real_crop], patch_shape=(24, 24, 24), factor_range=(3.0, 3.0))
+    small = PatchSampler([real_crop], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0)))
+    large = PatchSampler([other, real_crop], SamplerOptions(patch_shape=(24, 24, 24), factor_range=(3.0, 3.0)))
     a = small.make_item(PatchParams(volume=0, origin=(10, 12, 14), axis=2, factor=2.0, thickness=2.0))
     b = large.make_item(PatchParams(volume=1, origin=(6, 6, 6), axis=0, factor=3.0, thickness=3.0))
     patch = a["hr"][0].numpy()
@@ -222,10 +222,10 @@ def test_normalisation_uses_whole_volume_statistics(source, request) -> None:
 def test_same_seed_same_batches_and_other_seed_other_batches() -> None:
     def batches(seed: int) -> list[dict]:
         sampler = PatchSampler(
-            [_smooth_volume((36, 36, 36), seed=s) for s in (0, 1)], patch_shape=(12, 12, 12),
+            [_smooth_volume((36, 36, 36), seed=s) for s in (0, 1)], SamplerOptions(patch_shape=(12, 12, 12),
             factor_range=(2.0, 4.0), integer_factors=True, snr_db_range=(20, 30),
             zoom_range=(0.8, 1.2), permute_axes=True, flip_axes=(0, 1),
-            scale_range=(0.9, 1.1), shift_range=(-0.05, 0.05), bias_field_range=(0.0, 0.05),
+            scale_range=(0.9, 1.1), shift_range=(-0.05, 0.05), bias_field_range=(0.0, 0.05)),
         )  # fmt: skip
         rng = np.random.default_rng(seed)
         return [sampler.sample_batch(rng, batch_size=3) for _ in range(3)]
@@ -243,7 +243,7 @@ def test_same_seed_same_batches_and_other_seed_other_batches() -> None:
 
 def test_zoom_equals_whole_volume_resampling() -> None:
     values = _smooth_volume((40, 36, 44), seed=3)
-    sampler = PatchSampler([values], patch_shape=(10, 10, 10), factor_range=(2.0, 2.0), axes=(2,))
+    sampler = PatchSampler([values], SamplerOptions(patch_shape=(10, 10, 10), factor_range=(2.0, 2.0), axes=(2,)))
     normalised, _ = percentile_normalise(values)
     reference = Volume(normalised, np.eye(4), AXES)
     for zoom, origin in ((0.8, (12, 3, 20)), (1.25, (5, 7, 9))):
@@ -264,10 +264,10 @@ def test_zoom_equals_whole_volume_resampling() -> None:
 
 def test_intensity_augmentation_scales_target_and_input_alike() -> None:
     values = _smooth_volume((32, 32, 32), seed=5)
-    plain = PatchSampler([values], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0))
-    scaled = PatchSampler([values], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), scale_range=(2.0, 2.0))
+    plain = PatchSampler([values], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0)))
+    scaled = PatchSampler([values], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), scale_range=(2.0, 2.0)))
     biased = PatchSampler(
-        [values], patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), bias_field_range=(0.05, 0.05)
+        [values], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2.0, 2.0), bias_field_range=(0.05, 0.05))
     )
     params = PatchParams(volume=0, origin=(8, 8, 8), axis=2, factor=2.0, thickness=2.0, augment_seed=1)
     a, b, c = (s.make_item(params) for s in (plain, scaled, biased))
@@ -288,8 +288,8 @@ def test_real_volume_through_the_nifti_reader() -> None:
     if not MR_GD.exists():
         pytest.skip(f"real MRI volume not found at {MR_GD} (set VOLSR_DATA)")
     sampler = PatchSampler(
-        [str(MR_GD)], patch_shape=(32, 32, 32), factor_range=(2.0, 5.0), snr_db_range=(15, 30),
-        zoom_range=(0.7, 1.3), permute_axes=True, flip_axes=(0, 1, 2), p_foreground=1.0,
+        [str(MR_GD)], SamplerOptions(patch_shape=(32, 32, 32), factor_range=(2.0, 5.0), snr_db_range=(15, 30),
+        zoom_range=(0.7, 1.3), permute_axes=True, flip_axes=(0, 1, 2), p_foreground=1.0),
     )  # fmt: skip
     batch = sampler.sample_batch(np.random.default_rng(8), batch_size=4)
     hr, lr = batch["hr"], batch["lr"]
@@ -316,11 +316,11 @@ def test_real_volume_through_the_nifti_reader() -> None:
 )
 def test_bad_options_are_rejected(options, match) -> None:
     with pytest.raises(ValueError, match=match):
-        PatchSampler([np.ones((30, 30, 30))], **{"patch_shape": (8, 8, 8), **options})
+        PatchSampler([np.ones((30, 30, 30))], SamplerOptions(**{"patch_shape": (8, 8, 8), **options}))
 
 
 def test_bad_calls_are_rejected() -> None:
-    sampler = PatchSampler([np.ones((30, 30, 30))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+    sampler = PatchSampler([np.ones((30, 30, 30))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
     with pytest.raises(TypeError, match="np.random.Generator"):
         sampler.draw_factor_axis(0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
@@ -335,8 +335,8 @@ def test_noisy_target_carries_the_noise_the_lr_slices_average() -> None:
     ones = np.ones((40, 40, 72), np.float32)
     options = dict(patch_shape=(32, 32, 32), factor_range=(4.0, 4.0), axes=(2,),
                    profiles=("box",), snr_db_range=(20.0, 20.0), lr_halo=0)
-    noisy = PatchSampler([ones], noisy_target=True, **options)
-    clean = PatchSampler([ones], **options)
+    noisy = PatchSampler([ones], SamplerOptions(noisy_target=True, **options))
+    clean = PatchSampler([ones], SamplerOptions(**options))
     drawn = noisy.draw_params(np.random.default_rng(3), factor=4.0, axis=2)
     params = dataclasses.replace(drawn, origin=(*drawn.origin[:2], 8))  # on the LR grid
     item, reference = noisy.make_item(params), clean.make_item(params)
@@ -354,7 +354,7 @@ def test_noisy_target_carries_the_noise_the_lr_slices_average() -> None:
 @pytest.mark.parametrize(("factor", "profile", "origin_lr"), [(2.0, "gaussian", 3), (2.5, "box", 5)])
 def test_isotropic_patch_lr_equals_whole_volume_thick_slices_along_every_axis(factor, profile, origin_lr):
     values = _smooth_volume((60, 60, 60))
-    sampler = PatchSampler([values], patch_shape=(12, 12, 12), factor_range=(1.0, 3.0), lr_halo=1)
+    sampler = PatchSampler([values], SamplerOptions(patch_shape=(12, 12, 12), factor_range=(1.0, 3.0), lr_halo=1))
     origin = (round((origin_lr + 1) * factor),) * 3  # on the whole-volume lattice of every axis
     params = PatchParams(volume=0, origin=origin, axis=0, factor=factor, thickness=factor,
                          profile=profile, isotropic=True)  # fmt: skip
@@ -372,8 +372,8 @@ def test_isotropic_patch_lr_equals_whole_volume_thick_slices_along_every_axis(fa
 
 
 def test_isotropic_batches_are_drawn_with_their_own_factor_range():
-    sampler = PatchSampler([_smooth_volume((40, 40, 40))], patch_shape=(8, 8, 8), factor_range=(3.0, 4.0),
-                           isotropic_probability=0.5, isotropic_factor_range=(1.5, 2.0))  # fmt: skip
+    sampler = PatchSampler([_smooth_volume((40, 40, 40))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(3.0, 4.0),
+                           isotropic_probability=0.5, isotropic_factor_range=(1.5, 2.0)))  # fmt: skip
     rng = np.random.default_rng(2)
     batches = [sampler.sample_batch(rng, batch_size=2) for _ in range(24)]
     isotropic = [b for b in batches if b["params"]["isotropic"][0] == 1]

@@ -34,8 +34,8 @@ def test_a_pair_is_the_scan_thick_sliced_along_an_in_plane_axis_and_swapped_into
     normalised = np.clip(scan / sampler.stats[0].reference, 0, 1)
     swapped = np.transpose(normalised, (0, 2, 1))
     expected = thick_slice(swapped, axis=2, factor=4.0)  # volsr.degrade on the same axis
-    first = 12 // 4 - sampler.lr_halo
-    length = lr_tile_length(8, 4.0, halo=sampler.lr_halo)
+    first = 12 // 4 - sampler.options.lr_halo
+    length = lr_tile_length(8, 4.0, halo=sampler.options.lr_halo)
     np.testing.assert_allclose(item["lr"][0].numpy(), expected[5:13, 2:10, first:first + length], atol=1e-5)
     np.testing.assert_allclose(item["hr"][0].numpy(), swapped[5:13, 2:10, 12:20], atol=1e-6)
     assert all(p[2] != 2 for p in sampler.permutations)  # the slice position always holds an in-plane axis

@@ -6,6 +6,7 @@ from volsr.data.blocks import BlockCache, VolumeStats, read_box, volume_stats
 from volsr.data.dataset import PatchDataset
 from volsr.data.pairs import PatchParams
 from volsr.data.sampler import PatchSampler
+from volsr.data.sampler_options import SamplerOptions
 from volsr.data.transforms import (
     DEGRADE_PARAMS_KEY,
     RandThickSliceD,
@@ -26,6 +27,7 @@ __all__ = [
     "RandThickSliceD",
     "PatchParams",
     "PatchSampler",
+    "SamplerOptions",
     "PatchDataset",
     "BlockCache",
     "VolumeStats",

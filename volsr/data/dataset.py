@@ -50,7 +50,8 @@ class PatchDataset(IterableDataset):
 
     Examples
     --------
-    >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+    >>> from volsr.data import SamplerOptions
+    >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
     >>> data = PatchDataset(s, batch_size=2, seed=0, batches_per_epoch=3)
     >>> [tuple(b["hr"].shape) for b in data] == [(2, 1, 8, 8, 8)] * 3
     True
@@ -95,7 +96,8 @@ class PatchDataset(IterableDataset):
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+        >>> from volsr.data import SamplerOptions
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
         >>> d = PatchDataset(s, batch_size=1, seed=0); d.set_epoch(3); d.epoch
         3
         """

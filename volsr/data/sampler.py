@@ -49,14 +49,9 @@ import torch
 from torch.utils.data import default_collate
 
 from volsr.data._options import (
-    axis_subset,
     check_rng,
-    factor_range_option,
     intensity_transforms,
-    optional_range,
     positive_ints,
-    probability,
-    profile_subset,
 )
 from volsr.data.blocks import BlockCache, VolumeStats, read_box, volume_stats
 from volsr.data.pairs import (
@@ -70,6 +65,7 @@ from volsr.data.pairs import (
     source_box,
     tile_positions,
 )
+from volsr.data.sampler_options import SamplerOptions
 from volsr.errors import InvalidDataError
 from volsr.geometry import resampled_shape
 from volsr.io import load
@@ -96,63 +92,9 @@ class PatchSampler:
         :func:`volsr.io.load` specs (``"scan.nii.gz"``, ``"x.h5:/group/data"``,
         ``"x.zarr"``), volumes with axes ``("i", "j", "k")``, or arrays. Paths are reopened
         in every process; a Volume or array is pickled as it is (give paths to workers).
-    patch_shape : (3,) tuple of int
-        HR patch shape (voxels), in patch axis order.
-    factor_range : (2,) tuple of float
-        Slice factor ``f`` (slice spacing / HR voxel size), uniform in ``[low, high]``,
-        ``low >= 1``; one draw per batch.
-    integer_factors : bool
-        Draw ``f`` uniformly among the integers in ``factor_range`` instead.
-    axes : sequence of int
-        Patch axes that may be the slice axis (uniformly, one draw per batch).
-    thickness_ratio_range : (2,) tuple of float
-        Thickness / ``f``, uniform (> 0): below 1 leaves gaps, above 1 overlaps slices.
-    profiles : sequence of {"gaussian", "box"}
-        Slice profiles, chosen uniformly per item.
-    snr_db_range : (2,) tuple of float, optional
-        SNR (dB, :mod:`volsr.noise` convention on the normalised volume) of the Rician
-        noise added to each HR voxel before slice averaging; None: no noise.
-    noisy_target : bool
-        With noise, the target ``"hr"`` carries the same noise field as the voxels the LR
-        slices average (a real reference scan is noisy: the MSE-optimal estimate of it keeps
-        the noise the LR slices carry, and the Rician floor of the background); False: the
-        clean patch (the network also learns to denoise).
-    isotropic_probability : float
-        Probability in [0, 1] that a batch is degraded alike along all three axes (an
-        isotropic low-resolution acquisition, for arbitrary-scale models) instead of along
-        one slice axis.
-    isotropic_factor_range : (2,) tuple of float, optional
-        Factor range of those batches (default: ``factor_range``).
-    lr_halo : int
-        Extra LR slices on each side of the patch in the LR tile (>= 0).
-    p_foreground : float
-        Probability in [0, 1] that a patch centre is drawn from foreground cells.
-    foreground_threshold : float
-        Normalised intensity above which a voxel is foreground, in [0, 1).
-    foreground_cell : int
-        Foreground map cell edge (voxels, >= 1).
-    zoom_range : (2,) tuple of float, optional
-        Voxel size multiplier, uniform per item (e.g. ``(0.7, 1.3)``); None: no resampling.
-    permute_axes : bool
-        Permute the volume axes uniformly at random per item (the slice axis then falls
-        on any anatomical axis).
-    flip_axes : sequence of int
-        Patch axes each reversed with probability 1/2 per item.
-    scale_range, shift_range : (2,) tuple of float, optional
-        Intensity ``x * s + t`` with ``s``, ``t`` uniform in these ranges (MONAI
-        ``RandScaleIntensity`` / ``RandShiftIntensity``); None: off.
-    bias_field_range : (2,) tuple of float, optional
-        MONAI ``RandBiasField`` ``coeff_range`` (e.g. ``(0.0, 0.05)``); the multiplicative
-        field spans the whole volume (drawn on a 17^3 grid over it, linearly interpolated at
-        the patch); None: off.
-    bias_field_degree : int
-        Polynomial degree of the bias field (>= 1).
-    percentile : float
-        Intensity reference percentile in (0, 100].
-    cache_bytes : int
-        Bound of the block cache (bytes, per process).
-    stats_voxels : int
-        Most voxels read per volume for the statistics (strided beyond that).
+    options : SamplerOptions, optional
+        How pairs are drawn (:class:`volsr.data.sampler_options.SamplerOptions`; default:
+        its defaults).
 
     Raises
     ------
@@ -164,70 +106,27 @@ class PatchSampler:
     Examples
     --------
     >>> x = np.zeros((24, 24, 24), np.float32); x[4:20, 4:20, 4:20] = 1.0
-    >>> s = PatchSampler([Volume(x, np.eye(4), ("i", "j", "k"))], patch_shape=(8, 8, 8),
-    ...                  factor_range=(2.0, 2.0), axes=(2,))
+    >>> s = PatchSampler([Volume(x, np.eye(4), ("i", "j", "k"))], SamplerOptions(patch_shape=(8, 8, 8),
+    ... factor_range=(2.0, 2.0), axes=(2,)))
     >>> batch = s.sample_batch(np.random.default_rng(0), batch_size=2)
     >>> tuple(batch["lr"].shape), tuple(batch["hr"].shape), len(batch["positions"][2])
     ((2, 1, 8, 8, 6), (2, 1, 8, 8, 8), 8)
     """
 
-    def __init__(
-        self,
-        volumes: Sequence[VolumeSpec],
-        *,
-        patch_shape: tuple[int, int, int] = (64, 64, 64),
-        factor_range: tuple[float, float] = (2.0, 5.0),
-        integer_factors: bool = False,
-        axes: Sequence[int] = (0, 1, 2),
-        thickness_ratio_range: tuple[float, float] = (1.0, 1.0),
-        profiles: Sequence[str] = ("gaussian",),
-        snr_db_range: tuple[float, float] | None = None,
-        noisy_target: bool = False,
-        isotropic_probability: float = 0.0,
-        isotropic_factor_range: tuple[float, float] | None = None,
-        lr_halo: int = 1,
-        p_foreground: float = 0.9,
-        foreground_threshold: float = 0.1,
-        foreground_cell: int = 8,
-        zoom_range: tuple[float, float] | None = None,
-        permute_axes: bool = False,
-        flip_axes: Sequence[int] = (),
-        scale_range: tuple[float, float] | None = None,
-        shift_range: tuple[float, float] | None = None,
-        bias_field_range: tuple[float, float] | None = None,
-        bias_field_degree: int = 3,
-        percentile: float = 99.9,
-        cache_bytes: int = 512 * 2**20,
-        stats_voxels: int = 2**24,
-    ) -> None:
+    def __init__(self, volumes: Sequence[VolumeSpec], options: SamplerOptions | None = None) -> None:
         self.specs = tuple(volumes)
         if not self.specs:
             raise ValueError("volumes must name at least one volume, got none")
-        self.patch_shape = positive_ints(patch_shape, "patch_shape", 3, minimum=1)
-        self.factor_range = factor_range_option(factor_range, integer=integer_factors)
-        self.integer_factors = bool(integer_factors)
-        self.axes = axis_subset(axes, "axes", allow_empty=False)
-        self.flip_axes = axis_subset(flip_axes, "flip_axes", allow_empty=True)
-        self.thickness_ratio_range = optional_range(thickness_ratio_range, "thickness_ratio_range", 0.0)
-        self.profiles = profile_subset(profiles)
-        self.snr_db_range = optional_range(snr_db_range, "snr_db_range", -math.inf)
-        self.noisy_target = bool(noisy_target)
-        self.isotropic_probability = probability(isotropic_probability, "isotropic_probability")
-        iso_range = self.factor_range if isotropic_factor_range is None else isotropic_factor_range
-        self.isotropic_factor_range = factor_range_option(iso_range, integer=integer_factors)
-        self.zoom_range = optional_range(zoom_range, "zoom_range", 0.0)
-        (self.lr_halo,) = positive_ints((lr_halo,), "lr_halo", 1, minimum=0)
-        self.p_foreground = probability(p_foreground, "p_foreground")
-        self.permute_axes = bool(permute_axes)
-        self._augment, self._bias = intensity_transforms(scale_range, shift_range, bias_field_range,
-                                                         bias_field_degree)  # fmt: skip
-        self.cache = BlockCache(max_bytes=cache_bytes)
+        self.options = options = SamplerOptions() if options is None else options
+        self._augment, self._bias = intensity_transforms(options.scale_range, options.shift_range,
+                                                         options.bias_field_range, options.bias_field_degree)  # fmt: skip
+        self.cache = BlockCache(max_bytes=options.cache_bytes)
         self._pid, self._handles = os.getpid(), {}
         self.shapes = tuple(self._open(i).spatial_shape for i in range(len(self.specs)))
         self._check_sizes()
         stats = functools.partial(
-            volume_stats, percentile=percentile, threshold=foreground_threshold,
-            cell=foreground_cell, max_voxels=stats_voxels,
+            volume_stats, percentile=options.percentile, threshold=options.foreground_threshold,
+            cell=options.foreground_cell, max_voxels=options.stats_voxels,
         )  # fmt: skip
         self.stats: tuple[VolumeStats, ...] = tuple(stats(self._open(i).data) for i in range(len(self.specs)))
 
@@ -278,16 +177,16 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
         >>> s.valid_origins(0, factor=2.0, axis=2)
         ((0, 12), (0, 12), (2, 10))
         """
         _, zoomed = self._frames(volume, permutation, zoom)
-        ranges = origin_ranges(zoomed, self.patch_shape, slice_axes=(0, 1, 2) if isotropic else (axis,),
-                               factor=factor, halo=self.lr_halo)  # fmt: skip
+        ranges = origin_ranges(zoomed, self.options.patch_shape, slice_axes=(0, 1, 2) if isotropic else (axis,),
+                               factor=factor, halo=self.options.lr_halo)  # fmt: skip
         if any(low > high for low, high in ranges):
             raise ValueError(f"volume {volume} (shape {zoomed} after zoom {zoom}, permutation "
-                             f"{permutation}) is too small for patch {self.patch_shape} at factor "
+                             f"{permutation}) is too small for patch {self.options.patch_shape} at factor "
                              f"{factor} along axis {'0, 1, 2' if isotropic else axis}")  # fmt: skip
         return tuple(ranges)
 
@@ -311,17 +210,17 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 3), axes=(1,))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 3), axes=(1,)))
         >>> s.draw_factor_axis(np.random.default_rng(0))[1]
         1
         """
         check_rng(rng)
-        factor = self._draw_factor(rng, self.factor_range)
-        return factor, int(self.axes[rng.integers(len(self.axes))])
+        factor = self._draw_factor(rng, self.options.factor_range)
+        return factor, int(self.options.axes[rng.integers(len(self.options.axes))])
 
     def _draw_factor(self, rng: np.random.Generator, bounds: tuple[float, float]) -> float:
         low, high = bounds
-        if self.integer_factors:
+        if self.options.integer_factors:
             return float(rng.integers(math.ceil(low), math.floor(high) + 1))
         return float(rng.uniform(low, high))
 
@@ -353,26 +252,26 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
         >>> s.draw_params(np.random.default_rng(0), factor=2.0, axis=0).factor
         2.0
         """
         check_rng(rng)
         volume = int(rng.integers(len(self.specs)))
         permutation = (0, 1, 2)
-        if self.permute_axes:
+        if self.options.permute_axes:
             permutation = tuple(int(v) for v in rng.permutation(3))
         flips = [False, False, False]
-        for d in self.flip_axes:
+        for d in self.options.flip_axes:
             flips[d] = bool(rng.random() < 0.5)
-        zoom = 1.0 if self.zoom_range is None else float(rng.uniform(*self.zoom_range))
-        thickness = factor * float(rng.uniform(*self.thickness_ratio_range))
-        profile = self.profiles[int(rng.integers(len(self.profiles)))]
+        zoom = 1.0 if self.options.zoom_range is None else float(rng.uniform(*self.options.zoom_range))
+        thickness = factor * float(rng.uniform(*self.options.thickness_ratio_range))
+        profile = self.options.profiles[int(rng.integers(len(self.options.profiles)))]
         noise = None
-        if self.snr_db_range is not None:
+        if self.options.snr_db_range is not None:
             noise = sample_noise_params(
                 rng,
-                snr_db_range=self.snr_db_range,
+                snr_db_range=self.options.snr_db_range,
                 reference_level=self.stats[volume].foreground_mean,
             )
         seed = -1 if self._augment is None and self._bias is None else int(rng.integers(2**32))
@@ -407,7 +306,7 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
         >>> p = PatchParams(volume=0, origin=(0, 0, 2), axis=2, factor=2.0, thickness=2.0)
         >>> float(s.make_item(p)["lr"].max())
         1.0
@@ -424,12 +323,12 @@ class PatchSampler:
         slicers = {
             d: slice_weights(
                 zoomed[d], origin=params.origin[d], factor=params.factor,
-                thickness=params.thickness, profile=params.profile, halo=self.lr_halo,
-                lr_length=lr_tile_length(self.patch_shape[d], params.factor, halo=self.lr_halo),
+                thickness=params.thickness, profile=params.profile, halo=self.options.lr_halo,
+                lr_length=lr_tile_length(self.options.patch_shape[d], params.factor, halo=self.options.lr_halo),
             )
             for d in params.degraded_axes
         }  # fmt: skip
-        needed = [(o, o + p) for o, p in zip(params.origin, self.patch_shape)]
+        needed = [(o, o + p) for o, p in zip(params.origin, self.options.patch_shape)]
         for d, slicer in slicers.items():
             needed[d] = (min(needed[d][0], int(slicer.indices.min())),
                          max(needed[d][1], int(slicer.indices.max()) + 1))  # fmt: skip
@@ -437,9 +336,9 @@ class PatchSampler:
         region = augment_intensity(region, seed=params.augment_seed, needed=needed, frame=zoomed,
                                    bias=self._bias, augment=self._augment)  # fmt: skip
         noisy = region if params.noise is None else rician_noise(region, params.noise)
-        target = noisy if self.noisy_target else region
+        target = noisy if self.options.noisy_target else region
         hr = target[tuple(slice(o - a, o - a + p)
-                          for o, (a, _), p in zip(params.origin, needed, self.patch_shape))]  # fmt: skip
+                          for o, (a, _), p in zip(params.origin, needed, self.options.patch_shape))]  # fmt: skip
         lr = noisy
         for d, slicer in slicers.items():
             lr = apply_matrix(lr, slicer[:, needed[d][0] : needed[d][1]], d)
@@ -474,16 +373,16 @@ class PatchSampler:
 
         Examples
         --------
-        >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+        >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
         >>> s.sample_batch(np.random.default_rng(0), batch_size=3)["params"]["factor"].tolist()
         [2.0, 2.0, 2.0]
         """
         positive_ints((batch_size,), "batch_size", 1, minimum=1)
         factor, axis = self.draw_factor_axis(rng)
         # Drawn only when configured, so a thick-slice stream stays what it was.
-        isotropic = self.isotropic_probability > 0 and rng.random() < self.isotropic_probability
+        isotropic = self.options.isotropic_probability > 0 and rng.random() < self.options.isotropic_probability
         if isotropic:
-            factor = self._draw_factor(rng, self.isotropic_factor_range)
+            factor = self._draw_factor(rng, self.options.isotropic_factor_range)
         items = [
             self.make_item(self.draw_params(rng, factor=factor, axis=axis, isotropic=isotropic))
             for _ in range(batch_size)
@@ -513,9 +412,9 @@ class PatchSampler:
         return volume
 
     def _positions(self, factor: float, axes: Sequence[int]) -> tuple[np.ndarray, ...]:
-        grid = [np.arange(n, dtype=np.float64) for n in self.patch_shape]
+        grid = [np.arange(n, dtype=np.float64) for n in self.options.patch_shape]
         for d in axes:
-            grid[d] = tile_positions(self.patch_shape[d], factor, halo=self.lr_halo)
+            grid[d] = tile_positions(self.options.patch_shape[d], factor, halo=self.options.lr_halo)
         return tuple(grid)
 
     def _frames(
@@ -528,18 +427,18 @@ class PatchSampler:
 
     def _check_sizes(self) -> None:
         # Sufficient for every factor <= the largest: m f < P + (2 h + 1) f, plus rounding.
-        f_max, h = self.factor_range[1], self.lr_halo
-        f_iso = self.isotropic_factor_range[1] if self.isotropic_probability > 0 else 0.0
-        factors = [max(f_max if d in self.axes else 0.0, f_iso) for d in range(3)]
-        needs = [p + ((2 * h + 1) * f + 2 if f else 0) for p, f in zip(self.patch_shape, factors)]
-        zoom = 1.0 if self.zoom_range is None else self.zoom_range[1]
+        f_max, h = self.options.factor_range[1], self.options.lr_halo
+        f_iso = self.options.isotropic_factor_range[1] if self.options.isotropic_probability > 0 else 0.0
+        factors = [max(f_max if d in self.options.axes else 0.0, f_iso) for d in range(3)]
+        needs = [p + ((2 * h + 1) * f + 2 if f else 0) for p, f in zip(self.options.patch_shape, factors)]
+        zoom = 1.0 if self.options.zoom_range is None else self.options.zoom_range[1]
         for index, shape in enumerate(self.shapes):
             zoomed = shape if zoom == 1.0 else resampled_shape(shape, (1.0 / zoom,) * 3)
-            wanted = [max(needs)] * 3 if self.permute_axes else needs
+            wanted = [max(needs)] * 3 if self.options.permute_axes else needs
             if any(n < w for n, w in zip(zoomed, wanted)):
                 raise ValueError(
                     f"volume {index} of shape {shape} ({tuple(zoomed)} at zoom {zoom}) is too "
-                    f"small: patch {self.patch_shape} with factors up to {f_max} and lr_halo "
+                    f"small: patch {self.options.patch_shape} with factors up to {f_max} and lr_halo "
                     f"{h} needs at least {tuple(math.ceil(w) for w in wanted)} voxels"
                 )
 
@@ -557,9 +456,9 @@ class PatchSampler:
         ranges = self.valid_origins(
             volume, factor=factor, axis=axis, zoom=zoom, permutation=permutation, isotropic=isotropic
         )
-        half = [p // 2 for p in self.patch_shape]
+        half = [p // 2 for p in self.options.patch_shape]
         centre = None
-        if rng.random() < self.p_foreground:
+        if rng.random() < self.options.p_foreground:
             original, zoomed = self._frames(volume, permutation, zoom)
             centre = foreground_centre(
                 rng, self.stats[volume].foreground, cell=self.stats[volume].cell,

@@ -20,6 +20,7 @@ import numpy as np
 from volsr.data._options import check_rng
 from volsr.data.pairs import PatchParams
 from volsr.data.sampler import PatchSampler, VolumeSpec
+from volsr.data.sampler_options import SamplerOptions
 from volsr.errors import TooSmallForPairsError
 
 __all__ = ["SelfPairSampler", "Slab", "central_slab"]
@@ -100,16 +101,16 @@ class SelfPairSampler(PatchSampler):
             raise ValueError(f"the slab must lie along an in-plane axis, got axis {slab[0]} (slice axis {slice_axis})")
         self.slice_axis, self.slab, self.inside = slice_axis, slab, bool(inside)
         self.thickness_ratio = float(thickness_ratio)
-        super().__init__(
-            [volume], patch_shape=(patch,) * 3, factor_range=(factor, factor), axes=(slice_axis,),
+        super().__init__([volume], SamplerOptions(
+            patch_shape=(patch,) * 3, factor_range=(factor, factor), axes=(slice_axis,),
             thickness_ratio_range=(thickness_ratio, thickness_ratio), profiles=(profile,),
             lr_halo=lr_halo, flip_axes=(0, 1, 2), permute_axes=True,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def _check_sizes(self) -> None:
         # Overrides the parent's check: the slice axis only ever holds a plain patch axis.
-        shape, (patch, factor) = self.shapes[0], (self.patch_shape[0], self.factor_range[1])
-        degraded = patch + (2 * self.lr_halo + 1) * factor + 2
+        shape, (patch, factor) = self.shapes[0], (self.options.patch_shape[0], self.options.factor_range[1])
+        degraded = patch + (2 * self.options.lr_halo + 1) * factor + 2
         self.permutations = [
             p for p in itertools.permutations(range(3))
             if p[self.slice_axis] != self.slice_axis and shape[p[self.slice_axis]] >= degraded
@@ -162,19 +163,19 @@ class SelfPairSampler(PatchSampler):
             if self.slab is not None and self.inside:
                 origin = self._into_slab(rng, origin, permutation, flips)
             params = PatchParams(volume=0, origin=origin, axis=axis, factor=factor,
-                                 thickness=factor * self.thickness_ratio, profile=self.profiles[0],
+                                 thickness=factor * self.thickness_ratio, profile=self.options.profiles[0],
                                  permutation=permutation, flips=flips)  # fmt: skip
             if self.respects_slab(params):
                 return params
         where = "inside" if self.inside else "outside"
-        raise TooSmallForPairsError(f"no patch of {self.patch_shape[0]} voxels fits {where} the slab {self.slab} "
+        raise TooSmallForPairsError(f"no patch of {self.options.patch_shape[0]} voxels fits {where} the slab {self.slab} "
                                     f"of a volume of shape {self.shapes[0]}")  # fmt: skip
 
     def _into_slab(self, rng: np.random.Generator, origin: tuple[int, ...], permutation: tuple[int, ...],
                    flips: tuple[bool, ...]) -> tuple[int, ...]:
         # Inside pairs never degrade the slab's axis (see _check_sizes): its range is the patch's.
         axis, low, high = self.slab
-        d, n, patch = permutation.index(axis), self.shapes[0][axis], self.patch_shape[0]
+        d, n, patch = permutation.index(axis), self.shapes[0][axis], self.options.patch_shape[0]
         low, high = (n - high, n - low) if flips[d] else (low, high)
         moved = list(origin)
         moved[d] = int(rng.integers(low, max(low, high - patch) + 1))
@@ -210,8 +211,8 @@ class SelfPairSampler(PatchSampler):
         ((2, 10), (0, 36))
         """
         d = params.permutation.index(axis)
-        n, patch = self.shapes[params.volume][axis], self.patch_shape[d]
-        margin = math.ceil((self.lr_halo + 1) * params.factor + 2 * params.thickness) if d == params.axis else 0
+        n, patch = self.shapes[params.volume][axis], self.options.patch_shape[d]
+        margin = math.ceil((self.options.lr_halo + 1) * params.factor + 2 * params.thickness) if d == params.axis else 0
         start, stop = max(params.origin[d] - margin, 0), min(params.origin[d] + patch + margin, n)
         return (n - stop, n - start) if params.flips[d] else (start, stop)
 

@@ -247,24 +247,23 @@ def build_batches(
     ...
     ValueError: data.batch_size = 3 must be divisible by the number of processes (2)
     """
-    from volsr.data.sampler import PatchSampler
+    from volsr.data import PatchSampler, SamplerOptions
 
     if config.batch_size % world:
         raise ValueError(f"data.batch_size = {config.batch_size} must be divisible by the "
                          f"number of processes ({world})")
     paths = [p for pattern in config.volumes for p in resolve_data_paths(pattern)]
-    sampler = PatchSampler(
-        [str(p) for p in paths], patch_shape=config.patch, factor_range=config.factor_range,
-        integer_factors=config.integer_factors, axes=config.slice_axes,
-        thickness_ratio_range=config.thickness_ratio_range, profiles=config.profiles,
+    options = SamplerOptions(
+        patch_shape=config.patch, factor_range=config.factor_range, integer_factors=config.integer_factors,
+        axes=config.slice_axes, thickness_ratio_range=config.thickness_ratio_range, profiles=config.profiles,
         snr_db_range=config.snr_db_range, noisy_target=config.noisy_target,
-        isotropic_probability=config.isotropic_probability,
-        isotropic_factor_range=config.isotropic_factor_range, lr_halo=config.lr_halo,
-        p_foreground=config.p_foreground, zoom_range=config.zoom_range,
-        permute_axes=config.permute_axes, flip_axes=config.flip_axes,
-        scale_range=config.scale_range, shift_range=config.shift_range,
-        bias_field_range=config.bias_field_range, cache_bytes=config.cache_mb * 2**20,
-    )
+        isotropic_probability=config.isotropic_probability, isotropic_factor_range=config.isotropic_factor_range,
+        lr_halo=config.lr_halo, p_foreground=config.p_foreground, zoom_range=config.zoom_range,
+        permute_axes=config.permute_axes, flip_axes=config.flip_axes, scale_range=config.scale_range,
+        shift_range=config.shift_range, bias_field_range=config.bias_field_range,
+        cache_bytes=config.cache_mb * 2**20,
+    )  # fmt: skip
+    sampler = PatchSampler([str(p) for p in paths], options)
     batches = batch_stream(sampler, batch_size=config.batch_size // world, seed=seed, rank=rank,
                            workers=config.workers)  # fmt: skip
     root = shared_data_root()
@@ -297,8 +296,8 @@ def batch_stream(sampler: Any, *, batch_size: int, seed: int, rank: int = 0, wor
 
     Examples
     --------
-    >>> from volsr.data.sampler import PatchSampler
-    >>> s = PatchSampler([np.ones((20, 20, 20))], patch_shape=(8, 8, 8), factor_range=(2, 2))
+    >>> from volsr.data import PatchSampler, SamplerOptions
+    >>> s = PatchSampler([np.ones((20, 20, 20))], SamplerOptions(patch_shape=(8, 8, 8), factor_range=(2, 2)))
     >>> tuple(next(batch_stream(s, batch_size=2, seed=0)(0))["hr"].shape)
     (2, 1, 8, 8, 8)
     """
