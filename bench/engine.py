@@ -111,7 +111,7 @@ def _rss_mib() -> float:
 
 def _method(name: str, shape, scale, workdir: str) -> dict:
     from volsr import io
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, upsample_to_store
     from volsr.volume import Volume
 
     work = Path(workdir)
@@ -121,9 +121,9 @@ def _method(name: str, shape, scale, workdir: str) -> dict:
     budget = _budget_of(name)
 
     def run_volsr() -> Path:
-        return upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr",
-                                 scale=scale, model=net, quiet=True, overwrite=True, max_memory=budget,
-                                 blend="gaussian" if "gauss" in name else "exact")  # fmt: skip
+        engine = EngineOptions(quiet=True, max_memory=budget, blend="gaussian" if "gauss" in name else "exact")
+        return upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), work / f"{name}.zarr", scale=scale,
+                                 model=net, overwrite=True, options=engine)  # fmt: skip
 
     rate_before = _conv_rate() if name.startswith("volsr-exact") else None
     start = time.perf_counter()
@@ -169,13 +169,13 @@ def _memory_method(name: str, source: str, scale, workdir: str) -> dict:
     """Peak RSS of one method on a Zarr input: volsr reads it chunk by chunk (``name`` is
     ``volsr@BUDGET``), MONAI needs it whole in memory (as its users load it)."""
     from volsr import io
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, upsample_to_store
 
     net = HRCNN().eval()
     start = time.perf_counter()
     if name.startswith("volsr"):
-        upsample_to_store(source, Path(workdir) / "mem.zarr", scale=scale, model=net, quiet=True,
-                          overwrite=True, max_memory=_budget_of(name))  # fmt: skip
+        upsample_to_store(source, Path(workdir) / "mem.zarr", scale=scale, model=net, overwrite=True,
+                          options=EngineOptions(quiet=True, max_memory=_budget_of(name)))  # fmt: skip
         shutil.rmtree(Path(workdir) / "mem.zarr")
     else:
         from monai.inferers import sliding_window_inference
@@ -222,10 +222,11 @@ def _make_input(path: Path, shape, dtype: str) -> None:
 
 
 def _size_run(source: str, output: str, scale, chunks) -> dict:
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, upsample_to_store
 
     start = time.perf_counter()
-    upsample_to_store(source, output, scale=scale, model="cubic", quiet=True, overwrite=True, chunks=chunks)
+    upsample_to_store(source, output, scale=scale, model="cubic", overwrite=True,
+                      options=EngineOptions(quiet=True, chunks=chunks))
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in Path(output).rglob("*") if p.is_file())
     return {"seconds": seconds, "rss_mib": _rss_mib(), "stored_bytes": size}

@@ -68,7 +68,7 @@ def engine_table(shape, scale, device: torch.device, budget: str, workdir: Path)
     from monai.inferers import sliding_window_inference
 
     from volsr import io
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, upsample_to_store
     from volsr.volume import Volume
 
     net = HRCNN().eval().to(device)
@@ -81,8 +81,9 @@ def engine_table(shape, scale, device: torch.device, budget: str, workdir: Path)
             return net(x, positions)[0, 0].cpu().numpy()
 
     def volsr_exact() -> np.ndarray:
-        path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), workdir / "volsr.zarr", scale=scale,
-                                 model=net, quiet=True, overwrite=True, max_memory=budget, device=device)
+        path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), workdir / "volsr.zarr",
+                                 scale=scale, model=net, overwrite=True,
+                                 options=EngineOptions(quiet=True, max_memory=budget, device=device))
         return io.load(path).numpy()
 
     def monai() -> np.ndarray:
@@ -108,7 +109,7 @@ def brain_seconds(device: torch.device, workdir: Path) -> tuple[str, tuple[int, 
     from volsr import io
     from volsr.datasets import icbm152_t1_path
     from volsr.degrade import thick_slice
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, upsample_to_store
     from volsr.models import default_model_name
 
     hr = io.load(icbm152_t1_path())
@@ -117,8 +118,8 @@ def brain_seconds(device: torch.device, workdir: Path) -> tuple[str, tuple[int, 
     io.save(lr, source, overwrite=True)
     model = default_model_name(spectral=False, scale=(1.0, 1.0, 4.0))
     start = time.perf_counter()
-    upsample_to_store(source, workdir / "sr.zarr", scale=(1, 1, 4), model=model, device=device, quiet=True,
-                      overwrite=True)  # fmt: skip
+    upsample_to_store(source, workdir / "sr.zarr", scale=(1, 1, 4), model=model, overwrite=True,
+                      options=EngineOptions(device=device, quiet=True))  # fmt: skip
     _synchronise(device)
     return model, lr.shape, time.perf_counter() - start
 

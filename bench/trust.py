@@ -49,7 +49,7 @@ from volsr import io
 from volsr.data.hsi import make_pair
 from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.degrade import thick_slice
-from volsr.engine import upsample_to_store
+from volsr.engine import EngineOptions, TrustOptions, upsample_to_store
 from volsr.metrics import psnr, ssim
 from volsr.noise import with_white_matter_noise
 from volsr.train.validation import prepare_case
@@ -72,9 +72,10 @@ CUBES = {
 TRAINED_X2 = ("paviaU", "muufl")
 
 
-def _timed(**kwargs) -> float:
+def _timed(source: str, output: Path | str, *, self_ensemble: bool | None, trust: TrustOptions | None = None,
+           **run) -> float:  # fmt: skip
     started = time.perf_counter()
-    upsample_to_store(quiet=True, **kwargs)
+    upsample_to_store(source, output, options=EngineOptions(quiet=True, self_ensemble=self_ensemble), trust=trust, **run)
     return time.perf_counter() - started
 
 
@@ -91,9 +92,9 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
     common = dict(source=str(source), scale=case.scale, model=name_only, overwrite=True,
                   self_ensemble=True if mode == "se" else None)
     plain_s = _timed(output=folder / "plain.nii.gz", **common)
-    trust_s = _timed(output=folder / "sr.nii.gz", uncertainty=folder / "u.nii.gz", consistency=folder / "c.nii.gz",
-                     **common)  # fmt: skip
-    _timed(output=folder / "enforced.nii.gz", enforce_consistency=True, **common)
+    trust_s = _timed(output=folder / "sr.nii.gz", trust=TrustOptions(uncertainty=folder / "u.nii.gz",
+                                                                     consistency=folder / "c.nii.gz"), **common)  # fmt: skip
+    _timed(output=folder / "enforced.nii.gz", trust=TrustOptions(enforce_consistency=True), **common)
     sr = io.load(folder / "sr.nii.gz").numpy()
     width = io.load(folder / "u.nii.gz").numpy()
     enforced = io.load(folder / "enforced.nii.gz").numpy()
@@ -123,7 +124,7 @@ def cube_row(name: str, factor: int, model: str, folder: Path) -> str | None:
     common = dict(source=f"{folder / 'lr.mat'}:lr", scale=factor, model=registry_name, overwrite=True,
                   self_ensemble=False if mode == "nose" else None)
     plain_s = _timed(output=f"{folder / 'plain.mat'}:sr", **common)
-    trust_s = _timed(output=f"{folder / 'sr.mat'}:sr", uncertainty=f"{folder / 'u.mat'}:u", **common)
+    trust_s = _timed(output=f"{folder / 'sr.mat'}:sr", trust=TrustOptions(uncertainty=f"{folder / 'u.mat'}:u"), **common)
     width = io.load(f"{folder / 'u.mat'}:u").numpy()
     error = io.load(f"{folder / 'sr.mat'}:sr").numpy() - pair.hr
     rho = stats.spearmanr(width.ravel()[::7], np.abs(error).ravel()[::7]).statistic
@@ -141,8 +142,9 @@ def cube_table(names: Sequence[str], factors: Sequence[int], models: Sequence[st
             warm = Volume(make_pair(held_out_cube(CUBES["paviaU"])[:, :, :8], scale=factor).lr, np.eye(4),
                           ("i", "j", "band"))  # fmt: skip
             base = model.partition("+")[0]
-            upsample_to_store(warm, folder / "warm.zarr", scale=factor, overwrite=True, quiet=True,
-                              model=f"attn1d2d.x{factor}" if base == "attn1d2d" else base)  # fmt: skip
+            upsample_to_store(warm, folder / "warm.zarr", scale=factor, overwrite=True,
+                              model=f"attn1d2d.x{factor}" if base == "attn1d2d" else base,
+                              options=EngineOptions(quiet=True))  # fmt: skip
     for name in names:
         for factor in factors:
             for model in models:
@@ -180,8 +182,8 @@ def volume_table(args: argparse.Namespace, folder: Path) -> None:
     print("|---|---|---|---|---|---|---|---|---|")  # noqa: T201
     warm = prepare_case(io.load(icbm152_t1_path()), name="warm", factor=4, axis=2, crop=(32,) * 3)
     for model in args.models.split(","):  # first-call costs (imports, weights) out of the timings
-        upsample_to_store(warm.lr, folder / "warm.zarr", scale=warm.scale, model=model.split("+")[0], quiet=True,
-                          overwrite=True)  # fmt: skip
+        upsample_to_store(warm.lr, folder / "warm.zarr", scale=warm.scale, model=model.split("+")[0],
+                          overwrite=True, options=EngineOptions(quiet=True))  # fmt: skip
     for name in args.volumes.split(","):
         rel = VOLUMES[name]
         path = icbm152_t1_path() if rel is None else shared_data_root() / rel

@@ -31,13 +31,19 @@ from volsr.bids import (
 from volsr.bids import run as run_module
 from volsr.bids.layout import ENTITY_ORDER, AnatImage
 from volsr.bids.run import pending_path
-from volsr.engine import sizing, upsample_to_store
+from volsr.engine import EngineOptions, sizing, upsample_to_store
 from volsr.engine import store as store_module
 from volsr.engine.manifest import content_digest, model_identity
 from volsr.errors import OutputExistsError, VolsrError
 from volsr.models import create_model
 
-LINEAR = {"scale": (1, 1, 4), "model": "linear", "quiet": True}
+
+def _engine_run(arguments: dict) -> dict:
+    """``run_participant``'s arguments as ``upsample_to_store`` takes them (its engine options)."""
+    return {**{k: v for k, v in arguments.items() if k != "quiet"}, "options": EngineOptions(quiet=arguments["quiet"])}
+
+
+LINEAR = {"scale": (1, 1, 4), "model": "linear", "quiet": True}  # run_participant's arguments
 OUTPUTS = [
     "sub-01/anat/sub-01_res-volsr_T1w.nii.gz",
     "sub-01/anat/sub-01_acq-fast_res-volsr_T2w.nii.gz",
@@ -129,7 +135,7 @@ def test_each_output_equals_upsample_to_store_on_its_source(raw, tmp_path):
     sources = {"sub-01/anat/sub-01_T1w.nii.gz": OUTPUTS[0],
                "sub-02/ses-1/anat/sub-02_ses-1_rec-norm_FLAIR.nii.gz": OUTPUTS[3]}  # fmt: skip
     for relpath, output in sources.items():
-        reference = upsample_to_store(raw / relpath, tmp_path / "reference.nii.gz", overwrite=True, **LINEAR)
+        reference = upsample_to_store(raw / relpath, tmp_path / "reference.nii.gz", overwrite=True, **_engine_run(LINEAR))
         got, want = io.load(out / output), io.load(reference)
         assert got.shape == (12, 10, 16)
         np.testing.assert_array_equal(got.numpy(), want.numpy())
@@ -207,7 +213,7 @@ def test_a_killed_file_continues_with_the_engine_resume(tmp_path, monkeypatch):
     assert [r.status for r in run_participant(raw, out, **LINEAR)] == ["resumed"]
     assert len(calls) == 2  # only the tasks the killed run had not finished
     assert sidecar.exists() and not pending_path(sidecar).exists()
-    reference = upsample_to_store(raw / "sub-01/anat/sub-01_T1w.nii.gz", tmp_path / "ref.nii.gz", **LINEAR)
+    reference = upsample_to_store(raw / "sub-01/anat/sub-01_T1w.nii.gz", tmp_path / "ref.nii.gz", **_engine_run(LINEAR))
     np.testing.assert_array_equal(io.load(output).numpy(), io.load(reference).numpy())
 
 
@@ -384,7 +390,7 @@ def test_a_killed_overwrite_run_continues_with_overwrite(tmp_path, monkeypatch):
     assert lines[1].endswith("resuming an unfinished run")
     assert len(calls) == 2 + 3  # the second image's 2 remaining tasks, the third image's 3
     for image, output in zip(find_anatomical(raw), (first, second, third), strict=True):
-        reference = upsample_to_store(image.path, tmp_path / "ref.nii.gz", overwrite=True, **nearest)
+        reference = upsample_to_store(image.path, tmp_path / "ref.nii.gz", overwrite=True, **_engine_run(nearest))
         np.testing.assert_array_equal(io.load(output).numpy(), io.load(reference).numpy())
         sidecar = output.with_name(output.name.replace(".nii.gz", ".json"))
         assert json.loads(sidecar.read_text())["SuperResolution"]["GeneratedBy"]["Model"] == "nearest"
@@ -419,7 +425,7 @@ def test_overwrite_restarts_an_unfinished_run_the_engine_cannot_continue(tmp_pat
     with pytest.raises(VolsrError, match="cannot resume"):
         run_participant(raw, out, **nearest)
     assert [r.status for r in run_participant(raw, out, overwrite=True, **nearest)] == ["written"] * 3
-    reference = upsample_to_store(find_anatomical(raw)[0].path, tmp_path / "ref.nii.gz", **nearest)
+    reference = upsample_to_store(find_anatomical(raw)[0].path, tmp_path / "ref.nii.gz", **_engine_run(nearest))
     np.testing.assert_array_equal(io.load(first).numpy(), io.load(reference).numpy())
 
 
@@ -435,7 +441,7 @@ def test_a_changed_source_is_not_skipped(raw, tmp_path):
         run_participant(raw, out, **LINEAR)
     assert [r.status for r in run_participant(raw, out, overwrite=True, **LINEAR)] == [
         "written", "skipped", "skipped", "skipped"]
-    reference = upsample_to_store(source, tmp_path / "ref.nii.gz", **LINEAR)
+    reference = upsample_to_store(source, tmp_path / "ref.nii.gz", **_engine_run(LINEAR))
     np.testing.assert_array_equal(io.load(out / OUTPUTS[0]).numpy(), io.load(reference).numpy())
     sidecar = out / OUTPUTS[0].replace(".nii.gz", ".json")
     digest = content_digest([source])[0]

@@ -21,7 +21,7 @@ import torch
 
 from volsr import io
 from volsr.cli import main
-from volsr.engine import upsample, upsample_to_store
+from volsr.engine import EngineOptions, upsample, upsample_to_store
 from volsr.engine.manifest import finished_header
 from volsr.engine.normalise import input_scale
 from volsr.geometry import output_coordinates
@@ -198,7 +198,8 @@ def test_zarr_cube_runs_out_of_core_tile_by_tile(tmp_path: Path, network: Attn1D
         output_floor=SHIPPED_OUTPUT_FLOOR,
     )  # fmt: skip
     out = tmp_path / "sr.zarr"
-    upsample_to_store(stored, out, scale=4, model=net, chunks=(32, 32), tile=(32, 32), quiet=True)
+    upsample_to_store(stored, out, scale=4, model=net,
+                      options=EngineOptions(chunks=(32, 32), tile=(32, 32), quiet=True))
     options = finished_header(out)["options"]
     assert options["plan"]["tile"] == [32, 32] and options["tasks"] == 16
     result = io.load(out)
@@ -207,8 +208,8 @@ def test_zarr_cube_runs_out_of_core_tile_by_tile(tmp_path: Path, network: Attn1D
     np.testing.assert_allclose(result.numpy(), _whole_cube(network, cube), rtol=2e-5, atol=0.05)
     # A small memory budget alone makes the engine pick small tiles: several tasks, same result.
     small = tmp_path / "small.zarr"
-    upsample_to_store(stored, small, scale=4, model=net, chunks=(16, 16), max_memory="8M",
-                      quiet=True)  # fmt: skip
+    upsample_to_store(stored, small, scale=4, model=net,
+                      options=EngineOptions(chunks=(16, 16), max_memory="8M", quiet=True))  # fmt: skip
     options = finished_header(small)["options"]
     assert options["tasks"] > 1 and np.prod(options["plan"]["tile"]) < 128 * 112
     np.testing.assert_allclose(io.load(small).numpy(), result.numpy(), rtol=1e-5, atol=0.02)

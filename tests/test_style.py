@@ -1,6 +1,7 @@
 """Mechanical checks of STYLE.md: every module declares __all__ (R8), stays within the
-600-line budget (R8), public callables take no **kwargs (R3), and every import points down
-the layers of DESIGN.md (a module-level or function-level import alike)."""
+600-line budget (R8), public callables take no **kwargs (R3), no function takes more than 12
+parameters (options objects instead), and every import points down the layers of DESIGN.md
+(a module-level or function-level import alike)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,34 @@ def test_public_callables_take_no_var_keyword(name):
             continue
         kinds = [p.kind for p in signature.parameters.values()]
         assert inspect.Parameter.VAR_KEYWORD not in kinds, f"{name}.{attribute} takes **kwargs"
+
+
+#: Most parameters of any function (``self``/``cls`` not counted): beyond, an options dataclass.
+MAX_PARAMETERS = 12
+
+
+def _wide_functions(source: str) -> list[str]:
+    """``name (count)`` of the functions in ``source`` with more than MAX_PARAMETERS parameters."""
+    wide = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)] + ([a.vararg.arg] if a.vararg else [])
+            count = len([n for n in names if n not in ("self", "cls")])
+            if count > MAX_PARAMETERS:
+                wide.append(f"{node.name} ({count})")
+    return wide
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_no_function_takes_more_than_twelve_parameters(name):
+    assert _wide_functions(_path(name).read_text()) == []
+
+
+def test_the_parameter_count_is_checked():
+    thirteen = "def f(a, b, c, d, *, e, f, g, h, i, j, k, l, m): pass"
+    assert _wide_functions(thirteen) == ["f (13)"]
+    assert _wide_functions("class A:\n    def g(self, a, b, c, d, e, f, g, h, i, j, k, l): pass") == []
 
 
 def _layer(name: str) -> tuple[int, str]:

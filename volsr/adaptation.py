@@ -23,6 +23,7 @@ from torch import nn
 from volsr import io
 from volsr.acquisition import AcquisitionModel
 from volsr.engine.manifest import input_fingerprint, model_identity
+from volsr.engine.options import EngineOptions
 from volsr.engine.runstate import note
 from volsr.errors import TooSmallForPairsError
 from volsr.models.files import is_model_file, register_model_file
@@ -39,7 +40,7 @@ _ADAPTED_SUFFIX = ".volsr-adapted.safetensors"
 
 @contextlib.contextmanager
 def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factors: Sequence[float],
-                    acquisition: AcquisitionModel | None) -> Iterator[str | nn.Module]:
+                    acquisition: AcquisitionModel | None, engine: EngineOptions) -> Iterator[str | nn.Module]:
     """``volsr upsample``'s network: ``model`` itself, or with ``--adapt`` fine-tuned on the input.
 
     The adapted weights kept for ``--resume`` are removed when the block (the run) succeeds.
@@ -48,7 +49,7 @@ def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factor
     ----------
     args : argparse.Namespace
         ``adapt``, ``adapt_steps``, ``seed``, ``save_adapted`` and the run's ``input``,
-        ``output``, ``resume``, ``overwrite``, ``device``, ``quiet``, ``allow_external``.
+        ``output``, ``resume``, ``overwrite``.
     volume : Volume
         The opened input.
     model : str
@@ -57,6 +58,8 @@ def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factor
         The run's factors ((2,) for a cube).
     acquisition : AcquisitionModel or None
         The input's acquisition model (None for a cube).
+    engine : EngineOptions
+        The run's engine options (the fine-tune uses their device, quiet and allow_external).
 
     Yields
     ------
@@ -79,7 +82,7 @@ def adapted_network(args: argparse.Namespace, volume: Volume, model: str, factor
         options = AdaptOptions(steps=DEFAULT_STEPS if args.adapt_steps is None else args.adapt_steps, seed=args.seed)
     yield adapted_for_run(volume, args.input, model, factors=factors, acquisition=acquisition, output=args.output,
                           resume=args.resume, overwrite=args.overwrite, options=options, save=args.save_adapted,
-                          device=args.device, quiet=args.quiet, allow_external=args.allow_external)  # fmt: skip
+                          engine=engine)  # fmt: skip
     discard_adapted_weights(args.output)
 
 
@@ -144,9 +147,7 @@ def adapted_for_run(
     overwrite: bool,
     options: AdaptOptions,
     save: str | None = None,
-    device: str = "cpu",
-    quiet: bool = False,
-    allow_external: bool = False,
+    engine: EngineOptions | None = None,
 ) -> nn.Module:
     """The network a ``--adapt`` run uses: adapted now, or reused from an interrupted run.
 
@@ -172,12 +173,10 @@ def adapted_for_run(
         Steps, seed, ...
     save : str, optional
         Also write the weights to this ``.safetensors`` path (+ sidecar) for ``--model PATH``.
-    device : str
-        Where the fine-tune runs.
-    quiet : bool
-        No progress bar and no log line.
-    allow_external : bool
-        As given to :func:`volsr.io.load` (for the input's fingerprint).
+    engine : EngineOptions, optional
+        The run's: its ``device`` runs the fine-tune, ``quiet`` drops the progress bar and
+        log lines, ``allow_external`` is as given to :func:`volsr.io.load` (for the input's
+        fingerprint). Default: :class:`~volsr.engine.EngineOptions`'s defaults.
 
     Returns
     -------
@@ -193,6 +192,8 @@ def adapted_for_run(
     """
     if save is not None and not str(save).endswith(".safetensors"):
         raise ValueError(f"--save-adapted must name a .safetensors file, got {save}")
+    engine = EngineOptions() if engine is None else engine
+    device, quiet, allow_external = engine.device, engine.quiet, engine.allow_external
     io.check_output(output, overwrite=overwrite or resume, inputs=[spec], allow_external=allow_external)
     base = create_model(register_model_file(model).name if is_model_file(model) else model)
     lineage = {

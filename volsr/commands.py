@@ -316,7 +316,7 @@ def _model_lines(args: argparse.Namespace, model: str, volume: Volume, factors: 
 def run_upsample(args: argparse.Namespace) -> str:
     """``volsr upsample IN OUT (--scale ... | --target-spacing ...) [engine options]``."""
     from volsr.adaptation import adapted_network
-    from volsr.engine import check_halo, upsample_to_store
+    from volsr.engine import EngineOptions, TrustOptions, check_halo, upsample_to_store
     from volsr.engine.plan import DEFAULT_OVERLAP
     from volsr.engine.resolve import input_mismatch, resolve_factors
     from volsr.models import default_model_name, get_card
@@ -344,17 +344,18 @@ def run_upsample(args: argparse.Namespace) -> str:
         difference = check_halo(model, scale=factors, device=args.device)
         _note(f"halo check passed (max difference {difference:.2g})")
     source = args.input if args.fill_nonfinite is None else volume
-    with adapted_network(args, volume, model, factors, acquisition) as network:  # the model itself without --adapt
-        path = upsample_to_store(
-            source, args.output, **grid, model=network, chunks=args.chunks, tile=args.tile,
-            blend=args.blend, overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap, workers=args.workers,
-            scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite, max_memory=args.max_memory,
-            device=args.device, quiet=args.quiet, force=getattr(args, "force", False),
-            layout=getattr(args, "layout", None), self_ensemble=getattr(args, "self_ensemble", None),
-            allow_external=args.allow_external, announce=announce, pyramid=args.pyramid,
-            uncertainty=args.uncertainty, consistency=args.consistency, enforce_consistency=args.enforce_consistency,
-            acquisition=acquisition,
-        )  # fmt: skip
+    engine = EngineOptions(
+        chunks=args.chunks, tile=args.tile, blend=args.blend,
+        overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap, workers=args.workers,
+        scheduler=args.scheduler, max_memory=args.max_memory, device=args.device, quiet=args.quiet,
+        force=getattr(args, "force", False), layout=getattr(args, "layout", None),
+        self_ensemble=getattr(args, "self_ensemble", None), allow_external=args.allow_external, pyramid=args.pyramid,
+    )  # fmt: skip
+    with adapted_network(args, volume, model, factors, acquisition, engine) as network:  # the model without --adapt
+        trust = TrustOptions(uncertainty=args.uncertainty, consistency=args.consistency,
+                             enforce_consistency=args.enforce_consistency, acquisition=acquisition)  # fmt: skip
+        path = upsample_to_store(source, args.output, **grid, model=network, options=engine, trust=trust,
+                                 resume=args.resume, overwrite=args.overwrite, announce=announce)  # fmt: skip
     result = io.load(args.output)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
     return f"wrote {path}: {result.shape}, spacing {spacing} mm"

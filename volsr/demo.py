@@ -185,7 +185,7 @@ def _trust_run(lr: Volume, outdir: Path, model: str, *, scale: tuple[float, ...]
     ``thickness`` (mm) is the simulated slices' Gaussian FWHM, for the consistency map.
     """
     from volsr.acquisition import acquisition_for
-    from volsr.engine import upsample_to_store
+    from volsr.engine import EngineOptions, TrustOptions, upsample_to_store
     from volsr.models import get_card
     from volsr.models.trust import calibration_for
 
@@ -194,8 +194,9 @@ def _trust_run(lr: Volume, outdir: Path, model: str, *, scale: tuple[float, ...]
                     outdir / f"uncertainty_{model}.nii.gz", outdir / f"consistency_{model}.nii.gz")  # fmt: skip
     source = _coronal_box(lr, slab)
     acquisition = acquisition_for(source, thickness=thickness, estimate_noise=False)
-    upsample_to_store(source, run.output, scale=scale, model=model, overwrite=overwrite, quiet=True,
-                      uncertainty=run.uncertainty, consistency=run.consistency, acquisition=acquisition)  # fmt: skip
+    trust = TrustOptions(uncertainty=run.uncertainty, consistency=run.consistency, acquisition=acquisition)
+    upsample_to_store(source, run.output, scale=scale, model=model, options=EngineOptions(quiet=True), trust=trust,
+                      overwrite=overwrite)  # fmt: skip
     return run
 
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from volsr.engine import pyramid, upsample_to_store
+from volsr.engine import EngineOptions, pyramid, upsample_to_store
 from volsr.volume import Volume
 
 _block_mean = pyramid.block_mean
@@ -23,4 +23,5 @@ if __name__ == "__main__":
     pyramid.block_mean = _slow_block_mean
     data = np.random.default_rng(5).random((16, 16, 8), dtype=np.float32)
     upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), sys.argv[1], scale=(1, 1, 2), model="linear",
-                      chunks=(4, 4, 4), tile=(4, 4, 4), resume=sys.argv[2] == "resume", quiet=True, pyramid=4)
+                      resume=sys.argv[2] == "resume",
+                      options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True, pyramid=4))

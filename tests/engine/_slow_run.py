@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from volsr.engine import upsample_to_store
+from volsr.engine import EngineOptions, upsample_to_store
 from volsr.models import get_card
 from volsr.models.interpolation import SeparableInterpolation
 from volsr.volume import Volume
@@ -27,5 +27,5 @@ if __name__ == "__main__":
     data = np.random.default_rng(seed).random((16, 16, 8), dtype=np.float32)
     mode = sys.argv[2]
     upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), sys.argv[1], scale=(1, 1, 2), model=net,
-                      chunks=(4, 4, 4), tile=(4, 4, 4), resume=mode == "resume", overwrite=mode == "overwrite",
-                      quiet=True)
+                      resume=mode == "resume", overwrite=mode == "overwrite",
+                      options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))

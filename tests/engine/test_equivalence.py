@@ -10,7 +10,7 @@ import torch
 
 from tests.engine.nets import HRNet, Identity, LRNet
 from volsr import io
-from volsr.engine import check_halo, upsample, upsample_to_store
+from volsr.engine import EngineOptions, check_halo, upsample, upsample_to_store
 from volsr.errors import VolsrError
 from volsr.geometry import output_coordinates, resampled_shape
 from volsr.models import get_card
@@ -41,7 +41,7 @@ def test_exact_tiles_equal_a_whole_volume_pass(tmp_path, net_class, scale, shape
     data = np.random.default_rng(0).random(shape, dtype=np.float32) - np.float32(0.5)
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
     path = upsample_to_store(volume, tmp_path / "sr.zarr", scale=scale, model=net,
-                             chunks=chunks, tile=tile, quiet=True)  # fmt: skip
+                             options=EngineOptions(chunks=chunks, tile=tile, quiet=True))  # fmt: skip
     expected = _whole(net, data[None], scale)[0]
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=0, atol=2e-5)
     lazy = upsample(volume, scale=scale, model=net).numpy()
@@ -52,8 +52,8 @@ def test_gaussian_blend_of_exact_tiles_matches_too(tmp_path):
     net = LRNet(channels=2)
     data = np.random.default_rng(1).random((2, 12, 10, 5), dtype=np.float32) - np.float32(0.5)
     volume = Volume(np.moveaxis(data, 0, -1), np.eye(4), ("i", "j", "k", "channel"))
-    path = upsample_to_store(volume, tmp_path / "b.zarr", scale=(1, 2, 3), model=net, chunks=(4, 8, 8),
-                             tile=(6, 8, 9), blend="gaussian", overlap=0.5, quiet=True)  # fmt: skip
+    path = upsample_to_store(volume, tmp_path / "b.zarr", scale=(1, 2, 3), model=net,
+                             options=EngineOptions(chunks=(4, 8, 8), tile=(6, 8, 9), blend="gaussian", overlap=0.5, quiet=True))  # fmt: skip
     expected = np.moveaxis(_whole(net, data, (1, 2, 3)), 0, -1)
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=0, atol=2e-5)
 
@@ -61,15 +61,16 @@ def test_gaussian_blend_of_exact_tiles_matches_too(tmp_path):
 def test_identity_network_reproduces_the_input_exactly(tmp_path):
     data = np.random.default_rng(2).random((11, 7, 9), dtype=np.float32)
     path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), tmp_path / "id.zarr", scale=1,
-                             model=Identity(), chunks=(4, 3, 5), tile=(3, 2, 4), quiet=True)  # fmt: skip
+                             model=Identity(),
+                             options=EngineOptions(chunks=(4, 3, 5), tile=(3, 2, 4), quiet=True))  # fmt: skip
     assert np.array_equal(io.load(path).numpy(), data)
 
 
 def test_p999_scaling_is_global(tmp_path):
     net = LRNet(scaling="p99.9", seed=3)
     data = ((np.random.default_rng(3).random((9, 8, 5)) - 0.1) * 1000).astype(np.float32)
-    path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), tmp_path / "p.zarr",
-                             scale=(1, 1, 2), model=net, chunks=(4, 4, 4), quiet=True)  # fmt: skip
+    path = upsample_to_store(Volume(data, np.eye(4), ("i", "j", "k")), tmp_path / "p.zarr", scale=(1, 1, 2),
+                             model=net, options=EngineOptions(chunks=(4, 4, 4), quiet=True))  # fmt: skip
     expected = _whole(net, data[None], (1, 1, 2), divide=np.percentile(data, 99.9))[0]
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=1e-5, atol=1e-3)
 
@@ -83,13 +84,13 @@ def test_a_card_declared_floor_clamps_undershoot_when_the_input_has_no_negative_
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
     # A module you bring runs exactly as written: no floor, equal to its whole-volume pass.
     path = upsample_to_store(volume, tmp_path / "byo.zarr", scale=(1, 1, 2), model=net,
-                             chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
+                             options=EngineOptions(chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True))  # fmt: skip
     np.testing.assert_allclose(io.load(path).numpy(), whole, rtol=0, atol=1e-5 * float(np.ptp(whole)))
     np.testing.assert_allclose(upsample(volume, scale=(1, 1, 2), model=net).numpy(), whole, rtol=0,
                                atol=1e-5 * float(np.ptp(whole)))  # fmt: skip
     net.card = dataclasses.replace(net.card, output_floor=floor)
     path = upsample_to_store(volume, tmp_path / "f.zarr", scale=(1, 1, 2), model=net,
-                             chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True)  # fmt: skip
+                             options=EngineOptions(chunks=(4, 4, 4), tile=(5, 4, 6), quiet=True))  # fmt: skip
     np.testing.assert_allclose(io.load(path).numpy(), np.maximum(whole, floor), rtol=0, atol=2e-5)
     lazy = upsample(volume, scale=(1, 1, 2), model=net).numpy()
     np.testing.assert_allclose(lazy, np.maximum(whole, floor), rtol=0, atol=2e-5)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine.runs import with_engine
 from volsr import io
 from volsr.cli import main
-from volsr.engine import upsample, upsample_to_store
+from volsr.engine import EngineOptions, upsample, upsample_to_store
 from volsr.engine.layout import apply_layout, time_layouts
 from volsr.engine.manifest import finished_header
 from volsr.engine.plan import make_plan
@@ -50,27 +51,27 @@ def test_time_layouts_times_both_and_leaves_channels_first():
 
 def test_layouts_agree_through_the_engine(tmp_path):
     volume, net = _volume(), HRNet(layers=3)
-    kwargs = dict(scale=(1, 2, 2.5), model=net, chunks=(4, 8, 8), quiet=True)
-    first = io.load(upsample_to_store(volume, tmp_path / "c.zarr", layout="contiguous", **kwargs)).numpy()
-    last = io.load(upsample_to_store(volume, tmp_path / "l.zarr", layout="channels_last", **kwargs)).numpy()
+    kwargs = dict(scale=(1, 2, 2.5), model=net, options=EngineOptions(chunks=(4, 8, 8), quiet=True))
+    first = io.load(upsample_to_store(volume, tmp_path / "c.zarr", **with_engine(kwargs, layout="contiguous"))).numpy()
+    last = io.load(upsample_to_store(volume, tmp_path / "l.zarr", **with_engine(kwargs, layout="channels_last"))).numpy()
     np.testing.assert_allclose(last, first, rtol=0, atol=1e-5)
     lazy = upsample(volume, scale=(1, 2, 2.5), model=net, layout="channels_last").numpy()
     np.testing.assert_allclose(lazy, first, rtol=0, atol=1e-5)
     assert net.body[0].weight.is_contiguous()  # the caller's module is left as it was
     with pytest.raises(ValueError, match="layout must be one of"):
-        upsample_to_store(volume, tmp_path / "x.zarr", layout="nhwc", **kwargs)
+        upsample_to_store(volume, tmp_path / "x.zarr", **with_engine(kwargs, layout="nhwc"))
     assert not (tmp_path / "x.zarr").exists()
 
 
 def test_the_card_declares_the_layout_and_a_resume_must_keep_it(tmp_path):
     volume, net = _volume(), LRNet(layers=3)
     net.card = dataclasses.replace(net.card, layout="channels_last")
-    kwargs = dict(scale=(1, 1, 2), chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))
     upsample_to_store(volume, tmp_path / "a.zarr", model=net, **kwargs)
     header = finished_header(tmp_path / "a.zarr")
     assert header["options"]["layout"] == "channels_last"
     with pytest.raises(VolsrError, match=r"options differs .*layout"):
-        upsample_to_store(volume, tmp_path / "a.zarr", model=net, layout="contiguous", resume=True, **kwargs)
+        upsample_to_store(volume, tmp_path / "a.zarr", model=net, resume=True, **with_engine(kwargs, layout="contiguous"))
 
 
 def test_cli_layout_option(tmp_path, capsys):

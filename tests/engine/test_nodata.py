@@ -8,6 +8,7 @@ whose nearest input pixel (floor(x + 1/2) of its input coordinate) is no-data ge
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -17,7 +18,7 @@ import torch
 
 from tests.engine.nets import HRNet, LRNet
 from volsr import io
-from volsr.engine import upsample, upsample_to_store
+from volsr.engine import EngineOptions, upsample, upsample_to_store
 from volsr.engine.nodata import NoData, fill_nodata, nodata_mask, statistics_voxels
 from volsr.engine.normalise import input_statistics
 from volsr.geometry import resampled_shape
@@ -88,8 +89,8 @@ def test_tiled_runs_equal_the_naive_whole_volume_pass(tmp_path, net_class, scale
     lazy = upsample(volume, scale=scale, model=net).numpy()
     np.testing.assert_array_equal(lazy[footprint], NODATA)
     np.testing.assert_allclose(lazy, expected, rtol=0, atol=2e-5)
-    path = upsample_to_store(volume, tmp_path / "sr.zarr", scale=scale, model=net, chunks=chunks,
-                             tile=tile, quiet=True)  # fmt: skip
+    path = upsample_to_store(volume, tmp_path / "sr.zarr", scale=scale, model=net,
+                             options=EngineOptions(chunks=chunks, tile=tile, quiet=True))  # fmt: skip
     stored = io.load(path).numpy()
     np.testing.assert_array_equal(stored[footprint], NODATA)
     np.testing.assert_allclose(stored, expected, rtol=0, atol=2e-5)
@@ -102,8 +103,8 @@ def test_any_channel_makes_the_pixel_no_data_and_blending_keeps_it(tmp_path):
     volume = Volume(np.moveaxis(data, 0, -1), np.eye(4), ("i", "j", "k", "channel"), meta={"nodata": NODATA})
     expected = np.moveaxis(naive_run(net, data, (1, 2, 3)), 0, -1)
     assert (expected[3:5, 4:8, 3:9] == NODATA).all()  # the footprint, in both channels
-    path = upsample_to_store(volume, tmp_path / "b.zarr", scale=(1, 2, 3), model=net, chunks=(4, 8, 8),
-                             tile=(6, 8, 9), blend="gaussian", overlap=0.5, quiet=True)  # fmt: skip
+    path = upsample_to_store(volume, tmp_path / "b.zarr", scale=(1, 2, 3), model=net,
+                             options=EngineOptions(chunks=(4, 8, 8), tile=(6, 8, 9), blend="gaussian", overlap=0.5, quiet=True))  # fmt: skip
     np.testing.assert_allclose(io.load(path).numpy(), expected, rtol=0, atol=2e-5)
 
 
@@ -123,11 +124,13 @@ def test_dask_workers_fill_and_mark_like_one_process(tmp_path):
     import distributed
 
     volume = Volume(_cube_with_holes((9, 7, 6)), np.eye(4), ("i", "j", "k"), meta={"nodata": NODATA})
-    kwargs = dict(scale=(2, 2, 2), model=LRNet(), chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
-    one = upsample_to_store(volume, tmp_path / "one.zarr", **kwargs)
+    kwargs = dict(scale=(2, 2, 2), model=LRNet())
+    options = EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    one = upsample_to_store(volume, tmp_path / "one.zarr", **kwargs, options=options)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:  # fmt: skip
-        two = upsample_to_store(volume, tmp_path / "two.zarr", scheduler=cluster.scheduler_address, **kwargs)
+        two = upsample_to_store(volume, tmp_path / "two.zarr", **kwargs,
+                                options=dataclasses.replace(options, scheduler=cluster.scheduler_address))
     np.testing.assert_array_equal(io.load(two).numpy(), io.load(one).numpy())
 
 
@@ -192,8 +195,8 @@ def test_an_envi_cube_keeps_its_no_data_through_upsampling(tmp_path):
     fields = parse_header(out.read_text())
     assert fields["data ignore value"] == "0.0"
     assert fields["map info"] == "{UTM, 1, 1, 500000.0, 4000000.0, 15.0, 15.0, units=Meters}"
-    tiled = upsample_to_store(header, tmp_path / "tiled.hdr", scale=2, model="linear", chunks=(7, 5),
-                              tile=(7, 5), quiet=True)  # fmt: skip
+    tiled = upsample_to_store(header, tmp_path / "tiled.hdr", scale=2, model="linear",
+                              options=EngineOptions(chunks=(7, 5), tile=(7, 5), quiet=True))  # fmt: skip
     tiled_sr = io.load(tiled).numpy()
     np.testing.assert_array_equal(tiled_sr == 0, sr == 0)
     np.testing.assert_allclose(tiled_sr, sr, rtol=1e-6, atol=0)  # float rounding of other tile shapes

@@ -19,8 +19,9 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr_models.v05.image import Image
 
+from tests.engine.runs import with_engine
 from volsr import io
-from volsr.engine import upsample_to_store
+from volsr.engine import EngineOptions, upsample_to_store
 from volsr.engine.manifest import MANIFEST_NAME
 from volsr.engine.pyramid import MAX_LEVELS, block_mean, build_pyramid, check_levels, create_levels
 from volsr.errors import VolsrError
@@ -29,7 +30,7 @@ from volsr.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Identity upsampling (linear at scale 1 reproduces its input exactly): level 0 is the input.
-IDENTITY = dict(scale=1, model="linear", chunks=(4, 4, 4), quiet=True)
+IDENTITY = dict(scale=1, model="linear", options=EngineOptions(chunks=(4, 4, 4), quiet=True))
 
 
 def _oblique() -> np.ndarray:
@@ -69,7 +70,7 @@ def test_levels_of_a_world_linear_ramp_sit_where_their_affines_say(tmp_path):
     affine, w = _oblique(), np.array([0.5, -1.0, 2.0])
     shape = (17, 12, 9)  # odd axes: whole blocks only
     ramp = np.einsum("w,w...->...", w, _world(affine, shape)).astype(np.float32)
-    out = upsample_to_store(Volume(ramp, affine, ("i", "j", "k")), tmp_path / "o.zarr", pyramid=4, **IDENTITY)
+    out = upsample_to_store(Volume(ramp, affine, ("i", "j", "k")), tmp_path / "o.zarr", **with_engine(IDENTITY, pyramid=4))
     levels = _levels(out)
     assert [a.shape for a in levels] == [(17, 12, 9), (8, 6, 4), (4, 3, 2), (2, 1, 1)]
     np.testing.assert_array_equal(levels[0], ramp)
@@ -84,7 +85,7 @@ def test_an_integer_ramp_gives_exact_block_means_and_ngff_transforms(tmp_path):
     ramp = (1 + i + 10 * j + 100 * k).astype(np.float32)
     affine = np.diag([0.5, 2.0, 3.0, 1.0])
     affine[:3, 3] = [10.0, -4.0, 1.0]
-    out = upsample_to_store(Volume(ramp, affine, ("i", "j", "k")), tmp_path / "o.zarr", pyramid=3, **IDENTITY)
+    out = upsample_to_store(Volume(ramp, affine, ("i", "j", "k")), tmp_path / "o.zarr", **with_engine(IDENTITY, pyramid=3))
     one = _levels(out)[1]
     a, b, c = np.meshgrid(np.arange(4), np.arange(3), np.arange(2), indexing="ij")
     np.testing.assert_array_equal(one, 1 + (2 * a + 0.5) + 10 * (2 * b + 0.5) + 100 * (2 * c + 0.5))
@@ -102,7 +103,8 @@ def test_a_cube_keeps_its_bands_and_halves_rows_and_columns(tmp_path):
     rng = np.random.default_rng(1)
     cube = Volume(rng.random((9, 10, 3), dtype=np.float32), np.diag([2.0, 2.0, 1.0, 1.0]), ("i", "j", "band"),
                   wavelengths=[450.0, 550.0, 650.0])  # fmt: skip
-    out = upsample_to_store(cube, tmp_path / "c.zarr", scale=1, model="linear", chunks=(4, 4), quiet=True, pyramid=3)
+    out = upsample_to_store(cube, tmp_path / "c.zarr", scale=1, model="linear",
+                            options=EngineOptions(chunks=(4, 4), quiet=True, pyramid=3))
     levels = _levels(out)
     assert [a.shape for a in levels] == [(3, 9, 10), (3, 4, 5), (3, 2, 2)]  # disk order: bands first
     for band in range(3):
@@ -119,9 +121,9 @@ def test_a_cube_keeps_its_bands_and_halves_rows_and_columns(tmp_path):
 def test_zarr_python_volsr_and_ome_zarr_read_the_finished_store(tmp_path):
     volume = Volume(np.random.default_rng(2).random((12, 10, 6), dtype=np.float32), np.diag([1.0, 1.0, 3.0, 1.0]),
                     ("i", "j", "k"))  # fmt: skip
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(4, 4, 4), quiet=True))
     plain = upsample_to_store(volume, tmp_path / "plain.zarr", **kwargs)
-    out = upsample_to_store(volume, tmp_path / "o.zarr", pyramid=3, **kwargs)
+    out = upsample_to_store(volume, tmp_path / "o.zarr", **with_engine(kwargs, pyramid=3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         group = zarr.open_group(out, mode="r")
@@ -153,7 +155,7 @@ def test_zarr_python_volsr_and_ome_zarr_read_the_finished_store(tmp_path):
 def test_bad_pyramids_are_refused_in_one_line_before_any_work(tmp_path, output, pyramid, match):
     volume = Volume(np.ones((12, 10, 6), np.float32), np.eye(4), ("i", "j", "k"))
     with pytest.raises(ValueError, match=match) as error:
-        upsample_to_store(volume, tmp_path / output, pyramid=pyramid, **IDENTITY)
+        upsample_to_store(volume, tmp_path / output, **with_engine(IDENTITY, pyramid=pyramid))
     assert "\n" not in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -161,11 +163,11 @@ def test_bad_pyramids_are_refused_in_one_line_before_any_work(tmp_path, output, 
 def test_a_resume_with_another_pyramid_is_refused(tmp_path):
     source = tmp_path / "in.nii.gz"
     io.save(Volume(np.ones((12, 10, 6), np.float32), np.eye(4), ("i", "j", "k")), source)
-    out = upsample_to_store(source, tmp_path / "o.zarr", pyramid=2, **IDENTITY)
+    out = upsample_to_store(source, tmp_path / "o.zarr", **with_engine(IDENTITY, pyramid=2))
     for other in (1, 3):
         with pytest.raises(VolsrError, match="the options differs .*pyramid"):
-            upsample_to_store(source, out, pyramid=other, resume=True, **IDENTITY)
-    assert upsample_to_store(source, out, pyramid=2, resume=True, **IDENTITY) == out  # already complete
+            upsample_to_store(source, out, resume=True, **with_engine(IDENTITY, pyramid=other))
+    assert upsample_to_store(source, out, resume=True, **with_engine(IDENTITY, pyramid=2)) == out  # already complete
 
 
 def _run_script(out: Path, mode: str, delay: float) -> subprocess.Popen:
@@ -252,7 +254,8 @@ def test_a_flipped_axis_keeps_each_level_at_its_block_centre(tmp_path):
     flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
     flipped[:3, 3] = [10.0, 20.0, 30.0]
     volume = Volume(np.zeros((8, 8, 8), np.float32), flipped, ("i", "j", "k"))
-    out = upsample_to_store(volume, tmp_path / "o.zarr", scale=2, model="linear", pyramid=3, quiet=True)
+    out = upsample_to_store(volume, tmp_path / "o.zarr", scale=2, model="linear",
+                            options=EngineOptions(pyramid=3, quiet=True))
     transforms = _transforms(out)
     # Output voxel 0 is a quarter input voxel (0.5 mm) inside the corner: x = 10 + 0.5, y = 20 - 0.5.
     s0, t0 = np.array(transforms[0][0]), np.array(transforms[0][1])
@@ -267,8 +270,8 @@ def test_a_flipped_axis_keeps_each_level_at_its_block_centre(tmp_path):
 def test_a_permuted_affine_puts_each_level_where_its_voxels_are(tmp_path):
     # i -> world y, j -> world z, k -> world x (4 mm).
     affine = np.array([[0, 0, 4.0, 10.0], [1.0, 0, 0, 20.0], [0, 1.0, 0, 30.0], [0, 0, 0, 1]])
-    out = upsample_to_store(Volume(np.zeros((8, 8, 4), np.float32), affine, ("i", "j", "k")), tmp_path / "o.zarr",
-                            pyramid=2, **IDENTITY)  # fmt: skip
+    out = upsample_to_store(Volume(np.zeros((8, 8, 4), np.float32), affine, ("i", "j", "k")),
+                            tmp_path / "o.zarr", **with_engine(IDENTITY, pyramid=2))  # fmt: skip
     rows = [1, 2, 0]  # the world axis each array axis runs along
     for level, (scale, translation) in enumerate(_transforms(out)):
         size = 2**level
@@ -315,7 +318,7 @@ def test_an_envi_cube_with_a_data_ignore_value_keeps_it_out_of_every_level(tmp_p
     (tmp_path / "c.img").write_bytes(np.ascontiguousarray(cube.transpose(2, 0, 1)).astype("<f4").tobytes())
     (tmp_path / "c.hdr").write_text("ENVI\nsamples = 8\nlines = 8\nbands = 2\nheader offset = 0\ndata type = 4\n"
                                     "interleave = bsq\nbyte order = 0\ndata ignore value = -9999\n")  # fmt: skip
-    out = upsample_to_store(tmp_path / "c.hdr", tmp_path / "o.zarr", pyramid=3, **{**IDENTITY, "chunks": (4, 4)})
+    out = upsample_to_store(tmp_path / "c.hdr", tmp_path / "o.zarr", **with_engine(IDENTITY, chunks=(4, 4), pyramid=3))
     levels = _levels(out)
     np.testing.assert_array_equal(levels[0], cube.transpose(2, 0, 1))
     for level in (1, 2):

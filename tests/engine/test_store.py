@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.engine.runs import with_engine
 from volsr import io
 from volsr.cli import main
+from volsr.engine import EngineOptions, upsample_to_store
 from volsr.engine import store as store_module
-from volsr.engine import upsample_to_store
 from volsr.engine.manifest import MANIFEST_NAME, RUN_ATTRIBUTE, finished_header
 from volsr.errors import InvalidDataError, OutputExistsError, VolsrError
 from volsr.volume import Volume
@@ -78,7 +79,7 @@ def _disk_full_at(write: int):
 
 def test_full_disk_mid_run_then_resume(tmp_path, monkeypatch):
     volume, original = _volume(), store_module.write_result
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))
     monkeypatch.setattr(store_module, "write_result", _disk_full_at(3))
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(volume, tmp_path / "a.zarr", **kwargs)
@@ -94,27 +95,28 @@ def test_resume_refuses_changed_input_model_or_options(tmp_path):
     source = tmp_path / "in.nii.gz"
     io.save(_volume(), source)
     out = tmp_path / "o.zarr"
-    upsample_to_store(source, out, scale=(1, 1, 2), model="linear", chunks=(4, 4, 4), quiet=True)
+    upsample_to_store(source, out, scale=(1, 1, 2), model="linear",
+                      options=EngineOptions(chunks=(4, 4, 4), quiet=True))
     with pytest.raises(VolsrError, match=r"the options differs .*tile"):
-        upsample_to_store(source, out, scale=(1, 1, 2), model="linear", chunks=(4, 4, 4),
-                          tile=(4, 4, 4), resume=True, quiet=True)  # fmt: skip
+        upsample_to_store(source, out, scale=(1, 1, 2), model="linear", resume=True,
+                          options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))  # fmt: skip
     with pytest.raises(VolsrError, match="the model differs"):
-        upsample_to_store(source, out, scale=(1, 1, 2), model="nearest", chunks=(4, 4, 4),
-                          resume=True, quiet=True)  # fmt: skip
+        upsample_to_store(source, out, scale=(1, 1, 2), model="nearest", resume=True,
+                          options=EngineOptions(chunks=(4, 4, 4), quiet=True))  # fmt: skip
     io.save(_volume(seed=1), source, overwrite=True)
     with pytest.raises(VolsrError, match="the input differs"):
-        upsample_to_store(source, out, scale=(1, 1, 2), model="linear", chunks=(4, 4, 4),
-                          resume=True, quiet=True)  # fmt: skip
+        upsample_to_store(source, out, scale=(1, 1, 2), model="linear", resume=True,
+                          options=EngineOptions(chunks=(4, 4, 4), quiet=True))  # fmt: skip
 
 
 def test_two_dask_workers_equal_one_process(tmp_path):
     import distributed
     volume = _volume(shape=(14, 9, 5))
-    kwargs = dict(scale=(1, 2, 2.5), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
+    kwargs = dict(scale=(1, 2, 2.5), model="cubic", options=EngineOptions(chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True))
     one = upsample_to_store(volume, tmp_path / "one.zarr", **kwargs)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:  # fmt: skip
-        two = upsample_to_store(volume, tmp_path / "two.zarr", scheduler=cluster.scheduler_address, **kwargs)
+        two = upsample_to_store(volume, tmp_path / "two.zarr", **with_engine(kwargs, scheduler=cluster.scheduler_address))
     np.testing.assert_allclose(io.load(two).numpy(), io.load(one).numpy(), rtol=0, atol=1e-6)
 
 
@@ -144,7 +146,7 @@ def _traced_peak(source, output, **kwargs):
 def test_peak_memory_is_flat_in_the_volume_size(tmp_path):
     # 4 tasks at 1x, 32 at 8x (same task and tile): anything the engine kept per task or
     # per input chunk (lists, manifest, dask graphs) would show up as growth.
-    kwargs = dict(scale=(1, 1, 2), model="linear", chunks=(64, 64, 64), tile=(64, 64, 64), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="linear", options=EngineOptions(chunks=(64, 64, 64), tile=(64, 64, 64), quiet=True))
     rng = np.random.default_rng(4)
     for name, shape in (("1x", (128, 128, 32)), ("8x", (256, 256, 64))):
         volume = Volume(rng.random(shape, dtype=np.float32), np.eye(4), ("i", "j", "k"))
@@ -205,7 +207,7 @@ def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkey
     from volsr.engine import progress
 
     volume, original = _volume(shape=(40, 32, 16)), store_module.write_result
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(8, 8, 8), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(8, 8, 8), quiet=True))
     monkeypatch.setattr(progress, "default_budget", lambda **_: 2**19)  # 20 tasks
     monkeypatch.setattr(store_module, "write_result", _disk_full_at(2))
     with pytest.raises(OSError, match="No space left"):
@@ -215,7 +217,7 @@ def test_a_resumed_run_keeps_the_default_budget_it_started_with(tmp_path, monkey
     monkeypatch.setattr(store_module, "write_result", original)
     monkeypatch.setattr(progress, "default_budget", lambda **_: 2**32)  # one task, if planned anew
     upsample_to_store(volume, tmp_path / "a.zarr", resume=True, **kwargs)
-    upsample_to_store(volume, tmp_path / "b.zarr", max_memory=2**19, **kwargs)
+    upsample_to_store(volume, tmp_path / "b.zarr", **with_engine(kwargs, max_memory=2**19))
     assert np.array_equal(io.load(tmp_path / "a.zarr").numpy(), io.load(tmp_path / "b.zarr").numpy())
     upsample_to_store(volume, tmp_path / "c.zarr", **kwargs)  # fresh: the new default, one tile
     c = finished_header(tmp_path / "c.zarr")
@@ -303,7 +305,8 @@ def test_a_finished_zarr_output_holds_only_zarr_content_and_its_run_record(tmp_p
 
     import zarr
 
-    out = upsample_to_store(_volume(), tmp_path / "o.zarr", scale=(1, 1, 2), model="linear", quiet=True)
+    out = upsample_to_store(_volume(), tmp_path / "o.zarr", scale=(1, 1, 2), model="linear",
+                            options=EngineOptions(quiet=True))
     assert not (out / MANIFEST_NAME).exists()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -316,7 +319,7 @@ def test_a_finished_zarr_output_holds_only_zarr_content_and_its_run_record(tmp_p
 def test_resume_of_a_finished_output_only_resumes(tmp_path):
     source = tmp_path / "in.nii.gz"
     io.save(_volume(), source)
-    kwargs = dict(scale=(1, 1, 2), chunks=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), options=EngineOptions(chunks=(4, 4, 4), quiet=True))
     zarr_out = upsample_to_store(source, tmp_path / "o.zarr", model="linear", **kwargs)
     before = _tree_bytes(zarr_out)
     assert upsample_to_store(source, zarr_out, model="linear", resume=True, **kwargs) == zarr_out  # done
@@ -334,7 +337,7 @@ def test_resume_of_a_finished_output_only_resumes(tmp_path):
 def test_resume_refuses_changed_voxels_with_size_and_mtime_restored(tmp_path):
     source = tmp_path / "in.nii"
     io.save(_volume(), source)
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))
     original = store_module.write_result
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_module, "write_result", _disk_full_at(3))
@@ -354,7 +357,7 @@ def test_resume_refuses_changed_voxels_with_size_and_mtime_restored(tmp_path):
 def test_leftover_temporary_files_are_removed_by_the_next_run(tmp_path):
     source = tmp_path / "in.nii.gz"
     io.save(_volume(), source)
-    kwargs = dict(scale=(1, 1, 2), model="linear", quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="linear", options=EngineOptions(quiet=True))
     # A kill during the final write leaves a hidden temporary file of the output's size.
     leftover = tmp_path / ".o.nii.gz.tmp-0123abcd"
     leftover.write_bytes(b"\0" * 4096)
@@ -364,7 +367,7 @@ def test_leftover_temporary_files_are_removed_by_the_next_run(tmp_path):
 
 def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line(tmp_path, capsys):
     volume = _volume()
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(4, 4, 4), tile=(4, 4, 4), quiet=True))
     work = tmp_path / ".a.zarr.volsr-partial.zarr"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_module, "write_result", _disk_full_at(3))
@@ -398,18 +401,20 @@ def test_non_finite_outputs_are_never_written(tmp_path):
     net = Diverges(method="linear")
     net.card = get_card("linear")
     with pytest.raises(InvalidDataError, match="produced NaN or Inf"):
-        upsample_to_store(_volume(), tmp_path / "o.nii.gz", scale=(1, 1, 2), model=net, quiet=True)
+        upsample_to_store(_volume(), tmp_path / "o.nii.gz", scale=(1, 1, 2), model=net,
+                          options=EngineOptions(quiet=True))
     # A float64 input beyond float32's range overflows when read: refused, not written.
     huge = Volume(np.full((6, 5, 4), 1e300), np.eye(4), ("i", "j", "k"))
     with pytest.raises(InvalidDataError, match="produced NaN or Inf"):
-        upsample_to_store(huge, tmp_path / "p.nii.gz", scale=(1, 1, 2), model="linear", quiet=True)
+        upsample_to_store(huge, tmp_path / "p.nii.gz", scale=(1, 1, 2), model="linear",
+                          options=EngineOptions(quiet=True))
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "p.nii.gz").exists()
 
 
 def test_silent_phases_say_what_they_do_at_a_terminal_only(tmp_path, capsys, monkeypatch):
     from tests.engine.nets import LRNet
 
-    kwargs = dict(scale=(1, 1, 2), model=LRNet(seed=1), chunks=(4, 4, 4))
+    kwargs = dict(scale=(1, 1, 2), model=LRNet(seed=1), options=EngineOptions(chunks=(4, 4, 4)))
     upsample_to_store(_volume(), tmp_path / "a.zarr", **kwargs)
     assert "..." not in capsys.readouterr().err  # not a terminal: no phase lines
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
@@ -417,7 +422,7 @@ def test_silent_phases_say_what_they_do_at_a_terminal_only(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert "sizing the tiles: probe forwards measure the model's memory ..." in err
     assert "input statistics: one pass over the input" in err
-    upsample_to_store(_volume(), tmp_path / "c.zarr", quiet=True, **kwargs)
+    upsample_to_store(_volume(), tmp_path / "c.zarr", **with_engine(kwargs, quiet=True))
     assert capsys.readouterr().err == ""
 
 
@@ -435,8 +440,8 @@ def test_a_run_of_one_task_shows_progress_tile_by_tile(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "progress_bar", lambda total, **_: contextlib.nullcontext(Bar()))
     volume = _volume(shape=(12, 10, 6))
     # One task (chunks hold the whole output) of 3 x 3 x 3 = 27 tiles of 4^3 voxels or less.
-    upsample_to_store(volume, tmp_path / "a.zarr", scale=(1, 1, 2), model="linear", chunks=(12, 10, 12),
-                      tile=(4, 4, 4), quiet=True)  # fmt: skip
+    upsample_to_store(volume, tmp_path / "a.zarr", scale=(1, 1, 2), model="linear",
+                      options=EngineOptions(chunks=(12, 10, 12), tile=(4, 4, 4), quiet=True))  # fmt: skip
     assert len(steps) == 27 + 1 and steps[-1] == 0  # every tile, then the task's remainder (none)
     assert sum(steps) == 12 * 10 * 12 and all(n > 0 for n in steps[:-1])
 
@@ -446,7 +451,7 @@ def test_resume_takes_the_output_in_any_spelling_and_a_finished_run_keeps_its_bu
 
     source = tmp_path / "in.nii.gz"
     io.save(_volume(shape=(40, 32, 16)), source)
-    kwargs = dict(scale=(1, 1, 2), model="cubic", chunks=(8, 8, 8), quiet=True)
+    kwargs = dict(scale=(1, 1, 2), model="cubic", options=EngineOptions(chunks=(8, 8, 8), quiet=True))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(progress, "default_budget", lambda **_: 2**19)  # several tasks
     with pytest.MonkeyPatch.context() as patch:
@@ -470,15 +475,17 @@ def test_an_unfinished_run_is_refused_before_any_planning_or_hashing(tmp_path, m
     monkeypatch.setattr(store_module, "plan_run", no_work)
     monkeypatch.setattr(store_module, "input_fingerprint", no_work)
     with pytest.raises(OutputExistsError, match="is unfinished .*--resume"):
-        upsample_to_store(source, tmp_path / "o.zarr", scale=(1, 1, 2), model="linear", quiet=True)
+        upsample_to_store(source, tmp_path / "o.zarr", scale=(1, 1, 2), model="linear",
+                          options=EngineOptions(quiet=True))
     io.save(_volume(), tmp_path / "done.nii.gz")
     with pytest.raises(VolsrError, match="is a finished output, not an unfinished run"):
         upsample_to_store(source, tmp_path / "done.nii.gz", scale=(1, 1, 2), model="linear", resume=True,
-                          quiet=True)  # fmt: skip
+                          options=EngineOptions(quiet=True))  # fmt: skip
 
 
 def test_an_output_inside_an_input_store_is_refused(tmp_path):
     store = tmp_path / "w.zarr"
     io.save(_volume(), store)
     with pytest.raises(OutputExistsError, match="would replace the input file"):
-        upsample_to_store(store, store / "sr.zarr", scale=(1, 1, 2), model="linear", quiet=True)
+        upsample_to_store(store, store / "sr.zarr", scale=(1, 1, 2), model="linear",
+                          options=EngineOptions(quiet=True))

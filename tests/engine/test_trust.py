@@ -9,13 +9,14 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from tests.engine.runs import with_engine
 from volsr import io
 from volsr.acquisition import acquisition_from_spacing
 from volsr.cli import main
 from volsr.consistency import consistency_map, enforce_consistency
 from volsr.degrade import thick_slice
+from volsr.engine import EngineOptions, TrustOptions, upsample_to_store
 from volsr.engine import store as store_module
-from volsr.engine import upsample_to_store
 from volsr.models import ModelCard, create_model
 from volsr.volume import Volume
 
@@ -34,9 +35,10 @@ def _lr(shape=(20, 18, 8)):
 
 def test_uncertainty_is_on_the_output_grid_and_leaves_the_output_as_it_was(tmp_path):
     lr = _lr()
-    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), quiet=True)
+    kwargs = dict(scale=(1, 1, 4), model="cubic", options=EngineOptions(chunks=(8, 8, 8), quiet=True))
     plain = upsample_to_store(lr, tmp_path / "plain.nii.gz", **kwargs)
-    out = upsample_to_store(lr, tmp_path / "sr.nii.gz", uncertainty=tmp_path / "u.nii.gz", **kwargs)
+    out = upsample_to_store(lr, tmp_path / "sr.nii.gz", **kwargs,
+                            trust=TrustOptions(uncertainty=tmp_path / "u.nii.gz"))
     sr, u = io.load(out), io.load(tmp_path / "u.nii.gz")
     assert np.array_equal(sr.numpy(), io.load(plain).numpy())
     assert u.shape == sr.shape and np.allclose(u.affine, sr.affine)
@@ -49,10 +51,12 @@ def test_uncertainty_is_on_the_output_grid_and_leaves_the_output_as_it_was(tmp_p
 
 def test_tiled_uncertainty_equals_the_whole_volume_map(tmp_path):
     lr = _lr()
-    whole = upsample_to_store(lr, tmp_path / "a.zarr", scale=(1, 1, 4), model="cubic", tile=(64, 64, 64),
-                              uncertainty=tmp_path / "ua.zarr", quiet=True)  # fmt: skip
-    tiled = upsample_to_store(lr, tmp_path / "b.zarr", scale=(1, 1, 4), model="cubic", chunks=(4, 4, 8),
-                              tile=(4, 4, 8), uncertainty=tmp_path / "ub.zarr", quiet=True)  # fmt: skip
+    whole = upsample_to_store(lr, tmp_path / "a.zarr", scale=(1, 1, 4), model="cubic",
+                              options=EngineOptions(tile=(64, 64, 64), quiet=True),
+                              trust=TrustOptions(uncertainty=tmp_path / "ua.zarr"))  # fmt: skip
+    tiled = upsample_to_store(lr, tmp_path / "b.zarr", scale=(1, 1, 4), model="cubic",
+                              options=EngineOptions(chunks=(4, 4, 8), tile=(4, 4, 8), quiet=True),
+                              trust=TrustOptions(uncertainty=tmp_path / "ub.zarr"))  # fmt: skip
     assert np.allclose(io.load(tmp_path / "ua.zarr").numpy(), io.load(tmp_path / "ub.zarr").numpy(), atol=1e-5)
     assert np.allclose(io.load(whole).numpy(), io.load(tiled).numpy(), atol=1e-4)
     assert "uncertainty" not in [p.name for p in (tmp_path / "a.zarr").iterdir()]  # its own file, not the image's
@@ -74,18 +78,22 @@ def _disk_full_at_the_third_write(monkeypatch):
 
 def test_a_run_with_uncertainty_resumes_bit_identically(tmp_path, monkeypatch):
     lr = _lr()
-    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
+    kwargs = dict(scale=(1, 1, 4), model="cubic", options=EngineOptions(chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True))
     original = _disk_full_at_the_third_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
-        upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.nii.gz", **kwargs)
+        upsample_to_store(lr, tmp_path / "a.zarr", **kwargs,
+                          trust=TrustOptions(uncertainty=tmp_path / "ua.nii.gz"))
     assert not (tmp_path / "ua.nii.gz").exists()
     monkeypatch.setattr(store_module, "write_result", original)
-    upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.nii.gz", resume=True, **kwargs)
-    upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.nii.gz", **kwargs)
+    upsample_to_store(lr, tmp_path / "a.zarr", resume=True, **kwargs,
+                      trust=TrustOptions(uncertainty=tmp_path / "ua.nii.gz"))
+    upsample_to_store(lr, tmp_path / "b.zarr", **kwargs,
+                      trust=TrustOptions(uncertainty=tmp_path / "ub.nii.gz"))
     assert io.load(tmp_path / "ua.nii.gz").numpy().tobytes() == io.load(tmp_path / "ub.nii.gz").numpy().tobytes()
     assert io.load(tmp_path / "a.zarr").numpy().tobytes() == io.load(tmp_path / "b.zarr").numpy().tobytes()
     with pytest.raises(Exception, match="differ|changed|match"):
-        upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "other.nii.gz", resume=True, **kwargs)
+        upsample_to_store(lr, tmp_path / "b.zarr", resume=True, **kwargs,
+                          trust=TrustOptions(uncertainty=tmp_path / "other.nii.gz"))
 
 
 def test_the_consistency_map_of_the_truth_is_zero_and_enforcing_makes_it_zero(tmp_path):
@@ -98,7 +106,7 @@ def test_the_consistency_map_of_the_truth_is_zero_and_enforcing_makes_it_zero(tm
         assert truth_map.shape == lr.shape and np.allclose(truth_map.affine, lr.affine)
         assert np.abs(truth_map.numpy()).max() < 1e-4 * 100  # matches volsr.degrade to float32 rounding
         cubic = io.load(upsample_to_store(lr, tmp_path / f"c{thickness}{profile}.zarr", scale=(1, 1, 4),
-                                          model="cubic", quiet=True))  # fmt: skip
+                                          model="cubic", options=EngineOptions(quiet=True)))  # fmt: skip
         assert np.abs(consistency_map(cubic, lr, acq).numpy()).max() > 0.1  # cubic does not satisfy it
         fixed = enforce_consistency(cubic, lr, acq)
         assert np.abs(consistency_map(fixed, lr, acq).numpy()).max() < 1e-3
@@ -138,15 +146,18 @@ class _MriOnly(_Mine):
 def test_refusals_are_one_line_before_any_work(tmp_path, capsys):
     lr = _lr()
     with pytest.raises(ValueError, match="ships no uncertainty calibration"):
-        upsample_to_store(lr, tmp_path / "a.zarr", scale=(1, 1, 4), model=_Mine(), uncertainty=tmp_path / "u.zarr",
-                          quiet=True)  # fmt: skip
+        upsample_to_store(lr, tmp_path / "a.zarr", scale=(1, 1, 4), model=_Mine(),
+                          options=EngineOptions(quiet=True),
+                          trust=TrustOptions(uncertainty=tmp_path / "u.zarr"))  # fmt: skip
     cube = Volume(np.ones((8, 8, 5), np.float32), np.eye(4), ("i", "j", "band"))
     with pytest.raises(ValueError, match="ships no uncertainty calibration for spectral cubes"):
-        upsample_to_store(cube, tmp_path / "b.zarr", scale=2, model=_MriOnly(), uncertainty=tmp_path / "u.zarr",
-                          quiet=True)  # fmt: skip
+        upsample_to_store(cube, tmp_path / "b.zarr", scale=2, model=_MriOnly(),
+                          options=EngineOptions(quiet=True),
+                          trust=TrustOptions(uncertainty=tmp_path / "u.zarr"))  # fmt: skip
     with pytest.raises(ValueError, match="another output of this run"):
-        upsample_to_store(lr, tmp_path / "c.zarr", scale=(1, 1, 4), model="cubic", uncertainty=tmp_path / "c.zarr",
-                          quiet=True)  # fmt: skip
+        upsample_to_store(lr, tmp_path / "c.zarr", scale=(1, 1, 4), model="cubic",
+                          options=EngineOptions(quiet=True),
+                          trust=TrustOptions(uncertainty=tmp_path / "c.zarr"))  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     source = tmp_path / "lr.nii.gz"
     io.save(lr, source)
@@ -174,9 +185,10 @@ def test_evaluate_reports_the_calibration_of_an_uncertainty_map(tmp_path, capsys
 
 def test_dask_workers_write_the_same_uncertainty(tmp_path):
     lr = _lr()
-    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True)
-    upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
-    upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.zarr", workers=2, **kwargs)
+    kwargs = dict(scale=(1, 1, 4), model="cubic", options=EngineOptions(chunks=(8, 8, 8), tile=(8, 8, 8), quiet=True))
+    upsample_to_store(lr, tmp_path / "a.zarr", **kwargs, trust=TrustOptions(uncertainty=tmp_path / "ua.zarr"))
+    upsample_to_store(lr, tmp_path / "b.zarr", **with_engine(kwargs, workers=2),
+                      trust=TrustOptions(uncertainty=tmp_path / "ub.zarr"))
     assert np.array_equal(io.load(tmp_path / "ua.zarr").numpy(), io.load(tmp_path / "ub.zarr").numpy())
 
 
@@ -236,8 +248,9 @@ def test_a_mat_cube_gets_per_band_uncertainty_in_its_units_through_the_cli(tmp_p
 
 def test_cube_uncertainty_tiled_equals_whole_and_a_killed_run_resumes(tmp_path, monkeypatch):
     cube, original = _cube(), store_module.write_result
-    kwargs = dict(scale=2, model="bicubic", quiet=True)
-    upsample_to_store(cube, tmp_path / "whole.zarr", tile=(64, 64), uncertainty=tmp_path / "uw.zarr", **kwargs)
+    kwargs = dict(scale=2, model="bicubic", options=EngineOptions(quiet=True))
+    upsample_to_store(cube, tmp_path / "whole.zarr", **with_engine(kwargs, tile=(64, 64)),
+                      trust=TrustOptions(uncertainty=tmp_path / "uw.zarr"))
     calls = []
 
     def failing(array, region, result):
@@ -246,7 +259,7 @@ def test_cube_uncertainty_tiled_equals_whole_and_a_killed_run_resumes(tmp_path, 
             raise OSError(28, "No space left on device")
         original(array, region, result)
 
-    tiled = dict(chunks=(8, 8), tile=(8, 8), uncertainty=tmp_path / "ut.zarr", **kwargs)
+    tiled = dict(**with_engine(kwargs, chunks=(8, 8), tile=(8, 8)), trust=TrustOptions(uncertainty=tmp_path / "ut.zarr"))
     monkeypatch.setattr(store_module, "write_result", failing)
     with pytest.raises(OSError, match="No space left"):
         upsample_to_store(cube, tmp_path / "tiled.zarr", **tiled)
@@ -281,8 +294,9 @@ def test_cube_coverage_is_nominal_with_known_noise(tmp_path, monkeypatch):
     monkeypatch.setattr(trust_module, "calibration_for", lambda card, modality: cal)
     pair = make_pair(_noisy_cube(rng, (0.008, 0.025, 0.06, 0.003)), scale=2)  # levels the fit never saw
     lr = Volume(pair.lr, np.eye(4), ("i", "j", "band"))
-    sr = io.load(upsample_to_store(lr, tmp_path / "sr.zarr", scale=2, model="bicubic", uncertainty=tmp_path / "u.zarr",
-                                   quiet=True)).numpy()  # fmt: skip
+    sr = io.load(upsample_to_store(lr, tmp_path / "sr.zarr", scale=2, model="bicubic",
+                                   options=EngineOptions(quiet=True),
+                                   trust=TrustOptions(uncertainty=tmp_path / "u.zarr"))).numpy()  # fmt: skip
     width, error = io.load(tmp_path / "u.zarr").numpy(), sr - pair.hr
     # Over six seeds of this set-up: 0.894-0.909 in all, 0.886-0.926 per band.
     assert coverage(width, error) == pytest.approx(0.9, abs=0.02)
@@ -300,8 +314,9 @@ def test_a_held_out_cube_is_covered_near_nominal(tmp_path):
         pytest.skip(f"held-out cube not found at {path} (set VOLSR_DATA)")
     pair = make_pair(load_cube(f"{path}:data")[0], scale=4)
     lr = Volume(pair.lr, np.eye(4), ("i", "j", "band"))
-    sr = io.load(upsample_to_store(lr, tmp_path / "sr.zarr", scale=4, model="bicubic", uncertainty=tmp_path / "u.zarr",
-                                   quiet=True)).numpy()  # fmt: skip
+    sr = io.load(upsample_to_store(lr, tmp_path / "sr.zarr", scale=4, model="bicubic",
+                                   options=EngineOptions(quiet=True),
+                                   trust=TrustOptions(uncertainty=tmp_path / "u.zarr"))).numpy()  # fmt: skip
     width, error = io.load(tmp_path / "u.zarr").numpy(), sr - pair.hr
     # bench/trust.py: 0.96 (bicubic x4; its cube calibration is fitted on other scenes only).
     assert 0.88 <= coverage(width, error) <= 0.98
@@ -349,8 +364,9 @@ def test_the_per_scan_check_brings_a_too_wide_calibration_to_nominal_coverage(tm
     covered = {}
     for name, transfer in (("plain", None), ("checked", (1.0, 0.0))):
         _wide_calibration(monkeypatch, transfer)
-        out = upsample_to_store(lr, tmp_path / f"{name}.zarr", scale=(1, 1, 4), model="cubic", quiet=True,
-                                uncertainty=tmp_path / f"u_{name}.zarr")  # fmt: skip
+        out = upsample_to_store(lr, tmp_path / f"{name}.zarr", scale=(1, 1, 4), model="cubic",
+                                options=EngineOptions(quiet=True),
+                                trust=TrustOptions(uncertainty=tmp_path / f"u_{name}.zarr"))  # fmt: skip
         covered[name] = coverage(io.load(tmp_path / f"u_{name}.zarr").numpy(), io.load(out).numpy() - hr)
     assert covered["plain"] > 0.99
     assert 0.85 <= covered["checked"] <= 0.95
@@ -360,14 +376,16 @@ def test_the_per_scan_check_brings_a_too_wide_calibration_to_nominal_coverage(tm
 def test_a_resumed_run_reuses_the_per_scan_check(tmp_path, monkeypatch):
     _, lr = _noise_scan()
     _wide_calibration(monkeypatch, (1.0, 0.0))
-    kwargs = dict(scale=(1, 1, 4), model="cubic", chunks=(16, 16, 32), tile=(16, 16, 32), quiet=True)
+    kwargs = dict(scale=(1, 1, 4), model="cubic", options=EngineOptions(chunks=(16, 16, 32), tile=(16, 16, 32), quiet=True))
     original = _disk_full_at_the_third_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
-        upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", **kwargs)
+        upsample_to_store(lr, tmp_path / "a.zarr", **kwargs,
+                          trust=TrustOptions(uncertainty=tmp_path / "ua.zarr"))
     monkeypatch.setattr(store_module, "write_result", original)
     fresh = store_module.scan_width_scale
     monkeypatch.setattr(store_module, "scan_width_scale", lambda *a: pytest.fail("the check ran again on resume"))
-    upsample_to_store(lr, tmp_path / "a.zarr", uncertainty=tmp_path / "ua.zarr", resume=True, **kwargs)
+    upsample_to_store(lr, tmp_path / "a.zarr", resume=True, **kwargs,
+                      trust=TrustOptions(uncertainty=tmp_path / "ua.zarr"))
     monkeypatch.setattr(store_module, "scan_width_scale", fresh)
-    upsample_to_store(lr, tmp_path / "b.zarr", uncertainty=tmp_path / "ub.zarr", **kwargs)
+    upsample_to_store(lr, tmp_path / "b.zarr", **kwargs, trust=TrustOptions(uncertainty=tmp_path / "ub.zarr"))
     assert io.load(tmp_path / "ua.zarr").numpy().tobytes() == io.load(tmp_path / "ub.zarr").numpy().tobytes()

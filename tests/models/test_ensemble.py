@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.engine.runs import with_engine
 from volsr import io
-from volsr.engine import upsample_to_store
+from volsr.engine import EngineOptions, upsample_to_store
 from volsr.engine.resolve import with_self_ensemble
 from volsr.errors import VolsrError
 from volsr.geometry import output_coordinates
@@ -89,19 +90,18 @@ def test_a_tile_of_the_ensemble_equals_the_whole_cube_ensemble(tmp_path):
     with torch.no_grad():
         whole = SelfEnsemble(net, (2, 2))(x, grid)[0].numpy().transpose(1, 2, 0)
         alone = net(x, grid)[0].numpy().transpose(1, 2, 0)
-    kwargs = dict(scale=2, model=net, chunks=(8, 8), tile=(8, 8), quiet=True)
-    tiled = upsample_to_store(volume, tmp_path / "se.zarr", self_ensemble=True, **kwargs)
+    kwargs = dict(scale=2, model=net, options=EngineOptions(chunks=(8, 8), tile=(8, 8), quiet=True))
+    tiled = upsample_to_store(volume, tmp_path / "se.zarr", **with_engine(kwargs, self_ensemble=True))
     plain = upsample_to_store(volume, tmp_path / "one.zarr", **kwargs)  # card: off
     np.testing.assert_allclose(io.load(tiled).numpy(), whole, atol=1e-5)
     np.testing.assert_allclose(io.load(plain).numpy(), alone, atol=1e-5)
     assert np.abs(whole - alone).max() > 1e-3  # the ensemble changed something
     with pytest.raises(VolsrError, match="the model differs"):
-        upsample_to_store(volume, tmp_path / "se.zarr", self_ensemble=False, resume=True, **kwargs)
+        upsample_to_store(volume, tmp_path / "se.zarr", resume=True, **with_engine(kwargs, self_ensemble=False))
     import distributed
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:  # fmt: skip
-        workers = upsample_to_store(volume, tmp_path / "dask.zarr", self_ensemble=True,
-                                    scheduler=cluster.scheduler_address, **kwargs)  # fmt: skip
+        workers = upsample_to_store(volume, tmp_path / "dask.zarr", **with_engine(kwargs, self_ensemble=True, scheduler=cluster.scheduler_address))  # fmt: skip
     np.testing.assert_allclose(io.load(workers).numpy(), whole, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from volsr import io
-from volsr.engine import check_halo, upsample, upsample_to_store
+from volsr.engine import EngineOptions, check_halo, upsample, upsample_to_store
 from volsr.geometry import output_coordinates
 from volsr.models import default_model_name, get_card, registry
 from volsr.models import weights as weights_module
@@ -97,7 +97,7 @@ def test_engine_tiles_equal_a_whole_volume_pass(tmp_path, scale, tile):
         whole = model(torch.from_numpy(data)[None, None], grid)[0, 0].numpy()
     volume = Volume(data, np.eye(4), ("i", "j", "k"))
     path = upsample_to_store(volume, tmp_path / "sr.zarr", scale=scale, model=model,
-                             chunks=tile, tile=tile, quiet=True)  # fmt: skip
+                             options=EngineOptions(chunks=tile, tile=tile, quiet=True))  # fmt: skip
     np.testing.assert_allclose(io.load(path).numpy(), whole, rtol=0, atol=2e-5)
     # The engine's halo self-check (a centre tile at exactly the declared halo) agrees.
     assert check_halo(model, scale=scale) < 2e-5

@@ -55,7 +55,7 @@ from volsr.bids.layout import (
     find_anatomical,
     sidecar_metadata,
 )
-from volsr.engine import upsample_to_store
+from volsr.engine import EngineOptions, upsample_to_store
 from volsr.engine.manifest import content_digest, model_identity
 from volsr.engine.resolve import input_mismatch, resolve_factors
 from volsr.engine.store import unfinished_run
@@ -255,8 +255,8 @@ _STATUS: dict[str, Status] = {"skip": "skipped", "complete": "completed", "resum
 
 
 def _upsample(job: _Job, *, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
-    upsample_to_store(job.image.path, job.output, scale=job.factors, model=job.model, device=device,
-                      resume=resume, overwrite=overwrite and not resume, quiet=quiet)  # fmt: skip
+    upsample_to_store(job.image.path, job.output, scale=job.factors, model=job.model, resume=resume,
+                      overwrite=overwrite and not resume, options=EngineOptions(device=device, quiet=quiet))  # fmt: skip
 
 
 def _process(job: _Job, state: str, *, overwrite: bool, device: str, quiet: bool) -> Status:

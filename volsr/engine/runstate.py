@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from volsr import io
 from volsr.engine import progress
 from volsr.engine.manifest import MANIFEST_NAME, Manifest, finished_header
+from volsr.engine.options import EngineOptions
 from volsr.engine.trust import TrustOptions
 from volsr.errors import OutputExistsError, ResumeError
 from volsr.io.outputs import discard
@@ -47,24 +47,13 @@ _PARTIAL_SUFFIX = ".volsr-partial.zarr"
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """The caller's options of one :func:`volsr.engine.upsample_to_store` run (its parameters)."""
+    """Everything the caller of one :func:`volsr.engine.upsample_to_store` run chose, beside the model and grid."""
 
     output: str
-    chunks: Sequence[int] | None
-    tile: Sequence[int] | None
-    blend: str
-    overlap: float
-    workers: int | None
-    scheduler: str | None
+    engine: EngineOptions
     resume: bool
     overwrite: bool
-    max_memory: str | int | None
-    quiet: bool
-    layout: str | None
-    self_ensemble: bool | None
-    allow_external: bool
     announce: tuple[str, ...]
-    pyramid: int
     trust: TrustOptions = TrustOptions()
 
 

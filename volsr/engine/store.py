@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from volsr import io
-from volsr.acquisition import AcquisitionModel, acquisition_for
+from volsr.acquisition import acquisition_for
 from volsr.engine import progress
 from volsr.engine.distributed import WorkerJob, open_output_array, run_distributed, write_result
 from volsr.engine.execute import channel_first, output_arrays, run_in_process, run_task
@@ -49,7 +49,8 @@ from volsr.engine.manifest import (
 )
 from volsr.engine.nodata import nodata_for, nodata_value, statistics_voxels
 from volsr.engine.normalise import input_statistics
-from volsr.engine.plan import DEFAULT_OVERLAP, Plan, make_plan
+from volsr.engine.options import EngineOptions
+from volsr.engine.plan import Plan, make_plan
 from volsr.engine.pyramid import build_pyramid, check_levels, create_levels
 from volsr.engine.resolve import (
     check_input,
@@ -132,14 +133,14 @@ def _finalise_store(path: Path, template: Volume, header: dict, *, levels: int =
 def _build_levels(store: Path, template: Volume, manifest: Manifest, options: RunOptions) -> None:
     """Multiscale levels 1.. from the finished image, resuming after the last one recorded."""
     done = manifest.state.get("pyramid_done", 0)
-    done = done if isinstance(done, int) and 0 <= done < options.pyramid else 0  # else: rebuild (same bytes)
+    done = done if isinstance(done, int) and 0 <= done < options.engine.pyramid else 0  # else: rebuild (same bytes)
 
     def finished(level: int) -> None:
         manifest.state["pyramid_done"] = level
         manifest.save()
-        note(f"pyramid: level {level} of {options.pyramid - 1} written", options.quiet)
+        note(f"pyramid: level {level} of {options.engine.pyramid - 1} written", options.engine.quiet)
 
-    build_pyramid(store, template.axes, options.pyramid, done=done, on_level=finished,
+    build_pyramid(store, template.axes, options.engine.pyramid, done=done, on_level=finished,
                   nodata=nodata_value(template))
 
 
@@ -187,27 +188,11 @@ def upsample_to_store(
     scale: float | Sequence[float] | None = None,
     target_spacing: float | Sequence[float] | None = None,
     model: str | nn.Module = "cubic",
-    chunks: Sequence[int] | None = None,
-    tile: Sequence[int] | None = None,
-    blend: str = "exact",
-    overlap: float = DEFAULT_OVERLAP,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    options: EngineOptions | None = None,
+    trust: TrustOptions | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    max_memory: str | int | None = None,
-    device: str | torch.device = "cpu",
-    quiet: bool = False,
-    force: bool = False,
-    layout: str | None = None,
-    self_ensemble: bool | None = None,
-    allow_external: bool = False,
     announce: Sequence[str] = (),
-    pyramid: int = 1,
-    uncertainty: str | os.PathLike[str] | None = None,
-    consistency: str | os.PathLike[str] | None = None,
-    enforce_consistency: bool = False,
-    acquisition: AcquisitionModel | None = None,
 ) -> Path:
     """Upsample a volume of any size into a file, out of core, resumably ("bring your own network").
 
@@ -229,70 +214,26 @@ def upsample_to_store(
         (grid, halo, scales, input_scaling) and the ``forward(x, positions)`` contract of
         :class:`volsr.models.interpolation.SeparableInterpolation`. Used in eval mode on a
         copy; the caller's module is not changed.
-    chunks : sequence of int, optional
-        Output chunk shape (one per spatial axis, or one per array axis); default 64.
-    tile : sequence of int, optional
-        Output tile shape per spatial axis; default: from :func:`start_tile`
-        (:data:`MAX_TILE_EDGE` voxels per axis of the grid the model reads), shrunk by
-        :func:`auto_tile` until it fits ``max_memory`` -- independent of the volume's size,
-        so peak memory is too.
-    blend : {"exact", "gaussian"}
-        ``exact`` crops halos; ``gaussian`` blends tiles overlapping by ``overlap``.
-    overlap : float
-        Tile overlap fraction in [0, 1) for ``gaussian``.
-    workers : int, optional
-        Run on a new local Dask cluster of this many worker processes.
-    scheduler : str, optional
-        Run on the Dask scheduler at this address.
+    options : EngineOptions, optional
+        How the run executes: chunks, tiles, blending, workers or scheduler, memory budget,
+        device, layout, self-ensemble, pyramid (:class:`volsr.engine.EngineOptions`;
+        default: its defaults).
+    trust : TrustOptions, optional
+        Extra outputs of the same tasks (:class:`volsr.engine.TrustOptions`): the 90 %
+        half-width map (``uncertainty``: needs a model with a shipped calibration for the
+        input's modality; the output itself is the one the run gives without it), the
+        consistency map (``consistency``, on the input's grid, its RMS logged), or the
+        consistency-enforced output (``enforce_consistency``: not with a pyramid), with the
+        input's ``acquisition`` (default: from its header and BIDS sidecar,
+        :func:`volsr.acquisition.acquisition_for`).
     resume : bool
         Continue an interrupted run (refused if input, model or options differ).
     overwrite : bool
         Replace an existing output.
-    max_memory : str or int, optional
-        Budget per worker (``"2G"``); picks tile and batch sizes. Default: half the memory
-        free when the run starts, shared among local workers, at least 1 GiB
-        (:func:`volsr.engine.progress.default_budget`); a resumed run keeps the budget it
-        started with.
-    device : str or torch.device
-        Where the model runs.
-    quiet : bool
-        No plan line, budget line or progress bar.
-    force : bool
-        Run at factors outside the model's ``scale_range`` with a warning instead of
-        refusing them (:func:`volsr.engine.resolve.check_supported`).
-    layout : {"contiguous", "channels_last"}, optional
-        Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
-        the one its card declares.
-    self_ensemble : bool, optional
-        Average the model over the flips and axis swaps of each tile
-        (:class:`volsr.models.ensemble.SelfEnsemble`: 8 forwards for a cube, better
-        estimates); default as the model's card says (on for the shipped HSI networks).
-    allow_external : bool
-        Read HDF5 data held in other files (:func:`volsr.io.load`); refused by default.
     announce : sequence of str
         Lines printed to stderr once every check has passed, before any work (even with
         ``quiet``): the command line names the model and any fallback this way, so that a
         refusal stays the only line.
-    pyramid : int
-        OME-Zarr multiscale levels, level 0 included (1: the full-resolution image only).
-        Levels 1.. halve every spatial axis (2x block means, :mod:`volsr.engine.pyramid`;
-        bands untouched), built chunk by chunk after the run and resumable; ``.zarr`` only,
-        and every spatial axis needs ``2**(pyramid - 1)`` voxels.
-    uncertainty : str or path, optional
-        Also write, per output voxel, the half-width of a 90 % interval for
-        ``|output - truth|`` (the output's grid and units; :mod:`volsr.uncertainty`), as one
-        more array of the same tasks; per pixel and band for a spectral cube. Needs a model with
-        a shipped calibration for the input's modality (MRI or cubes); the output
-        itself is the one the run gives without it.
-    consistency : str or path, optional
-        Also write the output re-acquired by the input's acquisition minus the input, on the
-        input's grid (:func:`volsr.consistency.consistency_map`), and log its RMS.
-    enforce_consistency : bool
-        Deliver the nearest volume that re-acquires to the input exactly
-        (:func:`volsr.consistency.enforce_consistency`); not with ``pyramid``.
-    acquisition : AcquisitionModel, optional
-        The input's slice thickness and profile for the consistency outputs (default: from
-        its header and BIDS sidecar, :func:`volsr.acquisition.acquisition_for`).
 
     Returns
     -------
@@ -316,32 +257,26 @@ def upsample_to_store(
     >>> v = Volume(np.ones((6, 5, 4), np.float32), np.eye(4), ("i", "j", "k"))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     path = upsample_to_store(v, Path(d) / "sr.zarr", scale=(1, 1, 2), model="linear",
-    ...                              chunks=(4, 4, 4), quiet=True)
+    ...                              options=EngineOptions(chunks=(4, 4, 4), quiet=True))
     ...     io.load(path).shape
     (6, 5, 8)
     """
-    volume = source if isinstance(source, Volume) else io.load(source, allow_external=allow_external)
+    engine = EngineOptions() if options is None else options
+    volume = source if isinstance(source, Volume) else io.load(source, allow_external=engine.allow_external)
     spec = None if isinstance(source, Volume) else os.fspath(source)
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
-    check_supported(net.card, factors, force=force)
+    check_supported(net.card, factors, force=engine.force)
     check_input(net.card, volume)
-    where = resolve_device(device)
-    _check_pyramid(pyramid, output, resampled_shape(volume.spatial_shape, factors))
-    if workers is not None and scheduler is not None:
-        raise ValueError(f"give at most one of workers and scheduler, got workers={workers!r}, scheduler={scheduler!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    where = resolve_device(engine.device)
+    _check_pyramid(engine.pyramid, output, resampled_shape(volume.spatial_shape, factors))
     output_path = io.check_output(output, overwrite=overwrite or resume, inputs=[spec] if spec else [],
-                                  dtype=np.dtype(np.float32), allow_external=allow_external)  # fmt: skip
-    trust = _trust_options(volume, spec, output_path, uncertainty, consistency, enforce_consistency, acquisition,
-                           overwrite=overwrite or resume, pyramid=pyramid, allow_external=allow_external)  # fmt: skip
-    options = RunOptions(
-        output=os.fspath(output), chunks=chunks, tile=tile, blend=blend, overlap=overlap, workers=workers,
-        scheduler=scheduler, resume=resume, overwrite=overwrite, max_memory=max_memory, quiet=quiet,
-        layout=layout, self_ensemble=self_ensemble, allow_external=allow_external,
-        announce=tuple(announce), pyramid=int(pyramid), trust=trust,
-    )  # fmt: skip
+                                  dtype=np.dtype(np.float32), allow_external=engine.allow_external)  # fmt: skip
+    trust = _checked_trust(volume, spec, output_path, TrustOptions() if trust is None else trust,
+                           overwrite=overwrite or resume, pyramid=engine.pyramid,
+                           allow_external=engine.allow_external)  # fmt: skip
+    options = RunOptions(output=os.fspath(output), engine=engine, resume=resume, overwrite=overwrite,
+                         announce=tuple(announce), trust=trust)  # fmt: skip
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
     with contextlib.ExitStack() as locks:
@@ -351,27 +286,25 @@ def upsample_to_store(
         return _upsample_locked(net, volume, spec, output_path, factors, where, options)
 
 
-def _trust_options(volume: Volume, spec: str | None, output_path: Path, uncertainty, consistency, enforce: bool,
-                   acquisition: AcquisitionModel | None, *, overwrite: bool, pyramid: int,
-                   allow_external: bool) -> TrustOptions:  # fmt: skip
-    """The trust outputs checked like the output (before any work): writable, not an input, distinct."""
-    extras = [os.fspath(x) for x in (uncertainty, consistency) if x is not None]
+def _checked_trust(volume: Volume, spec: str | None, output_path: Path, trust: TrustOptions, *, overwrite: bool,
+                   pyramid: int, allow_external: bool) -> TrustOptions:  # fmt: skip
+    """The trust outputs checked like the output (before any work): writable, not an input, distinct;
+    the acquisition filled in from the input where a map needs it."""
     paths = [output_path]
-    for extra in extras:
+    for extra in trust.outputs:
         path = io.check_output(extra, overwrite=overwrite, inputs=[spec] if spec else [], dtype=np.dtype(np.float32),
                                allow_external=allow_external)  # fmt: skip
         if path.resolve() in [p.resolve() for p in paths]:
             raise ValueError(f"{extra} is also another output of this run: give each output its own file")
         paths.append(path)
-    if enforce and pyramid > 1:
+    if trust.enforce_consistency and pyramid > 1:
         raise ValueError("--enforce-consistency changes the output after the run; build the pyramid from it with a "
                          "second run (--pyramid is not combined with it)")
-    wanted = bool(extras) or enforce
+    wanted = bool(trust.outputs) or trust.enforce_consistency
+    acquisition = trust.acquisition
     if wanted and acquisition is None and volume.band_axis is None:
         acquisition = acquisition_for(volume, spec, estimate_noise=False)
-    return TrustOptions(uncertainty=None if uncertainty is None else os.fspath(uncertainty),
-                        consistency=None if consistency is None else os.fspath(consistency), enforce=bool(enforce),
-                        acquisition=acquisition if wanted else None)  # fmt: skip
+    return dataclasses.replace(trust, acquisition=acquisition if wanted else None)
 
 
 def _announce(net: nn.Module, volume: Volume, shape_out: tuple[int, ...], output_path: Path,
@@ -386,7 +319,7 @@ def _announce(net: nn.Module, volume: Volume, shape_out: tuple[int, ...], output
     if isinstance(net, SelfEnsemble):
         count = len(net.symmetries)
         note(f"self-ensemble: the mean over {count} flips and axis swaps "
-              f"(--no-self-ensemble: {count}x faster)", options.quiet)
+              f"(--no-self-ensemble: {count}x faster)", options.engine.quiet)
     if room is not None:
         note(room, False)  # a warning, shown even with quiet
 
@@ -396,22 +329,21 @@ def _upsample_locked(
     where: torch.device, options: RunOptions,
 ) -> Path:  # fmt: skip
     """The run, once the output's lock is held: work store, tasks, then the output replaced."""
-    quiet, workers, scheduler = options.quiet, options.workers, options.scheduler
+    quiet, workers, scheduler = options.engine.quiet, options.engine.workers, options.engine.scheduler
     store = work_store(output_path)
     previous, finished = previous_run(store, output_path, options)
-    budget_bytes = budget_bytes_for(options.max_memory, previous, workers, scheduler)
+    budget_bytes = budget_bytes_for(options.engine.max_memory, previous, workers, scheduler)
     if options.trust.uncertainty is not None:
-        net = with_uncertainty(net, volume, factors, options.self_ensemble)
+        net = with_uncertainty(net, volume, factors, options.engine.self_ensemble)
     else:
-        net = with_self_ensemble(net, factors, options.self_ensemble)
-    layout = options.layout or net.card.layout
+        net = with_self_ensemble(net, factors, options.engine.self_ensemble)
+    layout = options.engine.layout or net.card.layout
     net = apply_layout(net.eval().to(where), layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     phase("sizing the tiles: probe forwards measure the model's memory", quiet)
-    plan, batch, budget = plan_run(
-        net, volume, shape_out, factors, options.chunks, options.tile, options.blend, options.overlap,
-        budget_bytes, where,
-    )  # fmt: skip
+    engine = options.engine
+    plan, batch, budget = plan_run(net, volume, shape_out, factors, engine.chunks, engine.tile, engine.blend,
+                                   engine.overlap, budget_bytes, where)  # fmt: skip
     header = _run_header(net, volume, spec, plan, batch, budget_bytes, where, layout, options)
     _check_short_axes(net, volume, factors, where)
     if finished:
@@ -422,7 +354,7 @@ def _upsample_locked(
     _announce(net, volume, shape_out, output_path, options)  # every check passed: the run starts
     template = _template(volume, shape_out)
     if manifest is None:
-        _create_store(store, template, plan.chunks, levels=options.pyramid, extra=output_arrays(net)[1:])
+        _create_store(store, template, plan.chunks, levels=options.engine.pyramid, extra=output_arrays(net)[1:])
         manifest = Manifest.create(store / MANIFEST_NAME, header, plan.n_tasks)
         manifest.state["budget_bytes"] = budget_bytes
         manifest.save()
@@ -434,7 +366,7 @@ def _upsample_locked(
                 discard(store)  # nothing done: no half-written run left
             raise
         _build_levels(store, template, manifest, options)
-        _finalise_store(store, template, manifest.header, levels=options.pyramid)
+        _finalise_store(store, template, manifest.header, levels=options.engine.pyramid)
         manifest.complete = True
         manifest.save()
     _deliver(store, output_path, volume, options, template)
@@ -446,18 +378,18 @@ def _run_header(
     where: torch.device, layout: str, options: RunOptions,
 ) -> dict:  # fmt: skip
     """What a resume must match: the input (a SHA-256 of its files), the model, the options."""
-    if spec is not None and not options.quiet and sys.stderr.isatty():
-        size = content_size(io.files_read(spec, allow_external=options.allow_external))
+    if spec is not None and not options.engine.quiet and sys.stderr.isatty():
+        size = content_size(io.files_read(spec, allow_external=options.engine.allow_external))
         if size > _NOTE_HASH_BYTES:
             phase(f"hashing the input ({progress.format_size(size)}) so that --resume can check it", False)
     return {
-        "input": input_fingerprint(volume, spec, allow_external=options.allow_external),
+        "input": input_fingerprint(volume, spec, allow_external=options.engine.allow_external),
         "model": model_identity(net),
         "options": {
             "shape_out": list(plan.shape_out), "plan": dataclasses.asdict(plan), "tasks": plan.n_tasks,
             "batch": batch, "budget_bytes": budget_bytes, "device": where.type,
             "output": output_identity(options.output), "layout": layout,
-            **({"pyramid": options.pyramid} if options.pyramid > 1 else {}),  # 1: headers as before
+            **({"pyramid": options.engine.pyramid} if options.engine.pyramid > 1 else {}),  # 1: headers as before
             **({"trust": options.trust.header()} if options.trust.header() else {}),
         },
     }  # fmt: skip
@@ -467,10 +399,10 @@ def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions
     """Put the finished work store in the output's place (Zarr: renamed; else converted), the
     trust outputs first (a kill between them and the output leaves a resumable store)."""
     trust = options.trust
-    if trust.outputs or trust.enforce:
+    if trust.outputs or trust.enforce_consistency:
         finished = deliver_trust(io.load(store).replace(meta=volume.meta), volume, trust,
-                                 store, template, options.quiet)  # fmt: skip
-        if trust.enforce:
+                                 store, template, options.engine.quiet)  # fmt: skip
+        if trust.enforce_consistency:
             io.save(finished, options.output, overwrite=True)
             discard(store)
             return
@@ -486,7 +418,7 @@ def _deliver(store: Path, output_path: Path, volume: Volume, options: RunOptions
 
 
 def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options):
-    workers, scheduler, quiet = options.workers, options.scheduler, options.quiet
+    workers, scheduler, quiet = options.engine.workers, options.engine.scheduler, options.engine.quiet
     input_scale = manifest.state.get("input_scale")
     if input_scale is not None and not (isinstance(input_scale, (int, float)) and 0 < input_scale < math.inf):
         raise ResumeError(f"cannot resume: {manifest.path} holds an invalid input scale {input_scale!r}; "
@@ -494,7 +426,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
     if input_scale is None:
         if net.card.kind == "network" or net.card.input_scaling != "none":
             phase(f"input statistics: one pass over the input ({progress.format_size(volume.data.nbytes)}) "
-                   f"for the intensity scale", options.quiet)
+                   f"for the intensity scale", options.engine.quiet)
         input_scale, floor = input_statistics(net.card, statistics_voxels(net.card, volume))
         manifest.state["input_scale"] = input_scale
         manifest.state["output_floor"] = floor
@@ -502,15 +434,15 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
     if isinstance(net, WithUncertainty):
         if "noise_sigma" not in manifest.state:
             if volume.band_axis is None:  # a cube's calibration has no noise term
-                phase("uncertainty: estimating the input's noise", options.quiet)
+                phase("uncertainty: estimating the input's noise", options.engine.quiet)
             manifest.state["noise_sigma"] = scan_noise(volume, options.trust.acquisition, net.factors)
             manifest.save()
         if "width_scale" not in manifest.state:  # tasks done by a version without the check kept U as fitted
             if net.calibration.scan_transfer is not None and volume.band_axis is None:
-                phase("uncertainty: the per-scan check on pairs from the input's in-plane axes", options.quiet)
+                phase("uncertainty: the per-scan check on pairs from the input's in-plane axes", options.engine.quiet)
             scale, described = scan_width_scale(net, volume, options.trust.acquisition, input_scale) \
                 if not manifest.done.any() else (1.0, "")
-            note(described, options.quiet or not described)
+            note(described, options.engine.quiet or not described)
             manifest.state["width_scale"] = scale
             manifest.save()
         net.with_noise(manifest.state["noise_sigma"] / input_scale, manifest.state["width_scale"])
@@ -556,7 +488,7 @@ def _run(net, volume, spec, plan, batch, budget, manifest, store, where, options
             key=uuid.uuid4().hex, source=spec if spec is not None else volume,
             model=net.card.name if _is_registry_model(net) else net.to("cpu"), plan=plan,
             store=str(store), device=str(where), batch=batch, input_scale=input_scale, threads=1,
-            layout=layout, allow_external=options.allow_external, nodata=nodata, arrays=output_arrays(net),
+            layout=layout, allow_external=options.engine.allow_external, nodata=nodata, arrays=output_arrays(net),
         )  # fmt: skip
         run_distributed(job, todo, finished, workers=workers, scheduler=scheduler)
 

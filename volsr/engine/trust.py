@@ -37,26 +37,45 @@ MIN_PATCH = 16
 FOREGROUND = 0.05
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrustOptions:
-    """What a run adds to its output.
+    """What a run adds to its output (:func:`volsr.engine.upsample_to_store`'s ``trust``).
 
     Parameters
     ----------
-    uncertainty : str, optional
-        Output spec of the 90 % half-width map (the output's grid and units).
-    consistency : str, optional
-        Output spec of the consistency map (the input's grid and units).
-    enforce : bool
-        Deliver the consistency-enforced output (:func:`volsr.consistency.enforce_consistency`).
+    uncertainty : str or path, optional
+        Output spec of the 90 % half-width map of ``|output - truth|`` (the output's grid
+        and units; :mod:`volsr.uncertainty`); per pixel and band for a spectral cube.
+    consistency : str or path, optional
+        Output spec of the consistency map: the output re-acquired by the input's acquisition
+        minus the input, on the input's grid (:func:`volsr.consistency.consistency_map`).
+    enforce_consistency : bool
+        Deliver the nearest volume that re-acquires to the input exactly
+        (:func:`volsr.consistency.enforce_consistency`).
     acquisition : AcquisitionModel, optional
-        The input's acquisition (thickness, profile) for MRI volumes; default from the header.
+        The input's acquisition (thickness, profile) for MRI volumes; default from its
+        header and BIDS sidecar.
+
+    Raises
+    ------
+    None
+
+    Examples
+    --------
+    >>> TrustOptions(uncertainty="u.nii.gz").outputs
+    ['u.nii.gz']
     """
 
     uncertainty: str | None = None
     consistency: str | None = None
-    enforce: bool = False
+    enforce_consistency: bool = False
     acquisition: AcquisitionModel | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("uncertainty", "consistency"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        object.__setattr__(self, "enforce_consistency", bool(self.enforce_consistency))
 
     @property
     def outputs(self) -> list[str]:
@@ -70,7 +89,7 @@ class TrustOptions:
             record["uncertainty"] = os.path.abspath(self.uncertainty)
         if self.consistency is not None:
             record["consistency"] = os.path.abspath(self.consistency)
-        if self.enforce:
+        if self.enforce_consistency:
             record["enforce_consistency"] = True
         if record and self.acquisition is not None:
             record["acquisition"] = {"thickness": list(self.acquisition.thickness), "profile": self.acquisition.profile}
@@ -334,7 +353,7 @@ def deliver_trust(output: Volume, source: Volume, trust: TrustOptions, store: Pa
     from volsr.engine.runstate import note
 
     acquisition = trust.acquisition if source.band_axis is None else None
-    if trust.enforce:
+    if trust.enforce_consistency:
         output = enforce_consistency(output, source, acquisition).replace(meta=output.meta)
     if trust.uncertainty is not None:
         io.save(stored_volume(template, store, "uncertainty").replace(meta=output.meta), trust.uncertainty,
