@@ -23,7 +23,7 @@ import torch
 
 from volsr.train.hsi import build_hsi_dataset, load_hsi_config
 
-CONFIGS = ("configs/hsi_attn1d2d_x4_gpu_d48c.yaml", "configs/hsi_attn1d2d_x4_gpu_d48sf.yaml")
+CONFIGS = ("configs/hsi/attn1d2d/x4/d48c.yaml", "configs/hsi/attn1d2d/x4/d48sf.yaml")
 
 
 def row(path: str, batches: int) -> str:

@@ -28,7 +28,7 @@ from volsr.train.hsi import load_hsi_config
 sys.path.insert(0, "bench")
 from hsi_quality import HELD_OUT, OTHER_SENSORS, held_out_cube  # noqa: E402
 
-CONFIGS = ("configs/hsi_attn1d2d_x4_gpu_d48.yaml", "configs/hsi_attn1d2d_x2_gpu.yaml")
+CONFIGS = ("configs/hsi/attn1d2d/x4/d48.yaml", "configs/hsi/attn1d2d/x2/gpu.yaml")
 BAND_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
 PATCH = 48
 #: A cube known to be a training cube in another orientation: its row must read about 1.

@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--factor", type=float, default=4.0, help="slice factor")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo's earlier files")
 
-    train = commands.add_parser("train", help="train a network from a YAML config (configs/*.yaml)")
+    train = commands.add_parser("train", help="train a network from a YAML config (configs/mri/<arch>/*.yaml)")
     train.add_argument("config", help="experiment YAML file")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     train.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (resume later)")

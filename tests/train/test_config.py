@@ -18,6 +18,7 @@ from volsr.train.config import (
     ValidationConfig,
     config_from_dict,
     load_config,
+    read_config,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -32,19 +33,57 @@ def with_value(section: str, key: str, value) -> dict:
     return mapping
 
 
-@pytest.mark.parametrize("name", ["mri_mdcsrn.yaml", "mri_mdcsrn_gan.yaml"])
+@pytest.mark.parametrize("name", ["mri/mdcsrn/stage2.yaml", "mri/mdcsrn/gan.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(CONFIGS / name)
     assert isinstance(config, TrainConfig)
-    assert (config.gan is not None) == name.endswith("_gan.yaml")
+    assert (config.gan is not None) == name.endswith("gan.yaml")
     assert config.data.factor_range[0] >= 2 and config.data.factor_range[1] <= 5
 
 
-@pytest.mark.parametrize("name", ["mri_mdcsrn.yaml", "mri_mdcsrn_gan.yaml", "mri_meta_srgan.yaml"])
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_shipped_configs_comment_every_value(name):
     for number, line in enumerate((CONFIGS / name).read_text().splitlines(), 1):
         if re.match(r"^\s*[a-z_]+:\s*\S", line) and not line.lstrip().startswith("#"):
             assert "#" in line, f"{name}:{number} has no comment: {line!r}"
+
+
+def test_extends_merges_a_chain_over_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "run": {"name": "a", "output_dir": "runs/a", "seed": 3},
+        "data": {"volumes": ["x/*.nii.gz", "y.nii.gz"], "patch": [16, 16, 16]},
+        "optim": {"steps": 10, "lr": 1.0e-3}, "gan": {"n_critic": 3}}))
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\noptim:\n  lr: 2.0e-4\ndata:\n  volumes: [z.nii.gz]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "leaf.yaml").write_text("extends: ../mid.yaml\nrun:\n  seed: 7\ngan: null\n")
+    config = load_config(tmp_path / "sub" / "leaf.yaml")
+    expected = config_from_dict({  # written out in full: what the chain must mean
+        "run": {"name": "a", "output_dir": "runs/a", "seed": 7},
+        "data": {"volumes": ["z.nii.gz"], "patch": [16, 16, 16]},  # a list replaces, a mapping merges
+        "optim": {"steps": 10, "lr": 2.0e-4}, "gan": None})
+    assert config == expected
+    assert read_config(tmp_path / "mid.yaml")["gan"] == {"n_critic": 3}
+
+
+def test_extends_refuses_loops_and_missing_bases(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(FileNotFoundError, match="gone.yaml' not found .extended by"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [a.yaml]\n")
+    with pytest.raises(ValueError, match="'extends' in .* must be a file name"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_shipped_lineages_extend_their_previous_stage():
+    # the shipped meta_srgan.t1 lineage reads top-down: each stage names the one before it
+    chain = ["gpu.yaml", "ft.yaml", "ft2.yaml"]
+    for previous, stage in zip(chain, chain[1:]):
+        assert yaml.safe_load((CONFIGS / "mri/meta_srgan" / stage).read_text())["extends"] == previous
+    assert load_config(CONFIGS / "mri/meta_srgan/ft2.yaml").optim.steps == 3000
 
 
 def test_defaults_fill_and_match_dataclasses():
@@ -103,7 +142,7 @@ def test_load_config_uses_safe_load(tmp_path):
 
 
 def test_meta_srgan_config_loads_with_its_architecture_and_checks_taps():
-    config = load_config(CONFIGS / "mri_meta_srgan.yaml")
+    config = load_config(CONFIGS / "mri/meta_srgan/gpu.yaml")
     assert config.model.arch == "meta_srgan" and config.model.taps % 2 == 0
     # The card's declared range is the trained (continuous) factor range, within [1, 6].
     assert config.model.scale_range == config.data.factor_range == (1.0, 6.0)

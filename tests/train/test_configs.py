@@ -15,26 +15,25 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from volsr.train.build import build_batches, build_critic, build_model
-from volsr.train.config import load_config
+from volsr.train.config import load_config, read_config
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 DATA = Path(os.environ.get("VOLSR_DATA", ROOT.parent / "shared" / "data"))
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data absent: {DATA}")
 
 
 def _is_hsi(path: Path) -> bool:
-    return "cubes" in (yaml.safe_load(path.read_text()).get("data") or {})
+    return "cubes" in (read_config(path).get("data") or {})
 
 
 def test_configs_exist():
-    assert {p.name for p in CONFIGS} >= {"mri_mdcsrn.yaml", "mri_mdcsrn_gan.yaml"}
+    assert {str(p.relative_to(ROOT / "configs")) for p in CONFIGS} >= {"mri/mdcsrn/stage2.yaml", "mri/mdcsrn/gan.yaml"}
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_hsi(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_hsi(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_mri_config_builds_models(path):
     config = load_config(path)
     model = build_model(config.model, seed=config.run.seed)
@@ -48,7 +47,7 @@ def test_mri_config_builds_models(path):
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_hsi(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_hsi(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_mri_config_builds_sampler_and_draws_a_batch(path):
     config = load_config(path)
     data = dataclasses.replace(config.data, workers=0)  # same sampler, no worker process
@@ -60,7 +59,7 @@ def test_mri_config_builds_sampler_and_draws_a_batch(path):
 
 
 @needs_data
-@pytest.mark.parametrize("path", [p for p in CONFIGS if _is_hsi(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if _is_hsi(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_hsi_config_builds_dataset_and_model(path):
     from volsr.models.attn1d2d import Attn1D2D
     from volsr.train.hsi import build_hsi_dataset, load_hsi_config, resolve_cubes

@@ -1,6 +1,6 @@
 """Training the 1D-2D attention network on hyperspectral cubes (reuses the generic trainer).
 
-One YAML file per experiment (``configs/hsi_attn1d2d_x4.yaml``) with sections ``run`` and
+One YAML file per experiment (``configs/hsi/attn1d2d/x4/d48.yaml``) with sections ``run`` and
 ``optim`` (the generic :class:`~volsr.train.config.RunConfig` and
 :class:`~volsr.train.config.OptimConfig`: AdamW, warmup + cosine, EMA, clipping), ``model``
 (:class:`~volsr.models.attn1d2d.Attn1D2D` arguments), ``data``
@@ -10,7 +10,7 @@ One YAML file per experiment (``configs/hsi_attn1d2d_x4.yaml``) with sections ``
 checkpoints (safetensors + JSON, no pickle), exact resume and signal handling are the
 generic ones. Run::
 
-    python -m volsr.train.hsi configs/hsi_attn1d2d_x4.yaml [--resume] [--max-steps N] [--threads T]
+    python -m volsr.train.hsi configs/hsi/attn1d2d/x4/d48.yaml [--resume] [--max-steps N] [--threads T]
 
 The exported weights go to ``<output_dir>/export/<run name>.safetensors`` (+ ``.json``), in
 the format :func:`volsr.models.weights.save_weights` writes; copying both into
@@ -40,7 +40,7 @@ from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.build import load_initial_weights
-from volsr.train.config import OptimConfig, RunConfig, _section
+from volsr.train.config import OptimConfig, RunConfig, _section, read_config
 from volsr.train.hsi_losses import hsi_loss
 from volsr.train.trainer import Trainer
 
@@ -146,7 +146,7 @@ def load_hsi_config(source: str | Path | Mapping[str, Any]) -> HSITrainConfig:
     """
     mapping = source
     if not isinstance(source, Mapping):
-        mapping = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        mapping = read_config(source)  # extends merged
     return _section(HSITrainConfig, mapping, "")
 
 
