@@ -257,11 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--factor", type=float, default=4.0, help="slice factor")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo's earlier files")
 
-    train = commands.add_parser("train", help="train a network from a YAML config (configs/mri/<arch>/*.yaml)")
-    train.add_argument("config", help="experiment YAML file")
+    train = commands.add_parser("train", help="train a network from a YAML config (configs/{mri,hsi}/<arch>/*.yaml)")
+    train.add_argument("config", help="experiment YAML file (its data: volumes or cubes)")
+    train.add_argument("--check", action="store_true",
+                       help="validate the config, build its network and data, draw one batch; train nothing")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     train.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (resume later)")
     train.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    train.add_argument("--threads", type=int, metavar="T", help="torch CPU threads")
     return parser
 
 

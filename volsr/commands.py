@@ -487,12 +487,18 @@ def run_demo(args: argparse.Namespace) -> str:
     return demo(Path(args.outdir), factor=args.factor, overwrite=args.overwrite)
 
 
-def run_train(args: argparse.Namespace) -> dict:
-    """``volsr train CONFIG [--resume] [--max-steps N] [--device cpu|cuda]``."""
-    from volsr.train.build import run_training
-    from volsr.train.config import load_config
+def run_train(args: argparse.Namespace) -> dict | str:
+    """``volsr train CONFIG [--check] [--resume] [--max-steps N] [--device cpu|cuda] [--threads T]``."""
+    import torch
+
+    from volsr.train.run import check_config, train
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
-    config = load_config(args.config)
-    return run_training(config, resume=args.resume, max_steps=args.max_steps, device=args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.check:
+        return check_config(args.config)
+    return train(args.config, resume=args.resume, max_steps=args.max_steps, device=args.device)

@@ -3,7 +3,7 @@
 Catches mismatches between config values and the constructors' own checks (a config that
 validates against the schema but that a constructor refuses, e.g. an intensity
 ``scale_range`` the sampler rejects) before hours of training are spent. Nothing is trained:
-the objects are built as ``volsr train`` / ``python -m volsr.train.hsi`` build them, and one
+the objects are built as ``volsr train`` builds them, and one
 batch is drawn to reach the checks that run at sampling time.
 """
 

@@ -10,7 +10,9 @@ One YAML file per experiment (``configs/hsi/attn1d2d/x4/d48.yaml``) with section
 checkpoints (safetensors + JSON, no pickle), exact resume and signal handling are the
 generic ones. Run::
 
-    python -m volsr.train.hsi configs/hsi/attn1d2d/x4/d48.yaml [--resume] [--max-steps N] [--threads T]
+    volsr train configs/hsi/attn1d2d/x4/d48.yaml [--resume] [--max-steps N] [--threads T]
+
+(``python -m volsr.train.hsi CONFIG`` still runs it, the older spelling.)
 
 The exported weights go to ``<output_dir>/export/<run name>.safetensors`` (+ ``.json``), in
 the format :func:`volsr.models.weights.save_weights` writes; copying both into

@@ -1,0 +1,83 @@
+"""``volsr train`` for both modalities (volsr/train/run.py): the data source picks the pipeline,
+``--check`` builds everything and trains nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+import yaml
+
+from volsr.cli import main
+from volsr.io import save
+from volsr.models.attn1d2d import Attn1D2D
+from volsr.models.weights import load_module
+from volsr.train.hsi import load_hsi_config, run_hsi_training
+from volsr.train.run import data_source
+from volsr.volume import Volume
+
+
+def _hsi_config(tmp_path, folder: str) -> dict:
+    rng = np.random.default_rng(0)
+    specs = []
+    for name, bands in (("a", 12), ("b", 17)):
+        path = tmp_path / f"{name}.mat"
+        scipy.io.savemat(path, {"cube": rng.random((16, 16, bands))})
+        specs.append(f"{path}:cube")
+    return {
+        "run": {"name": "attn1d2d_x2", "output_dir": str(tmp_path / folder), "progress": False,
+                "checkpoint_every": 2, "log_every": 1},
+        "model": {"scale": 2, "features": 2, "stages": 1, "init_residual_scale": 0.1},
+        "data": {"cubes": specs, "lr_patch": 4, "batch_size": 2, "min_bands": 4},
+        "loss": {"sam_weight": 0.1},
+        "optim": {"steps": 3, "lr": 1e-2, "warmup_steps": 0, "amp": False},
+        "validation": None,
+    }
+
+
+def _mri_config(tmp_path) -> dict:
+    x = np.zeros((24, 24, 24), np.float32)
+    x[4:20, 4:20, 4:20] = np.random.default_rng(1).uniform(50, 100, (16, 16, 16))
+    save(Volume(x, np.eye(4), ("i", "j", "k")), tmp_path / "v.nii.gz")
+    return {"run": {"name": "t", "output_dir": str(tmp_path / "mri_run"), "progress": False},
+            "model": {"arch": "mdcsrn", "growth": 2, "blocks": 1, "units": 2, "scale_range": [1.0, 3.0]},
+            "data": {"volumes": [str(tmp_path / "v.nii.gz")], "patch": [8, 8, 8], "batch_size": 2,
+                     "factor_range": [2.0, 2.0], "workers": 0},
+            "optim": {"steps": 2}, "validation": None}
+
+
+def _write(path, mapping) -> str:
+    path.write_text(yaml.safe_dump(mapping))
+    return str(path)
+
+
+def test_volsr_train_runs_a_hyperspectral_config_as_its_own_trainer_does(tmp_path, capsys):
+    mapping = _hsi_config(tmp_path, "cli")
+    assert main(["train", _write(tmp_path / "hsi.yaml", mapping), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    direct = run_hsi_training(load_hsi_config({**mapping, "run": {**mapping["run"], "output_dir": str(tmp_path / "direct")}}))
+    a = load_module(Attn1D2D, tmp_path / "cli" / "export" / "attn1d2d_x2.safetensors")
+    b = load_module(Attn1D2D, direct["export"])
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert np.array_equal(x.numpy(), y.numpy()), key
+
+
+def test_check_builds_both_kinds_and_trains_nothing(tmp_path, capsys):
+    for name, mapping, words in (("hsi.yaml", _hsi_config(tmp_path, "hsi_run"), "attn1d2d"),
+                                 ("mri.yaml", _mri_config(tmp_path), "mdcsrn")):
+        assert main(["train", _write(tmp_path / name, mapping), "--check"]) == 0
+        line = capsys.readouterr().out
+        assert ": ok: " + words in line and "batch lr (2, " in line
+        assert not (tmp_path / mapping["run"]["output_dir"]).exists()  # nothing written
+
+
+def test_a_config_must_name_one_data_source(tmp_path, capsys):
+    assert data_source({"data": {"volumes": ["v"]}}) == "volumes"
+    for data in ({}, {"volumes": ["v"], "cubes": ["c"]}):
+        with pytest.raises(ValueError, match="names its source"):
+            data_source({"data": data})
+    bad = _mri_config(tmp_path)
+    bad["data"] = {"patch": [8, 8, 8]}
+    assert main(["train", _write(tmp_path / "bad.yaml", bad), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "names its source" in err and len(err.strip().splitlines()) == 1
