@@ -136,10 +136,6 @@ class AcquisitionModel:
             ``SliceAxis``, ``SliceThickness``, ``SliceGap`` (per axis), ``ThicknessFrom``,
             ``SpacingFrom``, and the optional keys above.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> acquisition_from_spacing((1.0, 2.0)).to_json()["SliceThickness"]
@@ -164,10 +160,6 @@ class AcquisitionModel:
         Returns
         -------
         str
-
-        Raises
-        ------
-        None
 
         Examples
         --------
@@ -267,10 +259,6 @@ def sidecar_path(spec: str | os.PathLike[str]) -> Path | None:
     -------
     Path or None
         The sidecar's path (whether or not it exists), None for other formats.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

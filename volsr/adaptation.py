@@ -99,10 +99,6 @@ def adapted_weights_path(output: str | os.PathLike[str]) -> Path:
     Path
         ``.NAME.volsr-adapted.safetensors`` beside the output file (its JSON sidecar beside it).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> adapted_weights_path("/data/sr.h5:/x").name

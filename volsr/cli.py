@@ -91,10 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> build_parser().parse_args(["info", "a.nii.gz"]).command

@@ -61,10 +61,6 @@ def take_notes() -> list[str]:
     list of str
         One line each, in the order they were noted.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> _ = take_notes()
@@ -92,10 +88,6 @@ def describe(volume: Volume, spec: str) -> dict[str, Any]:
     dict
         ``path, format, shape, axes, dtype, spacing_mm, affine, orientation`` and, for
         spectral cubes, ``bands`` and ``wavelength_range_nm``.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

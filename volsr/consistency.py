@@ -114,9 +114,6 @@ def reacquire(output: Volume, matrices: dict[int, sp.spmatrix], affine: np.ndarr
     -------
     Volume
 
-    Raises
-    ------
-    None
     """
     data = output.data.astype(np.float32)
     for d, matrix in matrices.items():
@@ -212,10 +209,6 @@ def summary(consistency: np.ndarray | da.Array, data_range: float) -> str:
     Returns
     -------
     str
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -70,10 +70,6 @@ def shared_data_root() -> Path:
     Path
         The folder (may not exist on machines without the shared data).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> shared_data_root().name  # doctest: +SKIP

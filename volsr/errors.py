@@ -63,10 +63,6 @@ def first_line(exc: BaseException) -> str:
     -------
     str
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> first_line(ValueError("bad\\nmore")), first_line(KeyError())

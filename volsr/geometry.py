@@ -474,10 +474,6 @@ def integer_factors(factors: Sequence[float]) -> bool:
     -------
     bool
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> integer_factors((1, 1, 4.0)), integer_factors((1, 1, 3.3))

@@ -69,10 +69,6 @@ def keys_cubic(x: np.ndarray, *, a: float = -0.5) -> np.ndarray:
     ndarray, float64, shape of ``x``
         Kernel values; zero for ``|x| >= 2``.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> keys_cubic(np.array([0.0, 1.0, 0.5])).tolist()
@@ -96,10 +92,6 @@ def lanczos3(x: np.ndarray) -> np.ndarray:
     -------
     ndarray, float64, shape of ``x``
         Kernel values.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

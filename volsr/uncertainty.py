@@ -141,10 +141,6 @@ class Calibration:
         ndarray, tensor or float
             The half-width, same kind as the inputs (non-negative).
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> Calibration("x", dict.fromkeys(FEATURES, 1.0) | {"constant": 0.0}).half_width(3.0, 4.0, 0, 0)

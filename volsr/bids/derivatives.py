@@ -83,10 +83,6 @@ def dataset_description(
     -------
     dict
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> d = dataset_description("/data/ds", "/data/ds/derivatives/volsr", {"Name": "ds"})
@@ -220,10 +216,6 @@ def file_sidecar(
     -------
     dict
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.acquisition import acquisition_from_spacing
@@ -287,10 +279,6 @@ def run_key(sidecar: dict[str, Any] | None) -> RunKey | None:
     RunKey or None
         None when ``sidecar`` is None or lacks one of the fields; a missing
         ``SourceSHA256`` gives ``source_sha256=None``, which matches no run of this version.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -120,10 +120,6 @@ def parse_name(name: str) -> tuple[tuple[tuple[str, str], ...], str, str] | None
         order and the extension from the first dot (``.nii.gz``); None when the name does
         not follow the pattern (a part without ``-``, an empty or non-alphanumeric label).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> parse_name("sub-01_ses-1_T2w.json")
@@ -422,10 +418,6 @@ def derivative_path(out_dir: str | os.PathLike[str], image: AnatImage, *, extens
     -------
     Path
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> image = AnatImage(Path("/d/sub-01/ses-1/anat/sub-01_ses-1_rec-norm_run-2_T2w.nii"),
@@ -458,10 +450,6 @@ def bids_uri(image: AnatImage, *, dataset: str = "raw") -> str:
     Returns
     -------
     str
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -124,10 +124,6 @@ def pending_path(sidecar: str | os.PathLike[str]) -> Path:
     -------
     Path
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> pending_path("/out/sub-01/anat/sub-01_res-volsr_T1w.json").name

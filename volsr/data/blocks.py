@@ -77,10 +77,6 @@ class BlockCache:
         ndarray or None
             The read-only block, or None if it is not cached.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> BlockCache(max_bytes=8).get("missing") is None
@@ -108,10 +104,6 @@ class BlockCache:
         -------
         None
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> cache = BlockCache(max_bytes=8)
@@ -134,10 +126,6 @@ class BlockCache:
 
         Returns
         -------
-        None
-
-        Raises
-        ------
         None
 
         Examples
@@ -228,10 +216,6 @@ class VolumeStats:
         ``[c * cell, (c + 1) * cell)`` along each axis.
     foreground : (C0, C1, C2) bool ndarray
         True where at least half of a cell's (strided) voxels exceed the threshold.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -332,14 +332,9 @@ class HSIPatchDataset(IterableDataset):
         dict
             See the class Notes.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
-        >>> HSIPatchDataset.batch.__name__  # see tests/data/test_hsi.py
-        'batch'
+        See ``tests/data/test_hsi.py``.
         """
         rng = np.random.default_rng([self.seed, index])
         mixed = rng.random() < self.p_window
@@ -397,14 +392,9 @@ class HSIPatchDataset(IterableDataset):
         iterator of dict
             Endless.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
-        >>> HSIPatchDataset.batches.__name__  # see tests/data/test_hsi.py
-        'batches'
+        See ``tests/data/test_hsi.py``.
         """
         index = start
         while True:

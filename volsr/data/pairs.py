@@ -143,10 +143,6 @@ class PatchParams:
             ``noise_seed`` (-1 without noise), ``zoom``, ``perm_0..2``, ``flip_0..2``,
             ``augment_seed``, ``isotropic`` (0 or 1).
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> PatchParams(volume=1, origin=(0, 0, 0), axis=0, factor=2.0, thickness=2.0).as_dict()["snr_db"]
@@ -189,10 +185,6 @@ def lr_tile_length(patch_length: int, factor: float, *, halo: int) -> int:
     int
         Slices of the LR tile.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> lr_tile_length(64, 3.0, halo=1), lr_tile_length(64, 4.0, halo=0)
@@ -227,10 +219,6 @@ def origin_ranges(
     list of (low, high)
         ``(0, n - P)`` along other axes; an empty range has ``low > high``.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> origin_ranges((20, 20, 20), (8, 8, 8), slice_axes=(2,), factor=2.0, halo=1)
@@ -259,10 +247,6 @@ def tile_positions(patch_length: int, factor: float, *, halo: int) -> np.ndarray
     -------
     (patch_length,) float64 ndarray
         ``(t + 1/2) / factor - 1/2 + halo`` (0 is the centre of the tile's first slice).
-
-    Raises
-    ------
-    None
 
     Examples
     --------
@@ -457,10 +441,6 @@ def foreground_centre(
     tuple of int or None
         The centre in the frame, or None if no foreground cell meets the allowed box.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> fg = np.zeros((2, 2, 2), bool); fg[1, 0, 1] = True
@@ -528,10 +508,6 @@ def augment_intensity(
     Returns
     -------
     (X, Y, Z) float32 ndarray
-
-    Raises
-    ------
-    None
 
     Examples
     --------

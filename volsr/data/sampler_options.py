@@ -85,7 +85,6 @@ class SamplerOptions:
     stats_voxels : int
         Most voxels read per volume for the statistics (strided beyond that).
 
-
     Raises
     ------
     ValueError

@@ -198,10 +198,6 @@ class SelfPairSampler(PatchSampler):
             ``(lr_halo + 1) * factor + 2 * thickness`` voxels on each side (the slices'
             support, conservatively).
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> s = SelfPairSampler(np.ones((40, 40, 10), np.float32), slice_axis=2, factor=4.0,
@@ -227,10 +223,6 @@ class SelfPairSampler(PatchSampler):
         -------
         bool
             True without a slab.
-
-        Raises
-        ------
-        None
 
         Examples
         --------
@@ -262,10 +254,6 @@ def central_slab(shape: Sequence[int], axis: int, width: int) -> Slab:
     Returns
     -------
     (axis, start, stop)
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -100,10 +100,6 @@ class ThickSliceParams:
             ``axis, factor, thickness, profile, snr_db, noise_sigma, noise_seed``; without
             noise ``snr_db = inf``, ``noise_sigma = 0.0`` and ``noise_seed = -1``.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> ThickSliceParams(axis=0, factor=2.0, thickness=2.0).as_dict()["noise_seed"]

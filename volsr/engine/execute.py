@@ -43,10 +43,6 @@ def output_arrays(net: nn.Module) -> tuple[str, ...]:
     -------
     tuple of str
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.models import create_model
@@ -68,10 +64,6 @@ def channel_first(volume: Volume) -> da.Array:
     -------
     dask.array.Array
         A lazy transposed view, ``volume.dtype``.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

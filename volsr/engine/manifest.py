@@ -176,10 +176,6 @@ def model_identity(net: nn.Module) -> dict[str, Any]:
     dict
         ``{"name", "class", "card", "weights_sha256"}``, JSON-able.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.models import create_model
@@ -213,10 +209,6 @@ def finished_header(store: Path) -> dict[str, Any] | None:
     dict or None
         ``{"input", "model", "options"}``; None when the store has no such record (not a
         finished volsr run, or not a Zarr v3 store).
-
-    Raises
-    ------
-    None
 
     Examples
     --------

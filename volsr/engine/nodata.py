@@ -110,10 +110,6 @@ def fill_radius(plan: Plan) -> int:
     int
         ``in_halo + ceil(out_halo * max(n_in / n_out)) + 1``.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.engine.plan import make_plan
@@ -170,10 +166,6 @@ def nodata_mask(raw: np.ndarray, value: float) -> np.ndarray:
     -------
     (*spatial) bool ndarray
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> nodata_mask(np.array([[[1, 0, 2]], [[2, 0, 0]]], np.uint16), 0).tolist()
@@ -224,10 +216,6 @@ def fill_nodata(block: np.ndarray, invalid: np.ndarray, radius: int) -> np.ndarr
         within ``radius`` of it (and on where the block ends, which is the volume's edge
         when the block holds that margin).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> block = np.array([[[1.0, 3.0, -9.0, -9.0]]], np.float32)
@@ -264,10 +252,6 @@ def widen(box: Box, radius: int, shape: tuple[int, ...]) -> Box:
     -------
     tuple of (start, stop)
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> widen(((2, 5), (0, 3)), 3, (6, 9))
@@ -298,10 +282,6 @@ def prepare_block(
         Divided by ``divide_by``, no-data pixels filled (:func:`fill_nodata`).
     invalid : (*box_shape) bool ndarray
         The no-data pixels of ``box``.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -173,10 +173,6 @@ def output_floor(card: ModelCard, minimum: float) -> float | None:
         ``card.output_floor``, or None (no floor declared, or an input with a negative or
         non-finite voxel).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.models import get_card
@@ -199,10 +195,6 @@ def data_range_of(data: da.Array) -> tuple[float, float]:
     Returns
     -------
     (float, float)
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -223,10 +223,6 @@ def model_halos(card: ModelCard) -> tuple[int, int]:
         Input voxels read beyond the widened tile (``card.halo`` for ``lr`` models, the
         widest interpolation support for ``hr`` models).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.models import get_card

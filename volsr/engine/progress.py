@@ -145,10 +145,6 @@ def format_size(count: float) -> str:
     -------
     str
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> format_size(3 * 2**20)
@@ -365,10 +361,6 @@ def estimate(
     -------
     Budget
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.engine.plan import make_plan
@@ -412,10 +404,6 @@ def progress_bar(total: int, *, initial: int = 0, quiet: bool = False) -> tqdm:
     Returns
     -------
     tqdm.tqdm
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -307,10 +307,6 @@ def with_floor(net: nn.Module, floor: float | None) -> nn.Module:
     -------
     torch.nn.Module
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> type(with_floor(resolve_model("linear"), None)).__name__
@@ -336,10 +332,6 @@ def input_mismatch(card: ModelCard, volume: Volume) -> str | None:
     -------
     str or None
         A phrase for an error message, e.g. ``"takes single-channel 3-D volumes"`` ...
-
-    Raises
-    ------
-    None
 
     Examples
     --------

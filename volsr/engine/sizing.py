@@ -115,10 +115,6 @@ def start_tile(grid: str, factors: Sequence[float], chunks: Sequence[int]) -> tu
     tuple of int
         Output voxels per spatial axis.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> start_tile("lr", (1, 1, 4), (64, 64, 64)), start_tile("hr", (1, 1, 4), (64, 64, 64))

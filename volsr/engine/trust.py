@@ -56,10 +56,6 @@ class TrustOptions:
         The input's acquisition (thickness, profile) for MRI volumes; default from its
         header and BIDS sidecar.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> TrustOptions(uncertainty="u.nii.gz").outputs
@@ -220,9 +216,6 @@ def scan_width_scale(net: WithUncertainty, volume: Volume, acquisition: Acquisit
     described : str
         One line for the log.
 
-    Raises
-    ------
-    None
     """
     calibration = net.calibration
     upsampled = [d for d, f in enumerate(net.factors) if f > 1]

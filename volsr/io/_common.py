@@ -124,10 +124,6 @@ class FileArray:
     ----------
     None
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> a = FileArray()
@@ -163,10 +159,6 @@ def real_path(path: str | os.PathLike[str]) -> Path:
     Returns
     -------
     Path
-
-    Raises
-    ------
-    None
 
     Examples
     --------
@@ -489,10 +481,6 @@ def final_path(path: Path) -> Path:
     -------
     Path
         The final path.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -43,10 +43,6 @@ def header_items(value: str) -> list[str]:
     -------
     list of str
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> header_items("{UTM, 1, 1 , }")
@@ -114,10 +110,6 @@ def map_info(template: str, affine: np.ndarray) -> str | None:
     -------
     str or None
         None if the affine is not north-up axis-aligned (or the template is rotated).
-
-    Raises
-    ------
-    None
 
     Examples
     --------
@@ -192,10 +184,6 @@ def grid_fields(template: dict[str, str], affine: np.ndarray) -> dict[str, str]:
         New values of the fields the template has; empty when the source grid is unknown
         or the new grid is not a per-axis scaling and shift of it (the fields are then
         kept as they are).
-
-    Raises
-    ------
-    None
 
     Examples
     --------

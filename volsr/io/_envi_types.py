@@ -32,10 +32,6 @@ def binary_header(header: Path, text: bytes) -> str | None:
         Names the format found from ``sizeof_hdr`` (the first 4 bytes, either byte order)
         and the NIfTI magic, and how to convert it.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> binary_header(Path("t1.hdr"), (348).to_bytes(4, "big") + bytes(344))
@@ -75,10 +71,6 @@ class ClippedCast:
         Values clipped so far (updated as the blocks are written; thread-safe).
     low, high : int or None
         The target's range (None for a float target).
-
-    Raises
-    ------
-    None
 
     Examples
     --------

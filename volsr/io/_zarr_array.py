@@ -132,10 +132,6 @@ def storage_shape(array: Any) -> tuple[int, ...]:
     -------
     tuple of int
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> storage_shape(zarr.create_array({}, shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="u1"))
@@ -162,10 +158,6 @@ def zarr_dask(root: Path, name: str, array: Any, dtype: np.dtype) -> da.Array:
     Returns
     -------
     dask.array.Array
-
-    Raises
-    ------
-    None
 
     Examples
     --------

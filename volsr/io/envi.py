@@ -379,10 +379,6 @@ def output_files(header: Path) -> tuple[Path, ...]:
         The header, the data file it writes, and every data file an existing header's pair
         may use (an overwrite replaces that one).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> [p.name for p in output_files(Path("cube.hdr"))][:3]

@@ -102,10 +102,6 @@ def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     tuple of int
         ``min(n, 64)`` per axis.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> default_chunks((300, 20, 64))
@@ -131,10 +127,6 @@ def disk_order(axes: tuple[str, ...]) -> list[int]:
     Returns
     -------
     list of int
-
-    Raises
-    ------
-    None
 
     Examples
     --------

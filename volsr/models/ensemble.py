@@ -180,10 +180,6 @@ def member_output(model: nn.Module, x: torch.Tensor, positions: Positions, symme
     (B, C, len(positions[0]), ...) torch.Tensor
         The model's dtype and device.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.models import create_model

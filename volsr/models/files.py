@@ -41,10 +41,6 @@ def is_model_file(spec: str) -> bool:
     bool
         True when it ends in ``.safetensors`` (the file need not exist: loading says so).
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> is_model_file("cubic"), is_model_file("runs/x/export/mdcsrn_x.safetensors")

@@ -301,10 +301,6 @@ class MetaUpscale3D(nn.Module):
         matrix : (out_channels, C) torch.Tensor
         bias : (out_channels,) torch.Tensor
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> MetaUpscale3D(channels=3, hidden=4).mix((1.0, 1.0, 2.5))[0].abs().max().item()

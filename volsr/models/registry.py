@@ -200,10 +200,6 @@ def list_models() -> list[ModelCard]:
     -------
     list of ModelCard
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> isinstance(list_models(), list)

@@ -144,10 +144,6 @@ class AdaptReport:
         -------
         str
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> AdaptReport(False, 10, 0, 30.0, 30.0, 2.0, (0, 4, 12)).describe()[:40]
@@ -301,10 +297,6 @@ def adapted_card(card: ModelCard, kept: bool) -> ModelCard:
     Returns
     -------
     ModelCard
-
-    Raises
-    ------
-    None
 
     Examples
     --------

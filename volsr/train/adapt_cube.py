@@ -135,10 +135,6 @@ class CubeAdaptReport(AdaptReport):
         -------
         str
 
-        Raises
-        ------
-        None
-
         Examples
         --------
         >>> r = CubeAdaptReport(True, 9, 6, 30.0, 30.1, 2.0, (1, 4, 8), 1.5, 1.4, (50.0, 0.1), (50.1, 0.1))

@@ -290,10 +290,6 @@ def batch_stream(sampler: Any, *, batch_size: int, seed: int, rank: int = 0, wor
     BatchSource
         ``batches(start)`` iterates batches ``start, start + 1, ...``.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> from volsr.data import PatchSampler, SamplerOptions
@@ -403,8 +399,7 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
 
     Examples
     --------
-    >>> export_weights.__name__  # see tests/train/test_build.py
-    'export_weights'
+    See ``tests/train/test_build.py``.
     """
     model = trainer.inference_model()
     if isinstance(model, MDCSRNUpsampler):
@@ -461,8 +456,7 @@ def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
 
     Examples
     --------
-    >>> load_initial_weights.__name__  # see tests/train/test_build.py
-    'load_initial_weights'
+    See ``tests/train/test_build.py``.
     """
     try:
         model.load_state_dict(network_tensors(path))
@@ -508,8 +502,7 @@ def run_training(
 
     Examples
     --------
-    >>> run_training.__name__  # see tests/train/test_build.py
-    'run_training'
+    See ``tests/train/test_build.py``.
     """
     from volsr.errors import OutputExistsError
 

@@ -317,10 +317,6 @@ def network_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     dict of str to Tensor
         Prefix removed.
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> network_state({"model.w": torch.zeros(1), "step": torch.ones(1)})
@@ -342,10 +338,6 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     -------
     list of Path
         JSON files whose safetensors partner exists, sorted by step.
-
-    Raises
-    ------
-    None
 
     Examples
     --------

@@ -164,10 +164,6 @@ def resolve_cubes(specs: Sequence[str]) -> list[str]:
     -------
     list of str
 
-    Raises
-    ------
-    None
-
     Examples
     --------
     >>> resolve_cubes(["/abs/cube.mat:data"])
@@ -245,8 +241,7 @@ class HSIValidator:
 
         Examples
         --------
-        >>> HSIValidator.__call__.__name__
-        '__call__'
+        See ``tests/train/test_hsi_training.py``.
         """
         was_training = model.training
         model.eval()
@@ -283,8 +278,7 @@ class HSITrainer(Trainer):
 
     Examples
     --------
-    >>> HSITrainer.generator_loss.__name__  # see tests/train/test_hsi_training.py
-    'generator_loss'
+    See ``tests/train/test_hsi_training.py``.
     """
 
     def __init__(self, model: Attn1D2D, batches: Any, *, loss: HSILossConfig, run: RunConfig,
@@ -320,8 +314,7 @@ class HSITrainer(Trainer):
 
         Examples
         --------
-        >>> HSITrainer.generator_loss.__name__
-        'generator_loss'
+        See ``tests/train/test_hsi_training.py``.
         """
         lr, positions, hr = self._to_device(batch)
         with self._autocast():
@@ -381,8 +374,7 @@ def build_hsi_dataset(config: HSITrainConfig) -> HSIPatchDataset:
 
     Examples
     --------
-    >>> build_hsi_dataset.__name__  # see tests/train/test_configs.py
-    'build_hsi_dataset'
+    See ``tests/train/test_configs.py``.
     """
     data = dataclasses.asdict(config.data)
     specs = resolve_cubes(data.pop("cubes"))
@@ -417,8 +409,7 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
 
     Examples
     --------
-    >>> run_hsi_training.__name__  # see tests/train/test_hsi_training.py
-    'run_hsi_training'
+    See ``tests/train/test_hsi_training.py``.
     """
     started = time.perf_counter()
     checkpoints = Path(config.run.output_dir) / "checkpoints"
@@ -472,8 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main.__name__
-    'main'
+    ``python -m volsr.train.hsi CONFIG``; see ``tests/train/test_run.py`` for ``volsr train``.
     """
     parser = argparse.ArgumentParser(prog="python -m volsr.train.hsi", description=__doc__)
     parser.add_argument("config")

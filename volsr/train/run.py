@@ -105,8 +105,7 @@ def check_config(path: str | Path) -> str:
 
     Examples
     --------
-    >>> check_config.__name__  # see tests/train/test_run.py
-    'check_config'
+    See ``tests/train/test_run.py``.
     """
     config = load_any_config(path)
     if isinstance(config, TrainConfig):
@@ -163,8 +162,7 @@ def train(path: str | Path, *, resume: bool = False, max_steps: int | None = Non
 
     Examples
     --------
-    >>> train.__name__  # see tests/train/test_run.py
-    'train'
+    See ``tests/train/test_run.py``.
     """
     config = load_any_config(path)
     if isinstance(config, TrainConfig):

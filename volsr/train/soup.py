@@ -112,8 +112,7 @@ def write_soup(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
 
     Examples
     --------
-    >>> write_soup.__name__  # see tests/train/test_soup.py
-    'write_soup'
+    See ``tests/train/test_soup.py``.
     """
     out = Path(out)
     if out.exists() and not overwrite:

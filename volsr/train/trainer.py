@@ -251,8 +251,7 @@ class Trainer:
 
         Examples
         --------
-        >>> Trainer.generator_loss.__name__  # see tests for a full run
-        'generator_loss'
+        See ``tests/train/test_trainer.py`` for a full run.
         """
         lr, positions, hr = self._to_device(batch)
         with self._autocast():
@@ -352,8 +351,7 @@ class Trainer:
 
         Examples
         --------
-        >>> Trainer.fit.__name__  # see tests for a full run
-        'fit'
+        See ``tests/train/test_trainer.py`` for a full run.
         """
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -458,14 +456,9 @@ class Trainer:
         torch.nn.Module
             ``self.model`` itself without EMA, else a deep copy with the EMA state loaded.
 
-        Raises
-        ------
-        None
-
         Examples
         --------
-        >>> Trainer.inference_model.__name__  # see tests for a full run
-        'inference_model'
+        See ``tests/train/test_trainer.py`` for a full run.
         """
         if self.ema is None:
             return self.model
@@ -536,8 +529,7 @@ class Trainer:
 
         Examples
         --------
-        >>> Trainer.save.__name__  # see tests for a full run
-        'save'
+        See ``tests/train/test_trainer.py`` for a full run.
         """
         if self.rank != 0:
             return None
@@ -566,8 +558,7 @@ class Trainer:
 
         Examples
         --------
-        >>> Trainer.resume.__name__  # see tests for a full run
-        'resume'
+        See ``tests/train/test_trainer.py`` for a full run.
         """
         if path is None:
             found = list_checkpoints(self.checkpoint_dir)

@@ -249,8 +249,7 @@ class VolumeValidator:
 
         Examples
         --------
-        >>> VolumeValidator.__call__.__name__  # see the class example
-        '__call__'
+        See the class example.
         """
         metrics: dict[str, float] = {}
         gains = []
