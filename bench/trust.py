@@ -16,6 +16,10 @@ white-matter level (:func:`volsr.noise.white_matter_level`) is added to the HR v
 - coverage: share of foreground voxels (reference > 0.05) with ``|SR - HR| <= U``;
 - AUSE: area between the sparsification curve by ``U`` and the oracle's, over a random
   order's (:func:`volsr.uncertainty.ause`); Spearman: rank correlation of ``U`` and ``|error|``;
+- AUSE oracle (``--noise`` rows of the noise-free template): the AUSE of a width that knows each
+  voxel's error but for the added noise no LR voxel saw (:func:`ause_bound`), a reference for
+  how far any width can go there, not a strict bound (that noise is taken as one Gaussian; a
+  real scan's own noise would count as known, so its rows show ``-``);
 - time: seconds with the trust outputs / without (one run each, this machine); a model
   written ``NAME+se`` runs with its self-ensemble on in both;
 - consistency: RMS of (our map - (the protocol's own ``thick_slice`` of SR - LR)), the map's
@@ -49,10 +53,10 @@ from volsr import io
 from volsr.data.hsi import make_pair
 from volsr.datasets import icbm152_t1_path, shared_data_root
 from volsr.degrade import thick_slice
-from volsr.engine import EngineOptions, TrustOptions, upsample_to_store
+from volsr.engine import EngineOptions, TrustOptions, upsample, upsample_to_store
 from volsr.metrics import psnr, ssim
 from volsr.noise import with_white_matter_noise
-from volsr.train.validation import prepare_case
+from volsr.train.validation import ValidationCase, prepare_case
 from volsr.uncertainty import ause, coverage
 from volsr.volume import Volume
 
@@ -60,6 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hsi_quality import held_out_cube  # noqa: E402  (the protocol's cube, valid rows)
 
 VOLUMES = {"icbm152": None, "chris_t1": "mri/validation/chris_t1.nii.gz"}
+#: Volumes without noise of their own: only there is the added noise all the noise (AUSE bound).
+CLEAN = ("icbm152",)
 FOREGROUND = 0.05
 CUBES = {
     "sandiego": "hsi/sandiego/sandiego.mat:data",
@@ -79,9 +85,31 @@ def _timed(source: str, output: Path | str, *, self_ensemble: bool | None, trust
     return time.perf_counter() - started
 
 
+def ause_bound(clean: Volume, noisy: Volume, case: ValidationCase, error: np.ndarray, mask: np.ndarray) -> float:
+    """AUSE of an oracle width that knows every part of each voxel's error but the added noise no
+    LR voxel saw: that noise (the reference's, minus its slice average upsampled by cubic), taken as
+    Gaussian of its measured sigma, makes the oracle's width ``E|p - r|`` (``p``: the rest, known).
+
+    No per-voxel width can see the noise of the reference that the LR slices average away, so
+    this is a reference for the AUSE a width can reach on a noisier scan of the same brain; not
+    a strict bound (Rician noise is not one Gaussian: its spread varies with intensity)."""
+    reference = float(np.percentile(np.asarray(noisy.data, np.float64), 99.9))  # prepare_case's normaliser
+    start = [(n - c) // 2 for n, c in zip(clean.shape, case.hr.shape)]
+    window = tuple(slice(s, s + c) for s, c in zip(start, case.hr.shape))
+    added = case.hr - np.clip(np.asarray(clean.data, np.float32)[window] / reference, 0, 1)
+    averaged = Volume(np.asarray(thick_slice(added, axis=2, factor=case.scale[2]), np.float32), np.eye(4), ("i", "j", "k"))
+    seen = upsample(averaged, scale=(1, 1, case.scale[2]), model="cubic").numpy()
+    unseen = added - seen
+    known = error + unseen
+    sigma = float(np.std(unseen[mask]))
+    z = np.abs(known) / sigma
+    width = sigma * np.sqrt(2 / np.pi) * np.exp(-(z**2) / 2) + np.abs(known) * (1 - 2 * stats.norm.cdf(-z))
+    return ause(width, error, mask)
+
+
 def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Path, noise: float = 0.0) -> str:
     """One Markdown row (``noise``: Rician sigma as a share of white matter, added to the HR first)."""
-    volume = io.load(path)
+    clean = volume = io.load(path)
     if noise > 0:  # as bench/adapt.py: the reference keeps the noise, as a real reference scan would
         volume = with_white_matter_noise(volume, noise)
         name = f"{name} + Rician {noise:g} x WM"
@@ -106,8 +134,9 @@ def row(name: str, path: Path, factor: float, model: str, crop: int, folder: Pat
     rho = stats.spearmanr(width[mask][::7], np.abs(error[mask])[::7]).statistic
     gain_psnr = psnr(case.hr, enforced, data_range=1.0) - psnr(case.hr, sr, data_range=1.0)
     gain_ssim = ssim(case.hr, enforced, data_range=1.0) - ssim(case.hr, sr, data_range=1.0)
+    bound = f"{ause_bound(clean, volume, case, error, mask):.3f}" if noise > 0 and name.startswith(CLEAN) else "-"
     return (f"| {name} | {factor:g} | {model} | {coverage(width, error, mask):.3f} | {ause(width, error, mask):.3f} | "
-            f"{rho:.3f} | {trust_s:.0f} / {plain_s:.0f} s ({trust_s / plain_s:.1f}x) | "
+            f"{bound} | {rho:.3f} | {trust_s:.0f} / {plain_s:.0f} s ({trust_s / plain_s:.1f}x) | "
             f"{float(np.sqrt(np.mean((ours - protocol) ** 2))):.2g} / {float(np.sqrt(np.mean(ours ** 2))):.4f} | "
             f"{gain_psnr:+.2f} dB / {gain_ssim:+.4f} |")  # fmt: skip
 
@@ -177,9 +206,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def volume_table(args: argparse.Namespace, folder: Path) -> None:
     """Print the MRI table, row by row."""
-    print("| volume | factor | model | coverage (90 %) | AUSE | Spearman | time with / without | "  # noqa: T201
+    print("| volume | factor | model | coverage (90 %) | AUSE | AUSE oracle | Spearman | time with / without | "  # noqa: T201
           "consistency: vs protocol / RMS | enforced: PSNR / SSIM |")
-    print("|---|---|---|---|---|---|---|---|---|")  # noqa: T201
+    print("|---|---|---|---|---|---|---|---|---|---|")  # noqa: T201
     warm = prepare_case(io.load(icbm152_t1_path()), name="warm", factor=4, axis=2, crop=(32,) * 3)
     for model in args.models.split(","):  # first-call costs (imports, weights) out of the timings
         upsample_to_store(warm.lr, folder / "warm.zarr", scale=warm.scale, model=model.split("+")[0],
