@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from volsr.datasets import shared_data_root
+from volsr.models import list_models
 from volsr.volume import Volume
+
+# The shipped networks register at the registry's first lookup; do it now, before a test
+# swaps the registry or the weights folder for its own (monkeypatch), so that none of them
+# is left out of (or registered into) a test's private copy.
+list_models()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 The shipped 1D-2D attention network is stood in for by an untrained :class:`Attn1D2D` with a
 non-zero residual, registered (for one test at a time) under ``attn1d2d.x4`` with the card
-:func:`volsr.models.attn1d2d.register_attn1d2d` gives shipped weights. Its expected output is
+:func:`volsr.models.table.register_network` gives shipped weights. Its expected output is
 an independent whole-cube forward pass on the cube divided by its maximum (the training
 normalisation, :func:`volsr.data.hsi.load_cube`), times that maximum.
 """

@@ -20,7 +20,8 @@ from volsr.geometry import input_window, output_coordinates
 from volsr.models import get_card, list_models, registry
 from volsr.models import weights as weights_module
 from volsr.models.interpolation import SeparableInterpolation
-from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D, register_mdcsrn
+from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler, PatchDiscriminator3D
+from volsr.models.table import register_network
 from volsr.models.weights import WEIGHTS_DIR, save_weights
 from volsr.resample import INTERPOLATION_METHODS
 
@@ -197,7 +198,7 @@ def test_every_registered_mdcsrn_has_its_weights_file():
         if card.name.startswith("mdcsrn"):
             assert card.weights is not None and (WEIGHTS_DIR / card.weights).is_file()
     with pytest.raises(FileNotFoundError, match="no shipped weights"):
-        register_mdcsrn("mdcsrn.missing", weights="mdcsrn_missing.safetensors", config={},
+        register_network("mdcsrn.missing", "mdcsrn", weights="mdcsrn_missing.safetensors", config={},
                         description="", scale_range=(1.0, 5.0))
 
 
@@ -206,7 +207,7 @@ def test_registered_weights_load_with_the_card_the_engine_needs(tmp_path, monkey
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     net = _randomised(MDCSRN(**SMALL), 11)
     save_weights(net, tmp_path / "mdcsrn_test.safetensors", config=SMALL)
-    card = register_mdcsrn("mdcsrn.test", weights="mdcsrn_test.safetensors", config=SMALL,
+    card = register_network("mdcsrn.test", "mdcsrn", weights="mdcsrn_test.safetensors", config=SMALL,
                            description="test", scale_range=(1, 5))
     assert card == get_card("mdcsrn.test")
     assert (card.kind, card.grid, card.halo, card.scales, card.scale_range) == (
@@ -221,5 +222,5 @@ def test_registered_weights_load_with_the_card_the_engine_needs(tmp_path, monkey
     with torch.no_grad():
         assert torch.equal(model(x, grid), MDCSRNUpsampler(net)(x, grid))
     with pytest.raises(ValueError, match="scale_range"):
-        register_mdcsrn("mdcsrn.bad", weights="mdcsrn_test.safetensors", config=SMALL,
+        register_network("mdcsrn.bad", "mdcsrn", weights="mdcsrn_test.safetensors", config=SMALL,
                         description="", scale_range=(5, 1))

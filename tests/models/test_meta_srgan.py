@@ -22,8 +22,9 @@ from volsr.geometry import output_coordinates
 from volsr.models import default_model_name, get_card, registry
 from volsr.models import weights as weights_module
 from volsr.models.interpolation import SeparableInterpolation
-from volsr.models.meta_srgan import MetaSRGAN, MetaUpscale3D, register_meta_srgan
+from volsr.models.meta_srgan import MetaSRGAN, MetaUpscale3D
 from volsr.models.registry import ModelCard
+from volsr.models.table import register_network
 from volsr.models.weights import save_weights
 from volsr.volume import Volume
 
@@ -169,7 +170,7 @@ def test_registration_card_and_default_choice_inside_the_card_range(tmp_path, mo
                                                 if not k.startswith("meta_srgan.")})
     net = _randomised(MetaSRGAN(**SMALL), 6)
     save_weights(net, tmp_path / "meta_srgan_test.safetensors", config=SMALL)
-    card = register_meta_srgan("meta_srgan.test", weights="meta_srgan_test.safetensors",
+    card = register_network("meta_srgan.test", "meta_srgan", weights="meta_srgan_test.safetensors",
                                config=SMALL, description="test", scale_range=(1, 6))
     assert card == get_card("meta_srgan.test")
     assert (card.grid, card.halo, card.scales, card.scale_range, card.input_scaling) == (
@@ -184,7 +185,7 @@ def test_registration_card_and_default_choice_inside_the_card_range(tmp_path, mo
         assert default_model_name(spectral=False, scale=scale) == "meta_srgan.test"
     assert default_model_name(spectral=False, scale=(1.0, 1.0, 7.5)) != "meta_srgan.test"
     with pytest.raises(ValueError, match="scale_range"):
-        register_meta_srgan("meta_srgan.bad", weights="meta_srgan_test.safetensors",
+        register_network("meta_srgan.bad", "meta_srgan", weights="meta_srgan_test.safetensors",
                             config=SMALL, description="", scale_range=(1, 8))
 
 

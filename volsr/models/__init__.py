@@ -1,7 +1,8 @@
 """Models: one registry for interpolation baselines and networks.
 
 Importing this package registers the built-in models (``nearest``, ``linear``, ``bicubic``,
-``cubic``, ``lanczos``).
+``cubic``, ``lanczos``); the shipped networks (:mod:`volsr.models.table`) register at the
+registry's first lookup, so that the import reads no file.
 """
 
 from collections.abc import Sequence
@@ -10,7 +11,15 @@ import numpy as np
 
 from volsr.geometry import integer_factors
 from volsr.models import attn1d2d, interpolation, mdcsrn, meta_srgan
-from volsr.models.registry import ModelCard, create_model, get_card, list_models, register_model
+from volsr.models.registry import (
+    ModelCard,
+    create_model,
+    get_card,
+    list_models,
+    register_lazily,
+    register_model,
+)
+from volsr.models.table import DEFAULTS, register_network, register_shipped
 
 __all__ = [
     "attn1d2d",
@@ -23,15 +32,10 @@ __all__ = [
     "meta_srgan",
     "list_models",
     "register_model",
+    "register_network",
 ]
 
-#: Preference order for the default model: the first one registered (and supporting the
-#: run's factors) wins. Trained networks go in front of the baselines as their weights ship,
-#: in the order of their measured quality (``bench/mri_quality.py``: the shipped Meta-SRGAN
-#: beats the shipped mDCSRN at every thick-slice factor from 1.5 to 5). An entry ending in
-#: "." is a name prefix: the first registered name (sorted) starting with it.
-_DEFAULTS = {"mri": ("meta_srgan.t1", "meta_srgan.", "mdcsrn.t1", "mdcsrn.", "cubic"),
-             "hsi": ("attn1d2d.x2", "attn1d2d.x3", "attn1d2d.x4", "bicubic")}
+register_lazily(register_shipped)
 
 
 def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None = None) -> str:
@@ -68,7 +72,7 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
     'cubic'
     """
     cards = {card.name: card for card in list_models()}
-    preference = _DEFAULTS["hsi" if spectral else "mri"]
+    preference = DEFAULTS["hsi" if spectral else "mri"]
     if not spectral and scale is not None and sum(abs(float(f) - 1.0) > 1e-6 for f in np.ravel(scale)) > 1:
         # mDCSRN weights learn thick slices (one low-resolution axis): other requests go to
         # an arbitrary-scale network or to interpolation.
@@ -82,7 +86,7 @@ def default_model_name(*, spectral: bool, scale: float | Sequence[float] | None 
                 [entry] if entry in registered else [])
             if found:
                 return found[0]
-    raise KeyError(f"no default model registered among {_DEFAULTS}")
+    raise KeyError(f"no default model registered among {DEFAULTS}")
 
 
 def _supports(card: ModelCard, scale: float | Sequence[float]) -> bool:

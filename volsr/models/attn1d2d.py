@@ -50,11 +50,9 @@ from torch import nn
 
 from volsr.geometry import sample_coordinates
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
-__all__ = ["Attn1D2D", "SCALES", "icnr_", "implied_scale", "register_attn1d2d"]
+__all__ = ["Attn1D2D", "SCALES", "icnr_", "implied_scale"]
 
 #: Integer factors the network is built for.
 SCALES = (2, 3, 4)
@@ -385,78 +383,3 @@ def implied_scale(
             f"{grid[:4].tolist()}..."
         )
     return int(scale), index
-
-
-def register_attn1d2d(
-    name: str, *, weights: str, config: dict, description: str, input_peak: float = 1.0,
-    calibration: str | None = None,
-) -> ModelCard:
-    """Register trained :class:`Attn1D2D` weights shipped in ``volsr/models/weights``.
-
-    Parameters
-    ----------
-    name : str
-        Registry name, e.g. ``attn1d2d.x4``.
-    weights : str
-        File name of weights shipped in ``volsr/models/weights``, or a path to a
-        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
-    config : dict
-        :class:`Attn1D2D` constructor arguments (``scale`` among them).
-    description : str
-        One line for ``volsr models``.
-    input_peak : float
-        The card's ``input_peak``: the median maximum of the training LR cubes
-        (:func:`volsr.data.hsi.lr_peak`, written into the sidecar at export).
-    calibration : str, optional
-        File name of its uncertainty calibration for cubes in ``volsr/models/calibration``
-        (:mod:`volsr.models.trust`); None: no ``--uncertainty``.
-
-    Returns
-    -------
-    ModelCard
-        Grid ``"lr"``, halo from the configuration, integer scales, ``scale_range``
-        ``(scale, scale)``, modality ``"hsi"``, ``input_scaling`` ``"max"`` (training divides
-        each cube by its maximum, :func:`volsr.data.hsi.load_cube`; the engine does the same),
-        ``self_ensemble`` True (training flips and rotates rows and columns; the mean over
-        the 8 symmetries gained 0.01-0.07 dB and 1-5 % lower SAM, ``bench/hsi_quality.py``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the weights are not shipped.
-    ValueError
-        If ``config`` is invalid or the name is taken.
-
-    Examples
-    --------
-    >>> register_attn1d2d("attn1d2d.none", weights="none.safetensors", config={},
-    ...                   description="")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: ...
-    """
-    path = weights_path(weights)
-    probe = Attn1D2D(**config)
-    card = ModelCard(
-        name=name, kind="network", grid="lr", halo=probe.halo, scales="integer",
-        scale_range=(float(probe.scale), float(probe.scale)), modality="hsi",
-        description=description, weights=path.name, input_scaling="max",
-        input_peak=input_peak, self_ensemble=True, output_floor=SHIPPED_OUTPUT_FLOOR,
-        calibration=calibration,
-    )
-
-    def factory() -> Attn1D2D:
-        return load_weights(Attn1D2D(**config), path)
-
-    register_model(card)(factory)
-    return card
-
-
-def _register_shipped() -> None:
-    for shipped in shipped_weights(prefix="attn1d2d", factory=Attn1D2D):
-        register_attn1d2d(shipped.name, weights=shipped.file, config=shipped.config,
-                          description=shipped.description, input_peak=shipped.input_peak,
-                          calibration=f"{shipped.file.removesuffix('.safetensors')}.json")
-
-
-_register_shipped()

@@ -12,20 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from volsr.models.attn1d2d import Attn1D2D, register_attn1d2d
-from volsr.models.mdcsrn import MDCSRN, register_mdcsrn
-from volsr.models.meta_srgan import MetaSRGAN, register_meta_srgan
 from volsr.models.registry import ModelCard, get_card
+from volsr.models.table import ARCHITECTURES, register_network
 from volsr.models.weights import check_fits, read_card, read_shipped
 
 __all__ = ["is_model_file", "register_model_file"]
-
-#: Card-name prefix -> (network class, registration function).
-_ARCHITECTURES = {
-    "mdcsrn": (MDCSRN, register_mdcsrn),
-    "meta_srgan": (MetaSRGAN, register_meta_srgan),
-    "attn1d2d": (Attn1D2D, register_attn1d2d),
-}
 
 
 def is_model_file(spec: str) -> bool:
@@ -60,7 +51,7 @@ def register_model_file(path: str | Path) -> ModelCard:
     Returns
     -------
     ModelCard
-        As the architecture's ``register_*`` function makes it.
+        As :func:`volsr.models.table.register_network` makes it.
 
     Raises
     ------
@@ -85,16 +76,13 @@ def register_model_file(path: str | Path) -> ModelCard:
     except KeyError:
         pass
     card_name = str(read_card(path).get("name", ""))
-    arch = next((a for a in _ARCHITECTURES if card_name.startswith(a + ".")), None)
+    arch = next((a for a in ARCHITECTURES if card_name.startswith(a + ".")), None)
     if arch is None:
         raise ValueError(f"{path.with_suffix('.json')}: card name {card_name!r} names no known "
-                         f"architecture ({', '.join(a + '.*' for a in _ARCHITECTURES)})")
-    factory, register = _ARCHITECTURES[arch]
-    facts = read_shipped(path.resolve(), factory=factory)
-    check_fits(factory, facts.config, path.resolve())  # before register_* builds the network
-    if arch == "attn1d2d":  # its scale comes from the config
-        return register(name, weights=facts.file, config=facts.config, description=facts.description,
-                        input_peak=facts.input_peak)
-    return register(name, weights=facts.file, config=facts.config, description=facts.description,
-                    scale_range=facts.scale_range)
+                         f"architecture ({', '.join(a + '.*' for a in ARCHITECTURES)})")
+    network = ARCHITECTURES[arch].network
+    facts = read_shipped(path.resolve(), factory=network)
+    check_fits(network, facts.config, path.resolve())  # before register_network builds the network
+    return register_network(name, arch, weights=facts.file, config=facts.config, description=facts.description,
+                            scale_range=facts.scale_range, input_peak=facts.input_peak)
 

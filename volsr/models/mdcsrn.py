@@ -43,22 +43,17 @@ pads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 from torch import nn
 
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_weights, weights_path
 
 __all__ = [
     "MDCSRN",
     "MDCSRNUpsampler",
     "PatchDiscriminator3D",
     "NORMS",
-    "register_mdcsrn",
 ]
 
 #: Normalisations offered; all are per voxel at inference (see the module docstring).
@@ -459,77 +454,3 @@ class PatchDiscriminator3D(nn.Module):
         if x.ndim != 5:
             raise ValueError(f"x must be (B, C, D, H, W), got shape {tuple(x.shape)}")
         return self.layers(x).flatten()
-
-
-def register_mdcsrn(
-    name: str,
-    *,
-    weights: str,
-    config: Mapping[str, object],
-    description: str,
-    scale_range: tuple[float, float],
-) -> ModelCard:
-    """Register trained mDCSRN weights shipped in ``volsr/models/weights`` as a model.
-
-    Parameters
-    ----------
-    name : str
-        Registry name, ``mdcsrn.TAG``.
-    weights : str
-        File name of weights shipped in ``volsr/models/weights``, or a path to a
-        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
-    config : mapping
-        :class:`MDCSRN` constructor arguments the weights were trained with.
-    description : str
-        One line for ``volsr models``.
-    scale_range : (2,) tuple of float
-        Trained per-axis factors, e.g. ``(1.0, 5.0)`` for thick slices (in-plane factor 1).
-
-    Returns
-    -------
-    ModelCard
-        Grid ``"hr"``, halo = the receptive radius, scales ``"real"``, modality ``"mri"``,
-        input scaling ``"p99.9"``; weights load when the model is created.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the weights file is not shipped.
-    ValueError, TypeError
-        If ``config`` does not fit :class:`MDCSRN`, the name is taken, or ``scale_range`` is
-        not an increasing pair of positive numbers.
-
-    Examples
-    --------
-    >>> register_mdcsrn("mdcsrn.none", weights="none.safetensors", config={},
-    ...                 description="", scale_range=(1.0, 5.0))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: ...
-    """
-    path = weights_path(weights)
-    low, high = (float(v) for v in scale_range)
-    if not 0 < low <= high:
-        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
-    settings = dict(config)
-    halo = MDCSRN(**settings).receptive_radius  # validates the configuration now
-    card = ModelCard(name=name, kind="network", grid="hr", halo=halo, scales="real",
-                     scale_range=(low, high), modality="mri", description=description,
-                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR)
-
-    def factory() -> MDCSRNUpsampler:
-        return MDCSRNUpsampler(load_weights(MDCSRN(**settings), path))
-
-    register_model(card)(factory)
-    return card
-
-
-def _register_shipped() -> None:
-    for shipped in shipped_weights(prefix="mdcsrn", factory=MDCSRN):
-        register_mdcsrn(
-            shipped.name, weights=shipped.file, config=shipped.config,
-            description=shipped.description, scale_range=shipped.scale_range,
-        )
-
-
-_register_shipped()

@@ -59,7 +59,7 @@ single output sample has no step, so ``forward`` then needs the ``scale`` keywor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -68,11 +68,9 @@ from torch import nn
 
 from volsr.geometry import grid_factor
 from volsr.models.interpolation import Positions, SeparableInterpolation
-from volsr.models.registry import SHIPPED_OUTPUT_FLOOR, ModelCard, register_model
-from volsr.models.weights import load_weights, shipped_weights, weights_path
 from volsr.resample import INTERPOLATION_METHODS
 
-__all__ = ["RDNFeatures", "MetaUpscale3D", "MetaSRGAN", "register_meta_srgan"]
+__all__ = ["FACTOR_LIMITS", "RDNFeatures", "MetaUpscale3D", "MetaSRGAN"]
 
 #: Per-axis factors the architecture is built for (the card declares the trained range).
 FACTOR_LIMITS: tuple[float, float] = (1.0, 6.0)
@@ -502,83 +500,3 @@ def _factors(grids: list[np.ndarray], scale: Sequence[float] | None) -> tuple[fl
     if not all(low - 1e-6 <= f <= high + 1e-6 for f in factors):
         raise ValueError(f"per-axis factors must lie in [{low}, {high}], got {factors}")
     return factors
-
-
-def register_meta_srgan(
-    name: str,
-    *,
-    weights: str,
-    config: Mapping[str, object],
-    description: str,
-    scale_range: tuple[float, float],
-    calibration: str | None = None,
-) -> ModelCard:
-    """Register trained Meta-SRGAN weights shipped in ``volsr/models/weights`` as a model.
-
-    Parameters
-    ----------
-    name : str
-        Registry name, ``meta_srgan.TAG``.
-    weights : str
-        File name of weights shipped in ``volsr/models/weights``, or a path to a
-        weights file elsewhere (:func:`~volsr.models.weights.weights_path`).
-    config : mapping
-        :class:`MetaSRGAN` constructor arguments the weights were trained with.
-    description : str
-        One line for ``volsr models``.
-    scale_range : (2,) tuple of float
-        Trained per-axis factors, within [1, 6].
-    calibration : str, optional
-        File name of its uncertainty calibration in ``volsr/models/calibration``
-        (:mod:`volsr.models.trust`); None: no ``--uncertainty``.
-
-    Returns
-    -------
-    ModelCard
-        Grid ``"lr"``, halo :attr:`MetaSRGAN.halo`, scales ``"real"``, modality ``"mri"``,
-        input scaling ``"p99.9"``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the weights file is not shipped.
-    ValueError, TypeError
-        If ``config`` does not fit :class:`MetaSRGAN`, the name is taken, or
-        ``scale_range`` is not an increasing pair within [1, 6].
-
-    Examples
-    --------
-    >>> register_meta_srgan("meta_srgan.none", weights="none.safetensors", config={},
-    ...                     description="", scale_range=(1.0, 6.0))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: ...
-    """
-    path = weights_path(weights)
-    low, high = (float(v) for v in scale_range)
-    if not FACTOR_LIMITS[0] <= low <= high <= FACTOR_LIMITS[1]:
-        raise ValueError(f"scale_range must be (low, high) within {FACTOR_LIMITS}, got {scale_range}")
-    settings = dict(config)
-    halo = MetaSRGAN(**settings).halo  # validates the configuration now
-    card = ModelCard(name=name, kind="network", grid="lr", halo=halo, scales="real",
-                     scale_range=(low, high), modality="mri", description=description,
-                     weights=path.name, input_scaling="p99.9", output_floor=SHIPPED_OUTPUT_FLOOR,
-                     calibration=calibration)
-
-    def factory() -> MetaSRGAN:
-        return load_weights(MetaSRGAN(**settings), path)
-
-    register_model(card)(factory)
-    return card
-
-
-def _register_shipped() -> None:
-    for shipped in shipped_weights(prefix="meta_srgan", factory=MetaSRGAN):
-        register_meta_srgan(
-            shipped.name, weights=shipped.file, config=shipped.config,
-            description=shipped.description, scale_range=shipped.scale_range,
-            calibration=f"{shipped.file.removesuffix('.safetensors')}.json",
-        )
-
-
-_register_shipped()

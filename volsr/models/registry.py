@@ -9,7 +9,8 @@ from typing import Literal
 
 from torch import nn
 
-__all__ = ["ModelCard", "register_model", "create_model", "get_card", "list_models", "SHIPPED_OUTPUT_FLOOR"]
+__all__ = ["ModelCard", "register_model", "register_lazily", "create_model", "get_card", "list_models",
+           "SHIPPED_OUTPUT_FLOOR"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,28 @@ class ModelCard:
 SHIPPED_OUTPUT_FLOOR = -0.02
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[], nn.Module]]] = {}
+#: Registrations that read files, run once at the first lookup (importing volsr reads nothing).
+_PENDING: list[Callable[[], None]] = []
+
+
+def register_lazily(registration: Callable[[], None]) -> None:
+    """Run ``registration`` (which calls :func:`register_model`) at the registry's first lookup.
+
+    Parameters
+    ----------
+    registration : callable
+        No arguments; registers models (e.g. every shipped weights file, reading its sidecar).
+
+    Examples
+    --------
+    >>> register_lazily(lambda: None)  # runs at the next get_card / create_model / list_models
+    """
+    _PENDING.append(registration)
+
+
+def _load_pending() -> None:
+    while _PENDING:
+        _PENDING.pop(0)()
 
 
 def register_model(card: ModelCard) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
@@ -130,6 +153,7 @@ def register_model(card: ModelCard) -> Callable[[Callable[[], nn.Module]], Calla
 
 
 def _lookup(name: str) -> tuple[ModelCard, Callable[[], nn.Module]]:
+    _load_pending()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -205,4 +229,5 @@ def list_models() -> list[ModelCard]:
     >>> isinstance(list_models(), list)
     True
     """
+    _load_pending()
     return [card for _, (card, _) in sorted(_REGISTRY.items())]
