@@ -154,8 +154,8 @@ def test_upsample_adapt_on_a_cube_saves_weights_that_run_as_a_model(tmp_path, ti
 
 
 def test_ctrl_c_during_a_cubes_adaptation_stops_the_run(tmp_path, tiny_weights, monkeypatch):
-    # HSITrainer turns SIGINT into a clean stop; the run must not go on with a half-adapted network.
-    monkeypatch.setattr(adapt_cube_module.HSITrainer, "fit", lambda self, **k: "interrupted")
+    # The trainer turns SIGINT into a clean stop; the run must not go on with a half-adapted network.
+    monkeypatch.setattr(adapt_cube_module.Trainer, "fit", lambda self, **k: "interrupted")
     lr = tmp_path / "lr.mat"
     scipy.io.savemat(lr, {"cube": _cube()})
     assert cli.main(["upsample", f"{lr}:cube", f"{tmp_path / 'a.mat'}:sr", "--scale", "4,4", "--quiet",

@@ -30,6 +30,7 @@ from volsr.models.files import is_model_file, register_model_file
 from volsr.models.registry import ModelCard, create_model
 from volsr.train.build import batch_stream
 from volsr.train.config import OptimConfig, RunConfig
+from volsr.train.losses import PixelLoss, l1_pixel_loss
 from volsr.train.trainer import Trainer
 from volsr.volume import Volume
 
@@ -308,8 +309,7 @@ def adapted_card(card: ModelCard, kept: bool) -> ModelCard:
 
 
 def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, options: AdaptOptions, *,
-              device: str | torch.device, progress: bool, trainer: type[Trainer] = Trainer,
-              trainer_options: Mapping[str, Any] | None = None) -> int:  # fmt: skip
+              device: str | torch.device, progress: bool, pixel_loss: PixelLoss = l1_pixel_loss) -> int:
     """The adaptation's training run: ``net`` fine-tuned in place, ``guard`` scoring each check.
 
     One recipe for every modality: AdamW at ``options.learning_rate`` with a 5 % warmup and a
@@ -331,10 +331,8 @@ def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, 
         Where to train.
     progress : bool
         Show a progress bar.
-    trainer : type
-        :class:`~volsr.train.trainer.Trainer` or a subclass (the HSI one: its loss).
-    trainer_options : mapping, optional
-        Extra keyword arguments of ``trainer`` (e.g. the HSI loss).
+    pixel_loss : callable
+        The trainer's loss (default L1; cubes: :func:`volsr.train.hsi_losses.hsi_pixel_loss`).
 
     Returns
     -------
@@ -348,8 +346,8 @@ def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, 
         run must stop too, not go on with a half-adapted network).
     """
     with tempfile.TemporaryDirectory(prefix="volsr-adapt-") as scratch:
-        run = trainer(
-            net, batches, **(trainer_options or {}),
+        run = Trainer(
+            net, batches, pixel_loss=pixel_loss,
             run=RunConfig(name="adapt", output_dir=scratch, seed=options.seed, checkpoint_every=options.steps + 1,
                           keep_last=1, log_every=options.steps, progress=progress),
             optim=OptimConfig(steps=options.steps, lr=options.learning_rate, min_lr_ratio=0.1, amp=False,

@@ -4,8 +4,8 @@
 :func:`adapt_cube`. The pairs (:func:`volsr.data.cube_self_pairs.cube_self_pairs`) are the
 input cube degraded again by the card's factor with the protocol's bicubic (input) and the
 cube (target), scaled by the card's input rule as the engine scales real inputs; the step is
-the HSI trainer's (:class:`volsr.train.hsi.HSITrainer`: L1 + spectral angle, AdamW, cosine
-schedule).
+the HSI training's (the generic trainer with :func:`volsr.train.hsi_losses.hsi_pixel_loss`: L1 +
+spectral angle, AdamW, cosine schedule).
 
 The guard holds out a block of the cube and scores the network before training and at each
 check on two things: the held-out pair (MPSNR and SAM of the cube degraded again, upsampled,
@@ -48,7 +48,8 @@ from volsr.geometry import output_coordinates
 from volsr.metrics import mpsnr, sam
 from volsr.models.registry import ModelCard
 from volsr.train.adapt import AdaptOptions, AdaptReport, adapted_card, fine_tune
-from volsr.train.hsi import HSILossConfig, HSITrainer
+from volsr.train.hsi_losses import hsi_pixel_loss
+from volsr.train.trainer import Trainer
 from volsr.volume import Volume
 
 __all__ = ["CubeAdaptReport", "adapt_cube", "cube_options", "CUBE_STEPS", "MAX_SIDE"]
@@ -225,7 +226,7 @@ def adapt_cube(
     net = copy.deepcopy(base).to(device).train()
     guard(net)
     steps = fine_tune(net, pairs.training.batches, guard, options, device=device, progress=progress,
-                      trainer=HSITrainer, trainer_options={"loss": HSILossConfig(pixel="l1", sam_weight=SAM_WEIGHT)})
+                      pixel_loss=hsi_pixel_loss(pixel="l1", sam_weight=SAM_WEIGHT))
     first, best = guard.baseline, guard.best
     kept = best is not None and best[1][0] - first[0] >= options.min_gain_db
     net.load_state_dict(best[2] if kept else base.state_dict())
@@ -285,7 +286,7 @@ class _CubeGuard:
                  device: str | torch.device) -> None:  # fmt: skip
         self.pair, self.block, self.units, self.factors = pair, block, units, factors
         self.device = torch.device(device)
-        self.trainer: HSITrainer | None = None  # set once training runs: its scores are candidates
+        self.trainer: Trainer | None = None  # set once training runs: its scores are candidates
         self.baseline: tuple[float, float, float, float] = (-math.inf, math.inf, -math.inf, math.inf)
         self.checks: list[tuple[float, float, float, float, float]] = []
         self.best: tuple[int, tuple[float, float, float, float], dict[str, torch.Tensor]] | None = None

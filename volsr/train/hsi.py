@@ -6,9 +6,9 @@ One YAML file per experiment (``configs/hsi/attn1d2d/x4/d48.yaml``) with section
 (:class:`~volsr.models.attn1d2d.Attn1D2D` arguments), ``data``
 (:class:`~volsr.data.hsi.HSIPatchDataset` arguments), ``loss``
 (:func:`~volsr.train.hsi_losses.hsi_loss` arguments) and ``validation`` (held-out cubes).
-:class:`HSITrainer` is the generic :class:`~volsr.train.trainer.Trainer` with the HSI loss, so
-checkpoints (safetensors + JSON, no pickle), exact resume and signal handling are the
-generic ones. Run::
+The trainer is the generic :class:`~volsr.train.trainer.Trainer` given the cubes' loss
+(:func:`~volsr.train.hsi_losses.hsi_pixel_loss`: no subclass), so checkpoints (safetensors +
+JSON, no pickle), exact resume and signal handling are the generic ones. Run::
 
     volsr train configs/hsi/attn1d2d/x4/d48.yaml [--resume] [--max-steps N] [--threads T]
 
@@ -43,7 +43,7 @@ from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.build import load_initial_weights
 from volsr.train.config import OptimConfig, RunConfig, _section, read_config
-from volsr.train.hsi_losses import hsi_loss
+from volsr.train.hsi_losses import hsi_pixel_loss
 from volsr.train.trainer import Trainer
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "load_hsi_config",
     "resolve_cubes",
     "HSIValidator",
-    "HSITrainer",
     "run_hsi_training",
     "main",
 ]
@@ -257,77 +256,6 @@ class HSIValidator:
         return metrics
 
 
-class HSITrainer(Trainer):
-    """The generic :class:`~volsr.train.trainer.Trainer` with :func:`hsi_loss` as the loss.
-
-    Parameters
-    ----------
-    model : Attn1D2D
-        The network (with a ``card``).
-    batches : BatchSource
-        E.g. :meth:`HSIPatchDataset.batches <volsr.data.hsi.HSIPatchDataset.batches>`.
-    loss : HSILossConfig
-        Loss weights.
-    run, optim, validator, validate_every, device, record
-        As for :class:`~volsr.train.trainer.Trainer` (no GAN).
-
-    Raises
-    ------
-    ValueError
-        As :class:`~volsr.train.trainer.Trainer`.
-
-    Examples
-    --------
-    See ``tests/train/test_hsi_training.py``.
-    """
-
-    def __init__(self, model: Attn1D2D, batches: Any, *, loss: HSILossConfig, run: RunConfig,
-                 optim: OptimConfig, validator: Any = None, validate_every: int = 1000,
-                 device: str | torch.device = "cpu",
-                 record: Mapping[str, Any] | None = None) -> None:
-        super().__init__(model, batches, run=run, optim=optim, validator=validator,
-                         validate_every=validate_every, device=device, record=record)
-        self.loss = loss
-
-    def generator_loss(self, batch: Mapping[str, Any], *, adversarial: bool
-                       ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward one batch and return ``hsi_loss`` and its parts (``adversarial`` unused).
-
-        Parameters
-        ----------
-        batch : mapping
-            ``"lr"``, ``"positions"``, ``"hr"``.
-        adversarial : bool
-            Must be False (no GAN for HSI).
-
-        Returns
-        -------
-        loss : torch.Tensor
-            Scalar.
-        parts : dict of str to float
-            ``"l1"`` (the pixel term, whatever its kind), ``"sam"`` (radians), ``"gradient"``.
-
-        Raises
-        ------
-        ValueError
-            If the output shape differs from ``hr``'s.
-
-        Examples
-        --------
-        See ``tests/train/test_hsi_training.py``.
-        """
-        lr, positions, hr = self._to_device(batch)
-        with self._autocast():
-            sr = self.net(lr, positions).float()
-        if sr.shape != hr.shape:
-            raise ValueError(f"model output {tuple(sr.shape)} differs from hr {tuple(hr.shape)}")
-        terms = hsi_loss(hr, sr, pixel=self.loss.pixel, sam_weight=self.loss.sam_weight,
-                         gradient_weight=self.loss.gradient_weight)
-        parts = {"l1": float(terms.pixel.detach()), "sam": float(terms.sam.detach()),
-                 "gradient": float(terms.gradient.detach())}
-        return terms.total, parts
-
-
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return _jsonable(dataclasses.asdict(value))
@@ -338,7 +266,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _export(trainer: HSITrainer, config: HSITrainConfig) -> Path:
+def _export(trainer: Trainer, config: HSITrainConfig) -> Path:
     model = trainer.inference_model().cpu()
     folder = Path(config.run.output_dir) / "export"
     folder.mkdir(parents=True, exist_ok=True)
@@ -428,8 +356,9 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
                            degradation=config.data.degradation)
                  for spec in resolve_cubes(config.validation.cubes)]
         validator = HSIValidator(pairs)
-    trainer = HSITrainer(
-        model, dataset.batches, loss=config.loss, run=config.run, optim=config.optim,
+    trainer = Trainer(
+        model, dataset.batches, pixel_loss=hsi_pixel_loss(**dataclasses.asdict(config.loss)), run=config.run,
+        optim=config.optim,
         validator=validator, device=device,
         validate_every=config.validation.every if config.validation else 1,
         record={"config": _jsonable(config), "datasets": [p.name for p in dataset.pairs]},

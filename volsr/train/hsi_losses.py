@@ -10,11 +10,12 @@ the spectrum, so it penalises spectral-shape errors that the pixel term weighs l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PIXEL_LOSSES", "HSILoss", "spectral_angle", "spectral_gradient_l1", "hsi_loss"]
+__all__ = ["PIXEL_LOSSES", "HSILoss", "spectral_angle", "spectral_gradient_l1", "hsi_loss", "hsi_pixel_loss"]
 
 #: Pixel terms offered: mean absolute error, mean squared error, Charbonnier (eps 1e-3).
 PIXEL_LOSSES = ("l1", "mse", "charbonnier")
@@ -185,3 +186,41 @@ def hsi_loss(
         gradient = spectral_gradient_l1(reference, estimate, band_axis=band_axis)
     total = pixel_term + sam_weight * angle + gradient_weight * gradient
     return HSILoss(total=total, pixel=pixel_term, sam=angle, gradient=gradient)
+
+
+def hsi_pixel_loss(*, pixel: str = "l1", sam_weight: float = 0.1, gradient_weight: float = 0.0
+                   ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]:  # fmt: skip
+    """:func:`hsi_loss` as the trainer's ``pixel_loss(sr, hr) -> (loss, parts)``.
+
+    Parameters
+    ----------
+    pixel, sam_weight, gradient_weight
+        As :func:`hsi_loss` (checked now).
+
+    Returns
+    -------
+    callable
+        Parts ``"l1"`` (the pixel term, whatever its kind), ``"sam"`` (radians), ``"gradient"``.
+
+    Raises
+    ------
+    ValueError
+        If ``pixel`` is unknown or a weight is negative.
+
+    Examples
+    --------
+    >>> x = torch.ones(1, 3, 2, 2)
+    >>> loss, parts = hsi_pixel_loss(sam_weight=1.0)(2 * x, x)
+    >>> round(float(loss), 3), sorted(parts)
+    (1.0, ['gradient', 'l1', 'sam'])
+    """
+    hsi_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), pixel=pixel, sam_weight=sam_weight,
+             gradient_weight=gradient_weight)  # checks the options now
+
+    def loss(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        terms = hsi_loss(hr, sr, pixel=pixel, sam_weight=sam_weight, gradient_weight=gradient_weight)
+        parts = {"l1": float(terms.pixel.detach()), "sam": float(terms.sam.detach()),
+                 "gradient": float(terms.gradient.detach())}
+        return terms.total, parts
+
+    return loss

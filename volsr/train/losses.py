@@ -11,10 +11,42 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["WGANLosses", "gradient_penalty", "wgan_losses"]
+__all__ = ["WGANLosses", "PixelLoss", "l1_pixel_loss", "gradient_penalty", "wgan_losses"]
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
+#: ``loss(sr, hr) -> (scalar loss, parts)``: what a trainer minimises besides an adversarial term.
+PixelLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def l1_pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean absolute error, the MRI networks' loss, with its value as the one part ``"l1"``.
+
+    Parameters
+    ----------
+    sr, hr : (B, C, ...) torch.Tensor
+        Output and target, one shape (float32).
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar.
+    parts : dict of str to float
+        ``{"l1": loss}``.
+
+    Raises
+    ------
+    RuntimeError
+        If the shapes do not broadcast (torch's).
+
+    Examples
+    --------
+    >>> l1_pixel_loss(torch.zeros(1, 1, 2), torch.ones(1, 1, 2))[1]
+    {'l1': 1.0}
+    """
+    loss = F.l1_loss(sr, hr)
+    return loss, {"l1": float(loss.detach())}
 
 
 def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:

@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from volsr.train.checkpoint import (
@@ -47,7 +46,7 @@ from volsr.train.checkpoint import (
     unflatten_optimizer_state,
 )
 from volsr.train.config import GanConfig, OptimConfig, RunConfig
-from volsr.train.losses import wgan_losses
+from volsr.train.losses import PixelLoss, l1_pixel_loss, wgan_losses
 
 __all__ = ["BatchSource", "Validator", "cosine_lr", "Trainer"]
 
@@ -158,6 +157,9 @@ class Trainer:
         Where training runs.
     record : mapping, optional
         JSON-able facts stored in every checkpoint (e.g. ``{"config": ..., "datasets": ...}``).
+    pixel_loss : callable
+        ``pixel_loss(sr, hr) -> (loss, parts)`` on float32 outputs (default L1; the cubes' L1
+        + spectral angle: :func:`volsr.train.hsi_losses.hsi_pixel_loss`).
 
     Raises
     ------
@@ -182,6 +184,7 @@ class Trainer:
         validate_every: int = 1000,
         device: str | torch.device = "cpu",
         record: Mapping[str, Any] | None = None,
+        pixel_loss: PixelLoss = l1_pixel_loss,
     ) -> None:
         if (critic is None) != (gan is None):
             raise ValueError("critic and gan must be given together (both or neither)")
@@ -190,7 +193,7 @@ class Trainer:
         self.device = torch.device(device)
         self.model, self.batches, self.run, self.optim = model.to(self.device), batches, run, optim
         self.critic, self.gan = (critic.to(self.device) if critic is not None else None), gan
-        self.validator, self.validate_every = validator, validate_every
+        self.validator, self.validate_every, self.pixel_loss = validator, validate_every, pixel_loss
         self.record = dict(record or {})
         self.rank, self.world = _world()
         self.run_dir = Path(run.output_dir)
@@ -242,7 +245,7 @@ class Trainer:
         loss : torch.Tensor
             Scalar (mean over this process's batch).
         parts : dict of str to float
-            ``"l1"`` and, with ``adversarial``, ``"adversarial"``.
+            The pixel loss's parts and, with ``adversarial``, ``"adversarial"``.
 
         Raises
         ------
@@ -258,14 +261,12 @@ class Trainer:
             sr = self.net(lr, positions)
             if sr.shape != hr.shape:
                 raise ValueError(f"model output {tuple(sr.shape)} differs from hr {tuple(hr.shape)}")
-            l1 = F.l1_loss(sr.float(), hr)
-            parts = {"l1": float(l1.detach())}
-            loss = l1
-            if adversarial:
-                # The WGAN generator term, -mean D(G(x)) (wgan_losses's ``generator``).
-                adv = -self.critic(sr).float().mean()
-                loss = loss + self.gan.adversarial_weight * adv
-                parts["adversarial"] = float(adv.detach())
+            # The WGAN generator term, -mean D(G(x)) (wgan_losses's ``generator``).
+            adv = -self.critic(sr).float().mean() if adversarial else None
+        loss, parts = self.pixel_loss(sr.float(), hr)  # float32, outside autocast
+        if adv is not None:
+            loss = loss + self.gan.adversarial_weight * adv
+            parts["adversarial"] = float(adv.detach())
         return loss, parts
 
     def _generator_step(self, batch: Mapping[str, Any], *, adversarial: bool) -> dict[str, float]:
