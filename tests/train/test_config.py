@@ -18,8 +18,8 @@ from volsr.train.config import (
     ValidationConfig,
     config_from_dict,
     load_config,
-    read_config,
 )
+from volsr.train.config_files import read_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MINIMAL = {"run": {"name": "t", "output_dir": "runs/t"},

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from volsr.train.build import build_batches, build_critic, build_model
-from volsr.train.config import load_config, read_config
+from volsr.train.config import load_config
+from volsr.train.config_files import read_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -9,7 +9,6 @@ step from its own seeded stream, and only rank 0 validates, logs and writes file
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import signal
@@ -29,6 +28,7 @@ from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.checkpoint import network_tensors
 from volsr.train.config import DataConfig, ModelConfig, TrainConfig
+from volsr.train.config_files import plain
 from volsr.train.trainer import BatchSource, Trainer
 from volsr.train.validation import VolumeValidator
 
@@ -409,20 +409,9 @@ def export_weights(trainer: Trainer, config: TrainConfig) -> Path:
     metadata = {"step": trainer.step, "ema": trainer.ema is not None,
                 "datasets": trainer.record.get("datasets", []),
                 "validation": trainer.history[-1] if trainer.history else None,
-                "training_config": _jsonable(config)}
+                "training_config": plain(config)}
     path = Path(config.run.output_dir) / "export" / f"{config.run.name}.safetensors"
     return _save_network(model, config, path, metadata=metadata)
-
-
-def _jsonable(config: TrainConfig) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(config))
 
 
 def _build_validator(config: TrainConfig, device: torch.device) -> VolumeValidator | None:
@@ -525,7 +514,7 @@ def run_training(
             validator=_build_validator(config, where) if rank == 0 else None,
             validate_every=(config.validation.every if config.validation
                             else config.run.checkpoint_every),
-            device=where, record={"config": _jsonable(config), "datasets": datasets},
+            device=where, record={"config": plain(config), "datasets": datasets},
         )
         if resume:
             trainer.resume()

@@ -3,7 +3,7 @@
 One YAML file per experiment (``configs/{mri,hsi}/<arch>/*.yaml``) maps onto
 :class:`TrainConfig`. A file may start from another (``extends: base.yaml``, relative to the
 file): it holds only what it changes, merged section by section over its base
-(:func:`read_config`), so a lineage reads top-down. Loading uses ``yaml.safe_load`` (no
+(:func:`volsr.train.config_files.read_config`), so a lineage reads top-down. Loading uses ``yaml.safe_load`` (no
 Python objects from YAML), rejects unknown keys naming the key
 and the allowed ones, checks every value's type and range, and fills omitted keys with
 the defaults documented on each dataclass. The trainer never sees this schema: the builder
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from volsr.train.config_files import read_config
 
 __all__ = [
     "RunConfig",
@@ -31,7 +31,6 @@ __all__ = [
     "ValidationConfig",
     "TrainConfig",
     "config_from_dict",
-    "read_config",
     "load_config",
 ]
 
@@ -483,74 +482,6 @@ def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     return _section(TrainConfig, mapping, "")
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a mapping, its ``extends:`` chain merged in (``yaml.safe_load``).
-
-    ``extends: other.yaml`` (a path relative to this file) names the file this one starts
-    from; a mapping value merges key by key over the base's, anything else (a list, a number,
-    ``null``) replaces it.
-
-    Parameters
-    ----------
-    path : str or Path
-        The YAML file.
-
-    Returns
-    -------
-    dict
-        The merged mapping, without ``extends``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file, or a file it extends, does not exist.
-    ValueError
-        If a file is not valid YAML, not a mapping, or the chain extends itself.
-
-    Examples
-    --------
-    >>> read_config("missing.yaml")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: config file 'missing.yaml' not found
-    """
-    chain: list[Path] = []
-    path = Path(path)
-    layers = []
-    while True:
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} not found"
-                                    + (f" (extended by {str(chain[-1])!r})" if chain else ""))  # fmt: skip
-        if path.resolve() in chain:
-            raise ValueError(f"config file {str(path)!r} extends itself (through {' -> '.join(map(str, chain))})")
-        chain.append(path.resolve())
-        try:
-            mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
-        mapping = {} if mapping is None else mapping
-        if not isinstance(mapping, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(mapping).__name__}")
-        base = mapping.pop("extends", None)
-        layers.append(mapping)
-        if base is None:
-            break
-        if not isinstance(base, str):
-            raise ValueError(f"'extends' in {str(path)!r} must be a file name, got {base!r}")
-        path = path.parent / base
-    merged: dict[str, Any] = {}
-    for layer in reversed(layers):
-        merged = _merged(merged, layer)
-    return merged
-
-
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML experiment file (:func:`read_config`: ``extends`` merged) and validate it.
 
@@ -578,3 +509,4 @@ def load_config(path: str | Path) -> TrainConfig:
     FileNotFoundError: config file 'missing.yaml' not found
     """
     return config_from_dict(read_config(path))
+

@@ -42,7 +42,8 @@ from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.build import load_initial_weights
-from volsr.train.config import OptimConfig, RunConfig, _section, read_config
+from volsr.train.config import OptimConfig, RunConfig, _section
+from volsr.train.config_files import plain, read_config
 from volsr.train.hsi_losses import hsi_pixel_loss
 from volsr.train.trainer import Trainer
 
@@ -256,16 +257,6 @@ class HSIValidator:
         return metrics
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _export(trainer: Trainer, config: HSITrainConfig) -> Path:
     model = trainer.inference_model().cpu()
     folder = Path(config.run.output_dir) / "export"
@@ -276,9 +267,9 @@ def _export(trainer: Trainer, config: HSITrainConfig) -> Path:
             "input_peak": lr_peak(resolve_cubes(config.data.cubes), scale=scale,
                                   degradation=config.data.degradation)}
     metadata = {"step": trainer.step, "validation": trainer.history[-1] if trainer.history
-                else None, "training_config": _jsonable(config)}
+                else None, "training_config": plain(config)}
     return save_weights(model, folder / f"{config.run.name}.safetensors",
-                        config=_jsonable(config.model), card=card, metadata=metadata)
+                        config=plain(config.model), card=card, metadata=metadata)
 
 
 def build_hsi_dataset(config: HSITrainConfig) -> HSIPatchDataset:
@@ -361,7 +352,7 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
         optim=config.optim,
         validator=validator, device=device,
         validate_every=config.validation.every if config.validation else 1,
-        record={"config": _jsonable(config), "datasets": [p.name for p in dataset.pairs]},
+        record={"config": plain(config), "datasets": [p.name for p in dataset.pairs]},
     )
     if resume:
         trainer.resume()
@@ -407,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True  # one layer shape per band count: cuDNN picks once
     result = run_hsi_training(load_hsi_config(args.config), resume=args.resume,
                               max_steps=args.max_steps, device=args.device)
-    print(yaml.safe_dump(_jsonable(result), sort_keys=False))  # noqa: T201 (CLI report)
+    print(yaml.safe_dump(plain(result), sort_keys=False))  # noqa: T201 (CLI report)
     return 0
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from volsr.train.config import TrainConfig, config_from_dict, read_config
+from volsr.train.config import TrainConfig, config_from_dict
+from volsr.train.config_files import read_config
 
 __all__ = ["data_source", "load_any_config", "check_config", "train"]
 
@@ -25,7 +26,7 @@ def data_source(mapping: dict[str, Any]) -> str:
     Parameters
     ----------
     mapping : dict
-        A config as :func:`volsr.train.config.read_config` returns it.
+        A config as :func:`volsr.train.config_files.read_config` returns it.
 
     Returns
     -------
@@ -65,7 +66,7 @@ def load_any_config(path: str | Path) -> Any:
     Raises
     ------
     FileNotFoundError, ValueError
-        As :func:`volsr.train.config.read_config` and the schema checks.
+        As :func:`volsr.train.config_files.read_config` and the schema checks.
 
     Examples
     --------
