@@ -36,7 +36,7 @@ import torch
 
 from volsr.data.hsi import HSIPair, load_cube, make_pair
 from volsr.datasets import shared_data_root
-from volsr.engine import upsample
+from volsr.engine import EngineOptions, upsample
 from volsr.geometry import output_coordinates
 from volsr.metrics import cc, ergas, mpsnr, mssim, sam
 from volsr.models import create_model, list_models
@@ -82,7 +82,7 @@ class Engine:
     def __call__(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
         cube = Volume(x[0].numpy().transpose(1, 2, 0), np.eye(4), ("i", "j", "band"))
         scale = len(grid[0]) / x.shape[2]
-        out = upsample(cube, scale=scale, model=self.model, self_ensemble=self.self_ensemble)
+        out = upsample(cube, scale=scale, model=self.model, options=EngineOptions(self_ensemble=self.self_ensemble))
         return torch.from_numpy(out.numpy().transpose(2, 0, 1).copy())[None]
 
 

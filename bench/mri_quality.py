@@ -38,7 +38,7 @@ import torch
 
 from volsr import io
 from volsr.datasets import icbm152_t1_path, shared_data_root
-from volsr.engine import upsample
+from volsr.engine import EngineOptions, upsample
 from volsr.metrics import psnr, ssim
 from volsr.models import list_models
 from volsr.noise import with_white_matter_noise
@@ -62,7 +62,7 @@ def score(case: ValidationCase, model: str | torch.nn.Module, max_memory: str | 
     """PSNR, foreground PSNR, SSIM and seconds of one model on one prepared case."""
     started = time.perf_counter()
     with torch.no_grad():
-        out = upsample(case.lr, scale=case.scale, model=model, max_memory=max_memory)
+        out = upsample(case.lr, scale=case.scale, model=model, options=EngineOptions(max_memory=max_memory))
         estimate = np.asarray(out.data.compute(), dtype=np.float32)
     seconds = time.perf_counter() - started
     fg = case.hr > FOREGROUND

@@ -55,7 +55,7 @@ def test_layouts_agree_through_the_engine(tmp_path):
     first = io.load(upsample_to_store(volume, tmp_path / "c.zarr", **with_engine(kwargs, layout="contiguous"))).numpy()
     last = io.load(upsample_to_store(volume, tmp_path / "l.zarr", **with_engine(kwargs, layout="channels_last"))).numpy()
     np.testing.assert_allclose(last, first, rtol=0, atol=1e-5)
-    lazy = upsample(volume, scale=(1, 2, 2.5), model=net, layout="channels_last").numpy()
+    lazy = upsample(volume, scale=(1, 2, 2.5), model=net, options=EngineOptions(layout="channels_last")).numpy()
     np.testing.assert_allclose(lazy, first, rtol=0, atol=1e-5)
     assert net.body[0].weight.is_contiguous()  # the caller's module is left as it was
     with pytest.raises(ValueError, match="layout must be one of"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from volsr.engine import upsample
+from volsr.engine import EngineOptions, upsample
 from volsr.geometry import output_coordinates
 from volsr.models import ModelCard, create_model
 from volsr.models.interpolation import SeparableInterpolation
@@ -163,7 +163,7 @@ class _IntegerOnly(torch.nn.Module):
         ({"scale": 2, "model": torch.nn.Identity()}, TypeError, "ModelCard"),
         ({"scale": 2.5, "model": _IntegerOnly()}, ValueError, "'integer-only' supports integer"),
         ({"scale": 8, "model": _IntegerOnly()}, ValueError, r"\[2.0, 4.0\], got scale \(8.0"),
-        ({"scale": 2, "device": "gpu0"}, ValueError, "device must name a torch device"),
+        ({"scale": 2, "options": EngineOptions(device="gpu0")}, ValueError, "device must name a torch device"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, error, match):

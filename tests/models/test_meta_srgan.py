@@ -196,7 +196,7 @@ def test_factors_outside_the_trained_range_are_refused_unless_forced():
     with pytest.raises(ValueError, match=r"supports per-axis scales in \[1.0, 4.0\].*--force"):
         upsample(volume, scale=(1, 1, 5), model=model)
     with pytest.warns(UserWarning, match="running anyway"):
-        out = upsample(volume, scale=(1, 1, 5), model=model, force=True)
+        out = upsample(volume, scale=(1, 1, 5), model=model, options=EngineOptions(force=True))
     assert out.shape == (6, 6, 20)
 
 

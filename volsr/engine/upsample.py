@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import dask
 import dask.array as da
 import numpy as np
-import torch
 from torch import nn
 
 from volsr.engine.execute import channel_first, run_task
 from volsr.engine.layout import apply_layout
 from volsr.engine.nodata import mark_footprint, nodata_for, prepare_block, statistics_voxels, widen
 from volsr.engine.normalise import input_statistics
+from volsr.engine.options import EngineOptions
 from volsr.engine.progress import default_budget, parse_size
 from volsr.engine.resolve import (
     check_input,
@@ -52,11 +52,7 @@ def upsample(
     scale: float | Sequence[float] | None = None,
     target_spacing: float | Sequence[float] | None = None,
     model: str | nn.Module = "cubic",
-    device: str | torch.device = "cpu",
-    force: bool = False,
-    max_memory: str | int | None = None,
-    layout: str | None = None,
-    self_ensemble: bool | None = None,
+    options: EngineOptions | None = None,
 ) -> Volume:
     """Upsample the spatial axes of a volume, keeping its field of view (lazily).
 
@@ -73,22 +69,11 @@ def upsample(
         Registry name, or a module with a ``card`` attribute (a :class:`ModelCard`); a
         module is copied, and the copy runs in eval mode on ``device`` (the caller's module
         is left as it is).
-    device : str or torch.device
-        Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
-    force : bool
-        Run at factors outside the model's ``scale_range`` with a warning instead of
-        refusing them (:func:`volsr.engine.resolve.check_supported`).
-    max_memory : str or int, optional
-        Memory budget of one task (``"4G"`` or bytes; default that of
-        :func:`volsr.engine.upsample_to_store`): sets the tile size inside each slab
-        (larger tiles recompute less halo).
-    layout : {"contiguous", "channels_last"}, optional
-        Memory layout of the network's convolutions (:mod:`volsr.engine.layout`); default
-        the one its card declares.
-    self_ensemble : bool, optional
-        Average the model over the flips and axis swaps of each tile
-        (:class:`volsr.models.ensemble.SelfEnsemble`: 8 forwards for a cube, better
-        estimates); default as the model's card says (on for the shipped HSI networks).
+    options : EngineOptions, optional
+        The run options :func:`volsr.engine.upsample_to_store` takes too
+        (:class:`volsr.engine.EngineOptions`); the lazy path uses ``device``, ``force``,
+        ``max_memory`` (the budget of one task: the tile size inside each slab), ``layout``
+        and ``self_ensemble`` (the rest describe stored runs: chunks, workers, pyramid ...).
 
     Returns
     -------
@@ -119,15 +104,16 @@ def upsample(
     >>> out.shape, out.dtype, out.spacing.round(3).tolist()
     ((4, 4, 10), dtype('float32'), [1.0, 1.0, 0.99])
     """
+    options = EngineOptions() if options is None else options
     net = resolve_model(model)
     factors = resolve_factors(volume, scale, target_spacing)
-    check_supported(net.card, factors, force=force)
+    check_supported(net.card, factors, force=options.force)
     check_input(net.card, volume)
-    where = resolve_device(device)
+    where = resolve_device(options.device)
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net)
-    net = with_self_ensemble(net, factors, self_ensemble)
-    net = apply_layout(net.eval().to(where), layout or net.card.layout)
+    net = with_self_ensemble(net, factors, options.self_ensemble)
+    net = apply_layout(net.eval().to(where), options.layout or net.card.layout)
     shape_out = resampled_shape(volume.spatial_shape, factors)
     source = channel_first(volume)
     channels = source.shape[0]
@@ -135,7 +121,7 @@ def upsample(
     chunks = (rows, *shape_out[1:])
     # Tiles inside a slab as large as the default budget allows (a slab-sized tile of a
     # densely connected network needed over 10 GB).
-    budget = default_budget() if max_memory is None else parse_size(max_memory)
+    budget = default_budget() if options.max_memory is None else parse_size(options.max_memory)
     plan, _, _ = plan_run(net, volume, shape_out, factors, chunks, None, "exact", 0.25, budget, where)
     nodata = nodata_for(volume, plan)
     input_scale, floor = input_statistics(net.card, statistics_voxels(net.card, volume))

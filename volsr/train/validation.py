@@ -21,7 +21,7 @@ from torch import nn
 
 from volsr import io
 from volsr.degrade import thick_slice
-from volsr.engine import upsample
+from volsr.engine import EngineOptions, upsample
 from volsr.geometry import crop_affine, downsampled_grid
 from volsr.intensity import percentile_normalise
 from volsr.metrics import psnr, ssim
@@ -220,8 +220,8 @@ class VolumeValidator:
     def _score(self, case: ValidationCase, model: str | nn.Module) -> tuple[dict, float]:
         started = time.perf_counter()
         # Training machines have memory to spare: larger tiles recompute less halo.
-        out = upsample(case.lr, scale=case.scale, model=model, device=self.device,
-                       max_memory=VALIDATION_MEMORY)
+        out = upsample(case.lr, scale=case.scale, model=model,
+                       options=EngineOptions(device=str(self.device), max_memory=VALIDATION_MEMORY))
         estimate = np.asarray(out.data.compute(), dtype=np.float32)
         seconds = time.perf_counter() - started
         scores = {
