@@ -15,14 +15,15 @@ from volsr.models.weights import load_module
 from volsr.train.hsi import load_hsi_config, run_hsi_training
 
 
-def _config(tmp_path, folder: str) -> object:
+def hsi_config_mapping(tmp_path, folder: str) -> dict:
+    """A tiny HSI experiment (two random cubes written to ``tmp_path``) as its YAML mapping."""
     rng = np.random.default_rng(0)
     specs = []
     for name, bands in (("a", 12), ("b", 17)):
         path = tmp_path / f"{name}.mat"
         scipy.io.savemat(path, {"cube": rng.random((16, 16, bands))})
         specs.append(f"{path}:cube")
-    return load_hsi_config({
+    return {
         "run": {"name": "attn1d2d_x2", "output_dir": str(tmp_path / folder), "progress": False,
                 "checkpoint_every": 2, "log_every": 1},
         "model": {"scale": 2, "features": 2, "stages": 1, "init_residual_scale": 0.1},
@@ -30,7 +31,11 @@ def _config(tmp_path, folder: str) -> object:
         "loss": {"sam_weight": 0.1, "gradient_weight": 0.1},
         "optim": {"steps": 4, "lr": 1e-2, "warmup_steps": 0, "amp": False},
         "validation": {"cubes": [specs[1]], "every": 2},
-    })
+    }
+
+
+def _config(tmp_path, folder: str) -> object:
+    return load_hsi_config(hsi_config_mapping(tmp_path, folder))
 
 
 def test_resume_reproduces_an_uninterrupted_run_and_exports_loadable_weights(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.io
 import yaml
 
+from tests.train.test_hsi_training import hsi_config_mapping
 from volsr.cli import main
 from volsr.io import save
 from volsr.models.attn1d2d import Attn1D2D
@@ -18,21 +18,7 @@ from volsr.volume import Volume
 
 
 def _hsi_config(tmp_path, folder: str) -> dict:
-    rng = np.random.default_rng(0)
-    specs = []
-    for name, bands in (("a", 12), ("b", 17)):
-        path = tmp_path / f"{name}.mat"
-        scipy.io.savemat(path, {"cube": rng.random((16, 16, bands))})
-        specs.append(f"{path}:cube")
-    return {
-        "run": {"name": "attn1d2d_x2", "output_dir": str(tmp_path / folder), "progress": False,
-                "checkpoint_every": 2, "log_every": 1},
-        "model": {"scale": 2, "features": 2, "stages": 1, "init_residual_scale": 0.1},
-        "data": {"cubes": specs, "lr_patch": 4, "batch_size": 2, "min_bands": 4},
-        "loss": {"sam_weight": 0.1},
-        "optim": {"steps": 3, "lr": 1e-2, "warmup_steps": 0, "amp": False},
-        "validation": None,
-    }
+    return {**hsi_config_mapping(tmp_path, folder), "validation": None}
 
 
 def _mri_config(tmp_path) -> dict:

@@ -9,6 +9,7 @@ step from its own seeded stream, and only rank 0 validates, logs and writes file
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import signal
@@ -253,16 +254,10 @@ def build_batches(
         raise ValueError(f"data.batch_size = {config.batch_size} must be divisible by the "
                          f"number of processes ({world})")
     paths = [p for pattern in config.volumes for p in resolve_data_paths(pattern)]
-    options = SamplerOptions(
-        patch_shape=config.patch, factor_range=config.factor_range, integer_factors=config.integer_factors,
-        axes=config.slice_axes, thickness_ratio_range=config.thickness_ratio_range, profiles=config.profiles,
-        snr_db_range=config.snr_db_range, noisy_target=config.noisy_target,
-        isotropic_probability=config.isotropic_probability, isotropic_factor_range=config.isotropic_factor_range,
-        lr_halo=config.lr_halo, p_foreground=config.p_foreground, zoom_range=config.zoom_range,
-        permute_axes=config.permute_axes, flip_axes=config.flip_axes, scale_range=config.scale_range,
-        shift_range=config.shift_range, bias_field_range=config.bias_field_range,
-        cache_bytes=config.cache_mb * 2**20,
-    )  # fmt: skip
+    # The YAML names its sampler options as the sampler does, but for three (patch, slice axes, MiB).
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(SamplerOptions) if hasattr(config, f.name)}
+    options = SamplerOptions(**shared, patch_shape=config.patch, axes=config.slice_axes,
+                             cache_bytes=config.cache_mb * 2**20)
     sampler = PatchSampler([str(p) for p in paths], options)
     batches = batch_stream(sampler, batch_size=config.batch_size // world, seed=seed, rank=rank,
                            workers=config.workers)  # fmt: skip
