@@ -38,6 +38,7 @@ def tiny_config(tmp_path: Path, *, gan: bool) -> Path:
     }
     if gan:
         config["gan"] = {"n_critic": 1, "start_step": 1}
+        config["loss"] = {"l1": 1.0, "wgan": 1e-3}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -12,6 +12,7 @@ import yaml
 from volsr.train.config import (
     DataConfig,
     GanConfig,
+    LossConfig,
     OptimConfig,
     RunConfig,
     TrainConfig,
@@ -97,10 +98,35 @@ def test_defaults_fill_and_match_dataclasses():
 
 
 def test_gan_and_validation_sections():
-    mapping = {**MINIMAL, "gan": {"n_critic": 3}, "validation": None}
+    mapping = {**MINIMAL, "loss": {"wgan": 1e-3}, "gan": {"n_critic": 3}, "validation": None}
     config = config_from_dict(mapping)
     assert config.gan == GanConfig(n_critic=3)
+    assert config.loss == LossConfig(l1=1.0, wgan=1e-3)
     assert config.validation is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"loss": {"sam": 0.3}}, "'loss.sam' weighs a spectral term: it needs cubes"),
+        ({"loss": {"wgan": 1e-3}}, r"'loss.wgan' > 0 and a 'gan' section .* go together, got wgan 0.001 and gan null"),
+        ({"gan": {"n_critic": 3}}, "got wgan 0 and gan set"),
+        ({"loss": {"l1": 0}}, "'loss' needs a term besides 'wgan' of positive weight"),
+        ({"loss": {"l1": -1}}, r"'loss.l1' must be >= 0"),
+    ],
+)
+def test_a_loss_the_run_cannot_compute_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({**MINIMAL, **changes})
+
+
+def test_a_cube_config_refuses_the_volume_critic():
+    from volsr.train.hsi import load_hsi_config
+
+    mapping = {"run": MINIMAL["run"], "optim": MINIMAL["optim"], "data": {"cubes": ["a.mat:x"]}}
+    assert load_hsi_config({**mapping, "loss": {"sam": 0.3}}).loss == LossConfig(l1=1.0, sam=0.3)
+    with pytest.raises(ValueError, match="'loss.wgan' needs volumes"):
+        load_hsi_config({**mapping, "loss": {"wgan": 1e-3}})
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def hsi_config_mapping(tmp_path, folder: str) -> dict:
                 "checkpoint_every": 2, "log_every": 1},
         "model": {"scale": 2, "features": 2, "stages": 1, "init_residual_scale": 0.1},
         "data": {"cubes": specs, "lr_patch": 4, "batch_size": 2, "min_bands": 4},
-        "loss": {"sam_weight": 0.1, "gradient_weight": 0.1},
+        "loss": {"l1": 1.0, "sam": 0.1, "spectral_gradient": 0.1},
         "optim": {"steps": 4, "lr": 1e-2, "warmup_steps": 0, "amp": False},
         "validation": {"cubes": [specs[1]], "every": 2},
     }

@@ -24,7 +24,7 @@ from volsr.geometry import output_coordinates
 from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.train.checkpoint import list_checkpoints, load_checkpoint
-from volsr.train.config import GanConfig, OptimConfig, RunConfig
+from volsr.train.config import GanConfig, LossConfig, OptimConfig, RunConfig
 from volsr.train.trainer import Trainer, cosine_lr
 
 CARD = ModelCard(name="tiny", kind="network", grid="hr", halo=1, scales="real",
@@ -82,6 +82,7 @@ def make_trainer(tmp_path, *, gan: bool = False, ema: float | None = 0.9, every:
     return Trainer(TinyUpsampler(), stream, run=run, optim=optim,
                    critic=TinyCritic() if gan else None,
                    gan=GanConfig(n_critic=2, start_step=1) if gan else None,
+                   loss=LossConfig(wgan=1e-3 if gan else 0.0),
                    record={"config": {"note": "test"}, "datasets": ["synthetic"]})
 
 
@@ -180,6 +181,12 @@ def test_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="critic and gan"):
         Trainer(TinyUpsampler(), batches, run=RunConfig(name="t", output_dir=str(tmp_path)),
                 optim=OptimConfig(steps=1), critic=TinyCritic())
+    with pytest.raises(ValueError, match="gan and loss.wgan"):
+        Trainer(TinyUpsampler(), batches, run=RunConfig(name="t", output_dir=str(tmp_path)),
+                optim=OptimConfig(steps=1), loss=LossConfig(wgan=1e-3))
+    with pytest.raises(ValueError, match="positive weight"):
+        Trainer(TinyUpsampler(), batches, run=RunConfig(name="t", output_dir=str(tmp_path)),
+                optim=OptimConfig(steps=1), loss=LossConfig(l1=0.0))
     with pytest.raises(ValueError, match="max_steps"):
         make_trainer(tmp_path).fit(max_steps=0)
 

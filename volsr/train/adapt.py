@@ -29,8 +29,7 @@ from volsr.data.self_pairs import SelfPairSampler, central_slab
 from volsr.models.files import is_model_file, register_model_file
 from volsr.models.registry import ModelCard, create_model
 from volsr.train.build import batch_stream
-from volsr.train.config import OptimConfig, RunConfig
-from volsr.train.losses import PixelLoss, l1_pixel_loss
+from volsr.train.config import LossConfig, OptimConfig, RunConfig
 from volsr.train.trainer import Trainer
 from volsr.volume import Volume
 
@@ -309,7 +308,7 @@ def adapted_card(card: ModelCard, kept: bool) -> ModelCard:
 
 
 def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, options: AdaptOptions, *,
-              device: str | torch.device, progress: bool, pixel_loss: PixelLoss = l1_pixel_loss) -> int:
+              device: str | torch.device, progress: bool, loss: LossConfig | None = None) -> int:
     """The adaptation's training run: ``net`` fine-tuned in place, ``guard`` scoring each check.
 
     One recipe for every modality: AdamW at ``options.learning_rate`` with a 5 % warmup and a
@@ -331,8 +330,8 @@ def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, 
         Where to train.
     progress : bool
         Show a progress bar.
-    pixel_loss : callable
-        The trainer's loss (default L1; cubes: :func:`volsr.train.hsi_losses.hsi_pixel_loss`).
+    loss : LossConfig, optional
+        The trainer's weighted sum (None: L1; cubes add the spectral angle).
 
     Returns
     -------
@@ -347,7 +346,7 @@ def fine_tune(net: nn.Module, batches: Iterable[Mapping[str, Any]], guard: Any, 
     """
     with tempfile.TemporaryDirectory(prefix="volsr-adapt-") as scratch:
         run = Trainer(
-            net, batches, pixel_loss=pixel_loss,
+            net, batches, loss=loss,
             run=RunConfig(name="adapt", output_dir=scratch, seed=options.seed, checkpoint_every=options.steps + 1,
                           keep_last=1, log_every=options.steps, progress=progress),
             optim=OptimConfig(steps=options.steps, lr=options.learning_rate, min_lr_ratio=0.1, amp=False,

@@ -4,8 +4,8 @@
 :func:`adapt_cube`. The pairs (:func:`volsr.data.cube_self_pairs.cube_self_pairs`) are the
 input cube degraded again by the card's factor with the protocol's bicubic (input) and the
 cube (target), scaled by the card's input rule as the engine scales real inputs; the step is
-the HSI training's (the generic trainer with :func:`volsr.train.hsi_losses.hsi_pixel_loss`: L1 +
-spectral angle, AdamW, cosine schedule).
+the HSI training's (the generic trainer with the loss ``{l1: 1, sam: 0.3}``, AdamW, cosine
+schedule).
 
 The guard holds out a block of the cube and scores the network before training and at each
 check on two things: the held-out pair (MPSNR and SAM of the cube degraded again, upsampled,
@@ -48,7 +48,7 @@ from volsr.geometry import output_coordinates
 from volsr.metrics import mpsnr, sam
 from volsr.models.registry import ModelCard
 from volsr.train.adapt import AdaptOptions, AdaptReport, adapted_card, fine_tune
-from volsr.train.hsi_losses import hsi_pixel_loss
+from volsr.train.config import LossConfig
 from volsr.train.trainer import Trainer
 from volsr.volume import Volume
 
@@ -64,8 +64,8 @@ MAX_SIDE = 256
 CONSISTENCY_SIDE = 48
 #: Relative fall of the held-out pair's SAM a check needs (the real output's SAM rose where it fell 0.2 %).
 PAIR_SAM_MARGIN = 0.01
-#: Weight of the spectral angle (radians) beside L1 in the fine-tune's loss.
-SAM_WEIGHT = 0.3
+#: The fine-tune's loss: L1 and the spectral angle (radians).
+CUBE_LOSS = LossConfig(l1=1.0, sam=0.3)
 
 
 def cube_options(*, steps: int | None = None, seed: int = 0) -> AdaptOptions:
@@ -226,7 +226,7 @@ def adapt_cube(
     net = copy.deepcopy(base).to(device).train()
     guard(net)
     steps = fine_tune(net, pairs.training.batches, guard, options, device=device, progress=progress,
-                      pixel_loss=hsi_pixel_loss(pixel="l1", sam_weight=SAM_WEIGHT))
+                      loss=CUBE_LOSS)
     first, best = guard.baseline, guard.best
     kept = best is not None and best[1][0] - first[0] >= options.min_gain_db
     net.load_state_dict(best[2] if kept else base.state_dict())

@@ -505,7 +505,7 @@ def run_training(
         batches, datasets = build_batches(config.data, seed=config.run.seed, rank=rank,
                                           world=world)
         trainer = Trainer(
-            model, batches, run=config.run, optim=config.optim, critic=critic, gan=config.gan,
+            model, batches, run=config.run, optim=config.optim, critic=critic, gan=config.gan, loss=config.loss,
             validator=_build_validator(config, where) if rank == 0 else None,
             validate_every=(config.validation.every if config.validation
                             else config.run.checkpoint_every),

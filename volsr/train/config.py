@@ -27,9 +27,11 @@ __all__ = [
     "ModelConfig",
     "DataConfig",
     "OptimConfig",
+    "LossConfig",
     "GanConfig",
     "ValidationConfig",
     "TrainConfig",
+    "check_loss",
     "config_from_dict",
     "load_config",
 ]
@@ -235,16 +237,43 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The generator's loss: a weighted sum of the terms of :data:`volsr.train.losses.TERMS`.
+
+    ``loss = l1 * L1 + mse * MSE + charbonnier * Charbonnier + sam * SAM (radians)
+    + spectral_gradient * L1(band differences) + wgan * (-mean critic(G(x)))``; a term of
+    weight 0 is not computed. The spectral terms need cubes (bands); ``wgan`` needs volumes
+    and a ``gan:`` section (the critic's settings), and a ``gan:`` section needs ``wgan > 0``.
+
+    Parameters
+    ----------
+    l1, mse, charbonnier : float
+        Pixel terms (>= 0); Charbonnier with eps 1e-3.
+    sam : float
+        Mean spectral angle in radians (>= 0; cubes only).
+    spectral_gradient : float
+        L1 of the first differences along the bands (>= 0; cubes only).
+    wgan : float
+        The critic's generator term (>= 0; 1e-3 as in mDCSRN-GAN), from ``gan.start_step`` on.
+    """
+
+    l1: float = 1.0
+    mse: float = 0.0
+    charbonnier: float = 0.0
+    sam: float = 0.0
+    spectral_gradient: float = 0.0
+    wgan: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class GanConfig:
-    """WGAN-GP phase (mDCSRN-GAN): loss ``L1 + adversarial_weight * adversarial``.
+    """WGAN-GP phase (mDCSRN-GAN): the critic's settings (its term's weight is ``loss.wgan``).
 
     Parameters
     ----------
     start_step : int
-        Generator steps trained with L1 alone before the critic joins (a pretrained
-        generator keeps the critic from chasing noise).
-    adversarial_weight : float
-        Weight of the generator's adversarial loss (1e-3 as in mDCSRN-GAN).
+        Generator steps trained without the adversarial term before the critic joins (a
+        pretrained generator keeps the critic from chasing noise).
     n_critic : int
         Critic steps per generator step, each on a fresh batch (>= 1).
     gp_weight : float
@@ -256,7 +285,6 @@ class GanConfig:
     """
 
     start_step: int = 0
-    adversarial_weight: float = 1e-3
     n_critic: int = 5
     gp_weight: float = 10.0
     lr: float = 1e-4
@@ -303,8 +331,10 @@ class TrainConfig:
     model : ModelConfig
     data : DataConfig
     optim : OptimConfig
+    loss : LossConfig
+        The weighted sum the generator minimises (default: L1 alone).
     gan : GanConfig or None
-        None (or omitted) trains with L1 alone.
+        The critic's settings, with ``loss.wgan > 0``; None (or omitted): no critic.
     validation : ValidationConfig or None
         None disables validation.
     """
@@ -313,6 +343,7 @@ class TrainConfig:
     data: DataConfig
     optim: OptimConfig
     model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
     gan: GanConfig | None = None
     validation: ValidationConfig | None = ValidationConfig()
 
@@ -358,7 +389,12 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "OptimConfig.grad_clip": (lambda v: v is None or v > 0, "> 0 or null"),
     "OptimConfig.ema_decay": (lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
     "GanConfig.start_step": (lambda v: v >= 0, ">= 0"),
-    "GanConfig.adversarial_weight": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.l1": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.mse": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.charbonnier": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.sam": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.spectral_gradient": (lambda v: v >= 0, ">= 0"),
+    "LossConfig.wgan": (lambda v: v >= 0, ">= 0"),
     "GanConfig.n_critic": (lambda v: v >= 1, ">= 1"),
     "GanConfig.gp_weight": (lambda v: v >= 0, ">= 0"),
     "GanConfig.lr": (lambda v: v > 0, "> 0"),
@@ -448,13 +484,56 @@ def _section(cls: type, mapping: Any, where: str) -> Any:
     return cls(**values)
 
 
+#: ``loss:`` terms that need bands (cubes), and the one that needs a critic (volumes).
+SPECTRAL_TERMS = ("sam", "spectral_gradient")
+
+
+def check_loss(loss: LossConfig, gan: GanConfig | None, *, source: Literal["volumes", "cubes"]) -> None:
+    """Refuse a loss its run cannot compute: what no single section's check sees.
+
+    Parameters
+    ----------
+    loss : LossConfig
+        The weights.
+    gan : GanConfig or None
+        The critic's settings.
+    source : {"volumes", "cubes"}
+        The data source (spectral terms need cubes; the 3-D critic needs volumes).
+
+    Raises
+    ------
+    ValueError
+        If no non-adversarial term has a positive weight, a spectral term is weighted on
+        volumes, ``wgan`` on cubes, or ``loss.wgan > 0`` and the ``gan`` section disagree.
+
+    Examples
+    --------
+    >>> check_loss(LossConfig(sam=0.3), None, source="volumes")
+    Traceback (most recent call last):
+    ...
+    ValueError: config key 'loss.sam' weighs a spectral term: it needs cubes (set it to 0 for volumes)
+    """
+    weights = dataclasses.asdict(loss)
+    if not any(weight > 0 for name, weight in weights.items() if name != "wgan"):
+        raise ValueError(f"config key 'loss' needs a term besides 'wgan' of positive weight, got {weights}")
+    if source == "volumes":
+        for name in SPECTRAL_TERMS:
+            if weights[name] > 0:
+                raise ValueError(f"config key 'loss.{name}' weighs a spectral term: it needs cubes (set it to 0 for volumes)")
+    elif loss.wgan > 0:
+        raise ValueError("config key 'loss.wgan' needs volumes (the critic is 3-D): set it to 0 for cubes")
+    if (loss.wgan > 0) != (gan is not None):
+        raise ValueError("config key 'loss.wgan' > 0 and a 'gan' section (the critic's settings) go together, got "
+                         f"wgan {loss.wgan:g} and gan {'set' if gan is not None else 'null'}")
+
+
 def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     """Validate a parsed YAML mapping into a :class:`TrainConfig`.
 
     Parameters
     ----------
     mapping : mapping
-        Sections ``run``, ``data``, ``optim`` (required), ``model``, ``gan``,
+        Sections ``run``, ``data``, ``optim`` (required), ``model``, ``loss``, ``gan``,
         ``validation`` (optional; ``gan: null`` / ``validation: null`` switch them off).
 
     Returns
@@ -464,8 +543,9 @@ def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     Raises
     ------
     ValueError
-        On an unknown key (named, with the allowed ones), a missing required key, or a
-        value of the wrong type or range (named, with the value received).
+        On an unknown key (named, with the allowed ones), a missing required key, a
+        value of the wrong type or range (named, with the value received), or a loss the
+        run cannot compute (:func:`check_loss`).
 
     Examples
     --------
@@ -479,7 +559,9 @@ def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     ...
     ValueError: unknown config key 'run.nmae' (allowed here: name, output_dir, seed, ...)
     """
-    return _section(TrainConfig, mapping, "")
+    config = _section(TrainConfig, mapping, "")
+    check_loss(config.loss, config.gan, source="volumes")
+    return config
 
 
 def load_config(path: str | Path) -> TrainConfig:

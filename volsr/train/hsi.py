@@ -4,10 +4,10 @@ One YAML file per experiment (``configs/hsi/attn1d2d/x4/d48.yaml``) with section
 ``optim`` (the generic :class:`~volsr.train.config.RunConfig` and
 :class:`~volsr.train.config.OptimConfig`: AdamW, warmup + cosine, EMA, clipping), ``model``
 (:class:`~volsr.models.attn1d2d.Attn1D2D` arguments), ``data``
-(:class:`~volsr.data.hsi.HSIPatchDataset` arguments), ``loss``
-(:func:`~volsr.train.hsi_losses.hsi_loss` arguments) and ``validation`` (held-out cubes).
-The trainer is the generic :class:`~volsr.train.trainer.Trainer` given the cubes' loss
-(:func:`~volsr.train.hsi_losses.hsi_pixel_loss`: no subclass), so checkpoints (safetensors +
+(:class:`~volsr.data.hsi.HSIPatchDataset` arguments), ``loss`` (the generic
+:class:`~volsr.train.config.LossConfig`, a weighted sum: ``{l1: 1, sam: 0.3}``) and
+``validation`` (held-out cubes). The trainer is the generic
+:class:`~volsr.train.trainer.Trainer` (no subclass), so checkpoints (safetensors +
 JSON, no pickle), exact resume and signal handling are the generic ones. Run::
 
     volsr train configs/hsi/attn1d2d/x4/d48.yaml [--resume] [--max-steps N] [--threads T]
@@ -42,16 +42,14 @@ from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.build import load_initial_weights
-from volsr.train.config import OptimConfig, RunConfig, _section
+from volsr.train.config import LossConfig, OptimConfig, RunConfig, _section, check_loss
 from volsr.train.config_files import plain, read_config
-from volsr.train.hsi_losses import hsi_pixel_loss
 from volsr.train.trainer import Trainer
 
 __all__ = [
     "build_hsi_dataset",
     "HSIModelConfig",
     "HSIDataConfig",
-    "HSILossConfig",
     "HSIValidationConfig",
     "HSITrainConfig",
     "load_hsi_config",
@@ -91,15 +89,6 @@ class HSIDataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class HSILossConfig:
-    """:func:`~volsr.train.hsi_losses.hsi_loss` weights."""
-
-    pixel: Literal["l1", "mse", "charbonnier"] = "l1"
-    sam_weight: float = 0.1
-    gradient_weight: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
 class HSIValidationConfig:
     """Held-out cubes (specs as in :class:`HSIDataConfig`) and the validation cadence."""
 
@@ -115,7 +104,7 @@ class HSITrainConfig:
     data: HSIDataConfig
     optim: OptimConfig
     model: HSIModelConfig = HSIModelConfig()
-    loss: HSILossConfig = HSILossConfig()
+    loss: LossConfig = LossConfig()
     validation: HSIValidationConfig | None = None
 
 
@@ -142,14 +131,16 @@ def load_hsi_config(source: str | Path | Mapping[str, Any]) -> HSITrainConfig:
     --------
     >>> cfg = load_hsi_config({"run": {"name": "t", "output_dir": "runs/t"},
     ...                        "data": {"cubes": ["hsi/abu/abu-urban-1.mat:data"]},
-    ...                        "optim": {"steps": 10}})
-    >>> cfg.model.scale, cfg.loss.sam_weight
-    (4, 0.1)
+    ...                        "optim": {"steps": 10}, "loss": {"sam": 0.3}})
+    >>> cfg.model.scale, cfg.loss.l1, cfg.loss.sam
+    (4, 1.0, 0.3)
     """
     mapping = source
     if not isinstance(source, Mapping):
         mapping = read_config(source)  # extends merged
-    return _section(HSITrainConfig, mapping, "")
+    config = _section(HSITrainConfig, mapping, "")
+    check_loss(config.loss, None, source="cubes")
+    return config
 
 
 def resolve_cubes(specs: Sequence[str]) -> list[str]:
@@ -348,7 +339,7 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
                  for spec in resolve_cubes(config.validation.cubes)]
         validator = HSIValidator(pairs)
     trainer = Trainer(
-        model, dataset.batches, pixel_loss=hsi_pixel_loss(**dataclasses.asdict(config.loss)), run=config.run,
+        model, dataset.batches, loss=config.loss, run=config.run,
         optim=config.optim,
         validator=validator, device=device,
         validate_every=config.validation.every if config.validation else 1,

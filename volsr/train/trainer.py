@@ -2,8 +2,9 @@
 
 :class:`Trainer` receives a model, a batch source and the validated settings; it never
 reads configuration files (the builder in :mod:`volsr.train.build` does). One step is
-``n_critic`` critic updates (WGAN-GP phase only), then one generator update with
-``L1 + adversarial_weight * adversarial``; every update draws a fresh batch.
+``n_critic`` critic updates (WGAN-GP phase only), then one generator update on the
+config's weighted sum (``{l1: 1, wgan: 1e-3}``, ``{l1: 1, sam: 0.3}``: :class:`LossConfig`);
+every update draws a fresh batch.
 
 Exact resume: the learning rate is a pure function of the step, the batch source is
 indexed by the number of batches already drawn, and every piece of state that changes
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import math
 import signal
 import sys
@@ -45,8 +47,8 @@ from volsr.train.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
-from volsr.train.config import GanConfig, OptimConfig, RunConfig
-from volsr.train.losses import PixelLoss, l1_pixel_loss, wgan_losses
+from volsr.train.config import GanConfig, LossConfig, OptimConfig, RunConfig
+from volsr.train.losses import TERMS, weighted_loss, wgan_losses
 
 __all__ = ["BatchSource", "Validator", "cosine_lr", "Trainer"]
 
@@ -58,8 +60,8 @@ BatchSource = Callable[[int], Iterator[Mapping[str, Any]]]
 #: (higher is better; selects the ``best`` checkpoint).
 Validator = Callable[[nn.Module], dict[str, float]]
 
-_TRAIN_FIELDS = ("step", "lr", "loss", "l1", "adversarial", "critic", "penalty", "grad_norm",
-                 "step_seconds")
+#: ``train.csv``'s columns: the loss, each of its terms unweighted (blank when not computed).
+_TRAIN_FIELDS = ("step", "lr", "loss", *TERMS, "wgan", "critic", "penalty", "grad_norm", "step_seconds")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -148,7 +150,7 @@ class Trainer:
     critic : torch.nn.Module, optional
         WGAN critic ``critic(hr) -> (B,)`` or ``(B, 1)`` scores; required with ``gan``.
     gan : GanConfig, optional
-        WGAN-GP settings; None trains with L1 alone.
+        The critic's WGAN-GP settings; None: no critic.
     validator : Validator, optional
         Called on rank 0 with the (EMA) model every ``validate_every`` steps and at the end.
     validate_every : int
@@ -157,14 +159,16 @@ class Trainer:
         Where training runs.
     record : mapping, optional
         JSON-able facts stored in every checkpoint (e.g. ``{"config": ..., "datasets": ...}``).
-    pixel_loss : callable
-        ``pixel_loss(sr, hr) -> (loss, parts)`` on float32 outputs (default L1; the cubes' L1
-        + spectral angle: :func:`volsr.train.hsi_losses.hsi_pixel_loss`).
+    loss : LossConfig, optional
+        The generator's loss, a weighted sum (None: L1 alone): its non-adversarial terms
+        by :func:`volsr.train.losses.weighted_loss` on float32 outputs, plus ``loss.wgan``
+        times the critic's generator term from ``gan.start_step`` on.
 
     Raises
     ------
     ValueError
-        If exactly one of ``critic`` and ``gan`` is given, or ``validate_every < 1``.
+        If exactly one of ``critic`` and ``gan`` is given, ``gan`` and ``loss.wgan > 0``
+        disagree, the loss has no positive term, or ``validate_every < 1``.
 
     Examples
     --------
@@ -184,16 +188,20 @@ class Trainer:
         validate_every: int = 1000,
         device: str | torch.device = "cpu",
         record: Mapping[str, Any] | None = None,
-        pixel_loss: PixelLoss = l1_pixel_loss,
+        loss: LossConfig | None = None,
     ) -> None:
         if (critic is None) != (gan is None):
             raise ValueError("critic and gan must be given together (both or neither)")
+        loss = LossConfig() if loss is None else loss
+        if (gan is None) != (loss.wgan == 0):
+            raise ValueError(f"gan and loss.wgan > 0 must be given together, got loss.wgan {loss.wgan:g}")
         if validate_every < 1:
             raise ValueError(f"validate_every must be >= 1, got {validate_every}")
         self.device = torch.device(device)
         self.model, self.batches, self.run, self.optim = model.to(self.device), batches, run, optim
         self.critic, self.gan = (critic.to(self.device) if critic is not None else None), gan
-        self.validator, self.validate_every, self.pixel_loss = validator, validate_every, pixel_loss
+        self.validator, self.validate_every = validator, validate_every
+        self.loss, self.pixel_loss = loss, weighted_loss(dataclasses.asdict(loss))
         self.record = dict(record or {})
         self.rank, self.world = _world()
         self.run_dir = Path(run.output_dir)
@@ -238,14 +246,14 @@ class Trainer:
         batch : mapping
             ``"lr"``, ``"positions"``, ``"hr"`` (see :data:`BatchSource`).
         adversarial : bool
-            Add ``adversarial_weight`` times the critic's generator loss.
+            Add ``loss.wgan`` times the critic's generator term.
 
         Returns
         -------
         loss : torch.Tensor
             Scalar (mean over this process's batch).
         parts : dict of str to float
-            The pixel loss's parts and, with ``adversarial``, ``"adversarial"``.
+            Each computed term, unweighted, by name (``"wgan"`` with ``adversarial``).
 
         Raises
         ------
@@ -265,8 +273,8 @@ class Trainer:
             adv = -self.critic(sr).float().mean() if adversarial else None
         loss, parts = self.pixel_loss(sr.float(), hr)  # float32, outside autocast
         if adv is not None:
-            loss = loss + self.gan.adversarial_weight * adv
-            parts["adversarial"] = float(adv.detach())
+            loss = loss + self.loss.wgan * adv
+            parts["wgan"] = float(adv.detach())
         return loss, parts
 
     def _generator_step(self, batch: Mapping[str, Any], *, adversarial: bool) -> dict[str, float]:
