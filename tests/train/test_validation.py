@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from volsr.data.hsi import make_pair
 from volsr.datasets import icbm152_t1_path
+from volsr.geometry import output_coordinates
 from volsr.io import load
+from volsr.metrics import mpsnr, sam
 from volsr.models import create_model
-from volsr.train.validation import VolumeValidator, prepare_case
+from volsr.models.interpolation import SeparableInterpolation
+from volsr.train.validation import VolumeValidator, cube_case, prepare_case
 from volsr.volume import Volume
 
 
@@ -53,3 +58,26 @@ def test_bad_cases_raise():
         prepare_case(flat, name="flat", factor=2, axis=1)
     with pytest.raises(FileNotFoundError, match="not found"):
         VolumeValidator.from_paths(["missing.nii.gz"], factor=4, axis=2)
+
+
+def test_cubes_follow_the_same_protocol_with_their_metrics_and_baseline():
+    # The reference is the whole-cube call of the baseline (no engine, no tiles) and volsr.metrics.
+    rng = np.random.default_rng(0)
+    cube = np.cumsum(rng.random((40, 36, 12), np.float32), axis=2)
+    pair = make_pair(cube / cube.max(), scale=4, name="/somewhere/cube.mat:data")
+    bicubic = SeparableInterpolation(method="bicubic")
+    grid = (output_coordinates(10, 40), output_coordinates(9, 36))
+    direct = bicubic(torch.from_numpy(pair.lr.transpose(2, 0, 1).copy())[None], grid)
+    direct = direct[0].numpy().transpose(1, 2, 0).clip(0, 1)
+    nearest = create_model("nearest").train()
+    smooth = np.cumsum(np.cumsum(rng.random((12, 12, 24), np.float32), axis=0), axis=2)
+    volume = Volume(smooth, np.eye(4), ("i", "j", "k"))
+    validator = VolumeValidator([cube_case(pair), prepare_case(volume, name="ramp", factor=4, axis=2)])
+    metrics = validator(nearest)
+    assert nearest.training  # given back in the mode it came in
+    assert validator.baseline["cube"]["mpsnr"] == pytest.approx(mpsnr(pair.hr, direct, data_range=1.0), abs=1e-6)
+    assert validator.baseline["cube"]["sam"] == pytest.approx(sam(pair.hr, direct), abs=1e-6)
+    assert metrics["cube/mpsnr_gain"] == pytest.approx(metrics["cube/mpsnr"] - validator.baseline["cube"]["mpsnr"])
+    assert metrics["cube/mpsnr_gain"] < 0 and metrics["ramp/psnr_gain"] < 0  # nearest loses to both baselines
+    assert metrics["score"] == pytest.approx((metrics["cube/mpsnr_gain"] + metrics["ramp/psnr_gain"]) / 2)
+    assert validator(create_model("bicubic"))["cube/mpsnr_gain"] == 0.0

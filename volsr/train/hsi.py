@@ -6,7 +6,8 @@ One YAML file per experiment (``configs/hsi/attn1d2d/x4/d48.yaml``) with section
 (:class:`~volsr.models.attn1d2d.Attn1D2D` arguments), ``data``
 (:class:`~volsr.data.hsi.HSIPatchDataset` arguments), ``loss`` (the generic
 :class:`~volsr.train.config.LossConfig`, a weighted sum: ``{l1: 1, sam: 0.3}``) and
-``validation`` (held-out cubes). The trainer is the generic
+``validation`` (held-out cubes, scored through the engine by the one validation protocol:
+:class:`~volsr.train.validation.VolumeValidator`). The trainer is the generic
 :class:`~volsr.train.trainer.Trainer` (no subclass), so checkpoints (safetensors +
 JSON, no pickle), exact resume and signal handling are the generic ones. Run::
 
@@ -28,23 +29,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import yaml
 
-from volsr.data.hsi import HSIPair, HSIPatchDataset, load_cube, lr_peak, make_pair
+from volsr.data.hsi import HSIPatchDataset, load_cube, lr_peak, make_pair
 from volsr.datasets import shared_data_root
 from volsr.errors import OutputExistsError
-from volsr.geometry import output_coordinates
-from volsr.metrics import mpsnr, sam
 from volsr.models.attn1d2d import Attn1D2D
-from volsr.models.interpolation import SeparableInterpolation
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
 from volsr.train.build import load_initial_weights
 from volsr.train.config import LossConfig, OptimConfig, RunConfig, _section, check_loss
 from volsr.train.config_files import plain, read_config
 from volsr.train.trainer import Trainer
+from volsr.train.validation import VolumeValidator, cube_case
 
 __all__ = [
     "build_hsi_dataset",
@@ -54,7 +52,6 @@ __all__ = [
     "HSITrainConfig",
     "load_hsi_config",
     "resolve_cubes",
-    "HSIValidator",
     "run_hsi_training",
     "main",
 ]
@@ -170,84 +167,6 @@ def _hsi_card(model: Attn1D2D, name: str) -> ModelCard:
                      description="1D-2D attention network (training run)")
 
 
-class HSIValidator:
-    """MPSNR and SAM of a model against bicubic on held-out cubes (whole-cube inference).
-
-    Parameters
-    ----------
-    pairs : sequence of HSIPair
-        Held-out cubes and their LR versions (:func:`~volsr.data.hsi.make_pair`).
-
-    Raises
-    ------
-    ValueError
-        If ``pairs`` is empty.
-
-    Notes
-    -----
-    Returns ``"<cube>/mpsnr"``, ``"<cube>/sam"`` (degrees), ``"<cube>/mpsnr_gain"`` and
-    ``"score"`` = mean MPSNR gain over bicubic (dB); outputs are clipped to [0, 1] first.
-
-    Examples
-    --------
-    >>> HSIValidator([])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: pairs must hold at least one held-out cube
-    """
-
-    def __init__(self, pairs: Sequence[HSIPair]) -> None:
-        if not pairs:
-            raise ValueError("pairs must hold at least one held-out cube")
-        self.pairs = list(pairs)
-        bicubic = SeparableInterpolation(method="bicubic")
-        self.baseline = {p.name: self._scores(p, bicubic) for p in self.pairs}
-
-    @staticmethod
-    @torch.no_grad()
-    def _scores(pair: HSIPair, model: torch.nn.Module) -> dict[str, float]:
-        h, w, _ = pair.lr.shape
-        grid = (output_coordinates(h, h * pair.scale), output_coordinates(w, w * pair.scale))
-        device = next(model.parameters(), torch.empty(0)).device  # the trainer's (CUDA too)
-        x = torch.from_numpy(pair.lr.transpose(2, 0, 1).copy())[None].to(device)
-        y = model(x, grid)[0].cpu().numpy().transpose(1, 2, 0).clip(0, 1)
-        return {"mpsnr": mpsnr(pair.hr, y, data_range=1.0), "sam": sam(pair.hr, y)}
-
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        """Scores of ``model`` (see the class Notes).
-
-        Parameters
-        ----------
-        model : torch.nn.Module
-            ``model(x, positions)`` as :class:`~volsr.models.attn1d2d.Attn1D2D`.
-
-        Returns
-        -------
-        dict of str to float
-
-        Raises
-        ------
-        ValueError
-            If the model does not upsample by the cubes' factor.
-
-        Examples
-        --------
-        See ``tests/train/test_hsi_training.py``.
-        """
-        was_training = model.training
-        model.eval()
-        metrics, gains = {}, []
-        for pair in self.pairs:
-            scores = self._scores(pair, model)
-            name = Path(pair.name.split(":")[0]).stem
-            gains.append(scores["mpsnr"] - self.baseline[pair.name]["mpsnr"])
-            metrics.update({f"{name}/mpsnr": scores["mpsnr"], f"{name}/sam": scores["sam"],
-                            f"{name}/mpsnr_gain": gains[-1]})
-        model.train(was_training)
-        metrics["score"] = float(np.mean(gains))
-        return metrics
-
-
 def _export(trainer: Trainer, config: HSITrainConfig) -> Path:
     model = trainer.inference_model().cpu()
     folder = Path(config.run.output_dir) / "export"
@@ -334,10 +253,9 @@ def run_hsi_training(config: HSITrainConfig, *, resume: bool = False,
     dataset = build_hsi_dataset(config)
     validator = None
     if config.validation is not None:
-        pairs = [make_pair(load_cube(spec)[0], scale=config.model.scale, name=spec,
-                           degradation=config.data.degradation)
-                 for spec in resolve_cubes(config.validation.cubes)]
-        validator = HSIValidator(pairs)
+        validator = VolumeValidator([cube_case(make_pair(load_cube(spec)[0], scale=config.model.scale, name=spec,
+                                                         degradation=config.data.degradation))
+                                     for spec in resolve_cubes(config.validation.cubes)], device=device)
     trainer = Trainer(
         model, dataset.batches, loss=config.loss, run=config.run,
         optim=config.optim,

@@ -1,36 +1,70 @@
-"""Validation on whole volumes through the engine: the numbers users will see.
+"""One validation protocol for volumes and cubes, through the engine: the numbers users will see.
 
-Each validation volume is prepared once: normalised by its 99.9th percentile and clipped to
+A case is a held-out LR input (a :class:`~volsr.volume.Volume`: an MRI volume, or a
+hyperspectral cube with its band axis) and the HR reference its grid covers. MRI volumes
+are prepared by :func:`prepare_case`: normalised by their 99.9th percentile and clipped to
 [0, 1] (the MRI evaluation convention), optionally centre-cropped to keep validation cheap,
-and thick-sliced along one axis with a Gaussian slice profile (FWHM = slice spacing). A
-model is then scored by upsampling the thick-slice volume with
+and thick-sliced along one axis with a Gaussian slice profile (FWHM = slice spacing); cubes
+by :func:`cube_case` from the hyperspectral protocol's pair (divided by their maximum,
+antialiased bicubic). A model is scored by upsampling each input with
 :func:`volsr.engine.upsample` (the same path as ``volsr upsample``) and comparing with the
-HR voxels the LR grid covers. Cubic interpolation is scored once, so that every
-validation row also shows the gain over cubic.
+reference by the metrics of its kind (:data:`PROTOCOLS`: PSNR and SSIM for volumes, MPSNR
+and SAM for cubes, whose outputs are clipped to [0, 1] first). The kind's interpolation
+baseline is scored once, so every validation row also shows the gain over it; the mean
+gain is the ``score`` that picks the ``best`` checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from volsr import io
+from volsr.data.hsi import HSIPair
 from volsr.degrade import thick_slice
 from volsr.engine import EngineOptions, upsample
 from volsr.geometry import crop_affine, downsampled_grid
 from volsr.intensity import percentile_normalise
-from volsr.metrics import psnr, ssim
+from volsr.metrics import mpsnr, psnr, sam, ssim
 from volsr.volume import Volume
 
-__all__ = ["ValidationCase", "prepare_case", "VolumeValidator", "VALIDATION_MEMORY"]
+__all__ = ["ValidationCase", "Protocol", "PROTOCOLS", "prepare_case", "cube_case", "VolumeValidator",
+           "VALIDATION_MEMORY"]
 
 #: Memory budget of a validation task (the engine's ``max_memory``).
 VALIDATION_MEMORY = "4G"
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How one kind of case is scored.
+
+    Parameters
+    ----------
+    baseline : str
+        The registry's interpolation every gain is measured against.
+    metrics : dict of str to callable
+        ``metric(hr, estimate) -> float``; the first one's gain over the baseline is the score.
+    clip : bool
+        Clip outputs to [0, 1] before the metrics.
+    """
+
+    baseline: str
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]]
+    clip: bool
+
+
+#: The kinds of case: ``"volume"`` (3 spatial axes) and ``"cube"`` (a band axis).
+PROTOCOLS = {
+    "volume": Protocol("cubic", {"psnr": lambda hr, y: psnr(hr, y, data_range=1.0),
+                                 "ssim": lambda hr, y: ssim(hr, y, data_range=1.0)}, clip=False),
+    "cube": Protocol("bicubic", {"mpsnr": lambda hr, y: mpsnr(hr, y, data_range=1.0), "sam": sam}, clip=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +76,22 @@ class ValidationCase:
     name : str
         Key prefix of its metrics.
     lr : Volume
-        Thick-slice input (float32, in memory).
-    hr : (X, Y, Z) float32 ndarray
-        Reference on the grid the LR volume covers, in [0, 1].
+        Low-resolution input (float32, in memory): 3 spatial axes, or a cube's 2 and a band axis.
+    hr : (X, Y, Z) or (rows, cols, bands) float32 ndarray
+        Reference on the grid the LR input covers, in [0, 1] (bands last for a cube).
     scale : tuple of float
-        Per-axis factor from ``lr`` to ``hr`` (exact ``n_hr / n_lr``).
+        Per spatial axis factor from ``lr`` to ``hr`` (exact ``n_hr / n_lr``).
     """
 
     name: str
     lr: Volume
     hr: np.ndarray
     scale: tuple[float, ...]
+
+    @property
+    def kind(self) -> str:
+        """``"cube"`` when the input has a band axis, else ``"volume"`` (a :data:`PROTOCOLS` key)."""
+        return "volume" if self.lr.band_axis is None else "cube"
 
 
 def prepare_case(
@@ -121,6 +160,32 @@ def prepare_case(
                           scale=tuple(scale))
 
 
+def cube_case(pair: HSIPair) -> ValidationCase:
+    """A hyperspectral protocol pair (:func:`volsr.data.hsi.make_pair`) as a validation case.
+
+    Parameters
+    ----------
+    pair : HSIPair
+        HR cube (rows, cols, bands) and its LR version; ``pair.name`` a ``path[:key]`` spec.
+
+    Returns
+    -------
+    ValidationCase
+        Named by the spec's file stem; input axes ``("i", "j", "band")``.
+
+    Examples
+    --------
+    >>> cube = np.random.default_rng(0).random((8, 8, 5)).astype(np.float32)
+    >>> from volsr.data.hsi import make_pair
+    >>> case = cube_case(make_pair(cube, scale=2, name="/data/a.mat:x"))
+    >>> case.name, case.kind, case.lr.shape, case.scale
+    ('a', 'cube', (4, 4, 5), (2.0, 2.0))
+    """
+    lr = Volume(np.ascontiguousarray(pair.lr, dtype=np.float32), np.eye(4), ("i", "j", "band"))
+    return ValidationCase(name=Path(pair.name.split(":")[0]).stem, lr=lr, hr=pair.hr,
+                          scale=(float(pair.scale),) * 2)
+
+
 def _volume_name(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii", ".zarr", ".h5"):
@@ -130,12 +195,12 @@ def _volume_name(path: Path) -> str:
 
 
 class VolumeValidator:
-    """Score a model on prepared validation volumes through :func:`volsr.engine.upsample`.
+    """Score a model on prepared volumes or cubes through :func:`volsr.engine.upsample`.
 
     Parameters
     ----------
     cases : sequence of ValidationCase
-        Prepared volumes (see :func:`prepare_case`).
+        Prepared volumes (:func:`prepare_case`) or cubes (:func:`cube_case`).
     device : str
         Where the model runs.
 
@@ -146,9 +211,12 @@ class VolumeValidator:
 
     Notes
     -----
-    ``validator(model)`` returns ``"<name>/psnr"``, ``"<name>/ssim"`` (data range 1),
-    ``"<name>/psnr_gain"`` (over cubic), ``"<name>/seconds"`` per volume, and ``"score"``:
-    the mean PSNR gain over cubic (the ``best`` checkpoint's criterion).
+    ``validator(model)`` returns, per case, each metric of its kind (``"<name>/psnr"``,
+    ``"<name>/ssim"`` for volumes, ``"<name>/mpsnr"``, ``"<name>/sam"`` in degrees for cubes;
+    data range 1), the first one's gain over the kind's baseline (``"<name>/psnr_gain"``
+    over cubic, ``"<name>/mpsnr_gain"`` over bicubic), ``"<name>/seconds"``, and
+    ``"score"``: the mean gain (the ``best`` checkpoint's criterion). The model's
+    training mode is restored afterwards.
 
     Examples
     --------
@@ -165,7 +233,7 @@ class VolumeValidator:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"cases must be non-empty with distinct names, got {names}")
         self.cases, self.device = list(cases), device
-        self.cubic = {case.name: self._score(case, "cubic")[0] for case in self.cases}
+        self.baseline = {case.name: self._score(case, PROTOCOLS[case.kind].baseline)[0] for case in self.cases}
 
     @classmethod
     def from_paths(
@@ -218,17 +286,16 @@ class VolumeValidator:
         return cls(cases, device=device)
 
     def _score(self, case: ValidationCase, model: str | nn.Module) -> tuple[dict, float]:
+        protocol = PROTOCOLS[case.kind]
         started = time.perf_counter()
         # Training machines have memory to spare: larger tiles recompute less halo.
         out = upsample(case.lr, scale=case.scale, model=model,
                        options=EngineOptions(device=str(self.device), max_memory=VALIDATION_MEMORY))
         estimate = np.asarray(out.data.compute(), dtype=np.float32)
+        if protocol.clip:
+            estimate = estimate.clip(0, 1)
         seconds = time.perf_counter() - started
-        scores = {
-            "psnr": psnr(case.hr, estimate, data_range=1.0),
-            "ssim": ssim(case.hr, estimate, data_range=1.0),
-        }
-        return scores, seconds
+        return {name: metric(case.hr, estimate) for name, metric in protocol.metrics.items()}, seconds
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """Metrics of ``model`` on every case (see the class Notes).
@@ -253,11 +320,13 @@ class VolumeValidator:
         """
         metrics: dict[str, float] = {}
         gains = []
+        was_training = model.training
         for case in self.cases:
             scores, seconds = self._score(case, model)
-            gain = scores["psnr"] - self.cubic[case.name]["psnr"]
-            gains.append(gain)
-            metrics.update({f"{case.name}/psnr": scores["psnr"], f"{case.name}/ssim": scores["ssim"],
-                            f"{case.name}/psnr_gain": gain, f"{case.name}/seconds": seconds})
+            first = next(iter(scores))
+            gains.append(scores[first] - self.baseline[case.name][first])
+            metrics.update({f"{case.name}/{name}": value for name, value in scores.items()})
+            metrics.update({f"{case.name}/{first}_gain": gains[-1], f"{case.name}/seconds": seconds})
+        model.train(was_training)  # the engine switched it to evaluation
         metrics["score"] = float(np.mean(gains))
         return metrics
