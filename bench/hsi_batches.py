@@ -21,16 +21,17 @@ import time
 
 import torch
 
-from volsr.train.hsi import build_hsi_dataset, load_hsi_config
+from volsr.train.config import load_config
+from volsr.train.cubes import build_cube_dataset
 
 CONFIGS = ("configs/hsi/attn1d2d/x4/d48c.yaml", "configs/hsi/attn1d2d/x4/d48sf.yaml")
 
 
 def row(path: str, batches: int) -> str:
     """One table row: load seconds, seconds per batch, the batch's shape and megabytes."""
-    config = load_hsi_config(path)
+    config = load_config(path)
     started = time.perf_counter()
-    dataset = build_hsi_dataset(config)
+    dataset = build_cube_dataset(config)
     loaded = time.perf_counter() - started
     dataset.batch(0)  # first touch of the cubes' pages
     started = time.perf_counter()

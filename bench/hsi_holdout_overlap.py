@@ -23,7 +23,7 @@ from scipy.signal import fftconvolve
 
 from volsr.data.hsi import load_cube
 from volsr.datasets import shared_data_root
-from volsr.train.hsi import load_hsi_config
+from volsr.train.config import load_config
 
 sys.path.insert(0, "bench")
 from hsi_quality import HELD_OUT, OTHER_SENSORS, held_out_cube  # noqa: E402
@@ -87,7 +87,7 @@ def overlap(held: np.ndarray, train: np.ndarray) -> float:
 
 def main() -> int:
     """Print the table."""
-    training = sorted({spec for path in CONFIGS for spec in load_hsi_config(path).data.cubes})
+    training = sorted({spec for path in CONFIGS for spec in load_config(path).data.cubes})
     root = shared_data_root()
     cubes = {spec: load_cube(str(root / spec))[0] for spec in training}
     print(f"command: {' '.join(['python'] + sys.argv)}\n")

@@ -143,7 +143,7 @@ def test_shipped_input_peak_is_the_median_lr_peak_of_the_training_cubes(name):
 
     from volsr.data.hsi import lr_peak
     from volsr.models.weights import WEIGHTS_DIR
-    from volsr.train.hsi import resolve_cubes
+    from volsr.train.cubes import resolve_cubes
 
     sidecar = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
     metadata = sidecar["metadata"]  # a soup (volsr.train.soup) records each source's config

@@ -121,12 +121,10 @@ def test_a_loss_the_run_cannot_compute_is_refused(changes, message):
 
 
 def test_a_cube_config_refuses_the_volume_critic():
-    from volsr.train.hsi import load_hsi_config
-
     mapping = {"run": MINIMAL["run"], "optim": MINIMAL["optim"], "data": {"cubes": ["a.mat:x"]}}
-    assert load_hsi_config({**mapping, "loss": {"sam": 0.3}}).loss == LossConfig(l1=1.0, sam=0.3)
+    assert config_from_dict({**mapping, "loss": {"sam": 0.3}}).loss == LossConfig(l1=1.0, sam=0.3)
     with pytest.raises(ValueError, match="'loss.wgan' needs volumes"):
-        load_hsi_config({**mapping, "loss": {"wgan": 1e-3}})
+        config_from_dict({**mapping, "loss": {"wgan": 1e-3}})
 
 
 @pytest.mark.parametrize(

@@ -62,13 +62,12 @@ def test_mri_config_builds_sampler_and_draws_a_batch(path):
 @needs_data
 @pytest.mark.parametrize("path", [p for p in CONFIGS if _is_hsi(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_hsi_config_builds_dataset_and_model(path):
-    from volsr.models.attn1d2d import Attn1D2D
-    from volsr.train.hsi import build_hsi_dataset, load_hsi_config, resolve_cubes
+    from volsr.train.cubes import build_cube_dataset, build_cube_model, resolve_cubes
 
-    config = load_hsi_config(path)
-    model = Attn1D2D(**dataclasses.asdict(config.model))
+    config = load_config(path)
+    model = build_cube_model(config.model, seed=config.run.seed)
     specs = resolve_cubes(config.data.cubes)
-    dataset = build_hsi_dataset(config)
+    dataset = build_cube_dataset(config)
     # Every cube is used (grid_phases > 1: on up to grid_phases**2 shifted LR grids each).
     assert {pair.name for pair in dataset.pairs} == set(specs)
     assert len(specs) <= len(dataset.pairs) <= len(specs) * config.data.grid_phases**2

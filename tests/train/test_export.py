@@ -22,11 +22,11 @@ from volsr.cli import main
 from volsr.geometry import output_coordinates
 from volsr.models.mdcsrn import MDCSRN, MDCSRNUpsampler
 from volsr.models.weights import load_module, shipped_weights
-from volsr.train.build import run_training
 from volsr.train.checkpoint import load_checkpoint
 from volsr.train.config import load_config
 from volsr.train.export import export_checkpoint, load_trained_model
 from volsr.train.model_card import render_model_card, write_model_card
+from volsr.train.run import run_training
 
 DATA = Path(os.environ.get("VOLSR_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "mri").is_dir(), reason=f"shared data absent: {DATA}")

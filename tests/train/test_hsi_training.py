@@ -1,4 +1,4 @@
-"""Tests of the HSI training entry (volsr/train/hsi.py): config, exact resume, export."""
+"""Training on cubes through the one pipeline (volsr/train/run.py, cubes.py): config, exact resume, export."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from volsr.errors import OutputExistsError
 from volsr.models.attn1d2d import Attn1D2D
 from volsr.models.weights import load_module
-from volsr.train.hsi import load_hsi_config, run_hsi_training
+from volsr.train.config import config_from_dict
+from volsr.train.run import run_training
 
 
 def hsi_config_mapping(tmp_path, folder: str) -> dict:
@@ -35,18 +36,18 @@ def hsi_config_mapping(tmp_path, folder: str) -> dict:
 
 
 def _config(tmp_path, folder: str) -> object:
-    return load_hsi_config(hsi_config_mapping(tmp_path, folder))
+    return config_from_dict(hsi_config_mapping(tmp_path, folder))
 
 
 def test_resume_reproduces_an_uninterrupted_run_and_exports_loadable_weights(tmp_path):
-    whole = run_hsi_training(_config(tmp_path, "whole"))
+    whole = run_training(_config(tmp_path, "whole"))
     assert whole["status"] == "finished" and whole["step"] == 4
     assert set(whole["validation"]) >= {"b/mpsnr", "b/sam", "b/mpsnr_gain", "score"}
     config = _config(tmp_path, "split")
-    assert run_hsi_training(config, max_steps=2)["status"] == "paused"
+    assert run_training(config, max_steps=2)["status"] == "paused"
     with pytest.raises(OutputExistsError, match="--resume"):
-        run_hsi_training(config)
-    split = run_hsi_training(config, resume=True)
+        run_training(config)
+    split = run_training(config, resume=True)
     a, b = (load_module(Attn1D2D, r["export"]) for r in (whole, split))
     for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), key
@@ -54,12 +55,12 @@ def test_resume_reproduces_an_uninterrupted_run_and_exports_loadable_weights(tmp
 
 
 def test_init_from_starts_from_an_earlier_stage(tmp_path):
-    first = run_hsi_training(_config(tmp_path, "stage1"))
+    first = run_training(_config(tmp_path, "stage1"))
     checkpoint = sorted((tmp_path / "stage1" / "checkpoints").glob("step_*.safetensors"))[-1]
     config = _config(tmp_path, "stage2")
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, init_from=str(checkpoint)),
                                  optim=dataclasses.replace(config.optim, lr=0.0))
-    second = run_hsi_training(config)  # lr 0: stage 2 keeps stage 1's weights
+    second = run_training(config)  # lr 0: stage 2 keeps stage 1's weights
     a, b = (load_module(Attn1D2D, r["export"]) for r in (first, second))
     for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), key
@@ -67,10 +68,10 @@ def test_init_from_starts_from_an_earlier_stage(tmp_path):
     wrong = dataclasses.replace(wrong, run=dataclasses.replace(wrong.run, init_from=str(checkpoint)),
                                 model=dataclasses.replace(wrong.model, features=3))
     with pytest.raises(ValueError, match="does not match the configured model"):
-        run_hsi_training(wrong)
+        run_training(wrong)
 
 
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="unknown config key 'model.width'"):
-        load_hsi_config({"run": {"name": "t", "output_dir": "x"}, "data": {"cubes": ["c"]},
-                         "optim": {"steps": 1}, "model": {"width": 3}})
+        config_from_dict({"run": {"name": "t", "output_dir": "x"}, "data": {"cubes": ["c"]},
+                          "optim": {"steps": 1}, "model": {"width": 3}})

@@ -12,8 +12,8 @@ from volsr.cli import main
 from volsr.io import save
 from volsr.models.attn1d2d import Attn1D2D
 from volsr.models.weights import load_module
-from volsr.train.hsi import load_hsi_config, run_hsi_training
-from volsr.train.run import data_source
+from volsr.train.config import config_from_dict, data_source
+from volsr.train.run import run_training
 from volsr.volume import Volume
 
 
@@ -37,11 +37,12 @@ def _write(path, mapping) -> str:
     return str(path)
 
 
-def test_volsr_train_runs_a_hyperspectral_config_as_its_own_trainer_does(tmp_path, capsys):
+def test_volsr_train_runs_a_hyperspectral_config_as_the_library_does(tmp_path, capsys):
     mapping = _hsi_config(tmp_path, "cli")
     assert main(["train", _write(tmp_path / "hsi.yaml", mapping), "--device", "cpu"]) == 0
     capsys.readouterr()
-    direct = run_hsi_training(load_hsi_config({**mapping, "run": {**mapping["run"], "output_dir": str(tmp_path / "direct")}}))
+    direct = run_training(config_from_dict({**mapping, "run": {**mapping["run"], "output_dir": str(tmp_path / "direct")}}),
+                          device="cpu")
     a = load_module(Attn1D2D, tmp_path / "cli" / "export" / "attn1d2d_x2.safetensors")
     b = load_module(Attn1D2D, direct["export"])
     for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

@@ -1,8 +1,9 @@
-"""Turn a validated :class:`~volsr.train.config.TrainConfig` into objects, and run it.
+"""The volumes' data source: a validated :class:`~volsr.train.config.TrainConfig` into objects.
 
-The only place where configuration meets construction: the trainer receives a model, a
-batch source and settings; the networks know nothing of YAML. ``volsr train`` calls
-:func:`run_training`. Under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the
+Where a volume config meets construction (:func:`volume_pipeline`; the cubes' is
+:mod:`volsr.train.cubes`): the trainer receives a model, a batch source and settings; the
+networks know nothing of YAML. ``volsr train`` runs the pipeline
+(:func:`volsr.train.run.run_training`). Under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the
 process group (gloo on CPU, nccl on CUDA), takes ``batch_size / WORLD_SIZE`` patches per
 step from its own seeded stream, and only rank 0 validates, logs and writes files.
 """
@@ -30,6 +31,7 @@ from volsr.models.weights import save_weights
 from volsr.train.checkpoint import network_tensors
 from volsr.train.config import DataConfig, ModelConfig, TrainConfig
 from volsr.train.config_files import plain
+from volsr.train.pipeline import Pipeline
 from volsr.train.trainer import BatchSource, Trainer
 from volsr.train.validation import VolumeValidator
 
@@ -42,7 +44,7 @@ __all__ = [
     "build_batches",
     "setup_distributed",
     "export_weights",
-    "run_training",
+    "volume_pipeline",
 ]
 
 
@@ -449,75 +451,39 @@ def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
                          f"{str(error).splitlines()[0]}") from None
 
 
-def run_training(
-    config: TrainConfig,
-    *,
-    resume: bool = False,
-    max_steps: int | None = None,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Build everything from ``config``, train, and export the weights (``volsr train``).
+def volume_pipeline(config: TrainConfig, *, rank: int = 0, world: int = 1, device: str | torch.device = "cpu",
+                    validate: bool = True) -> Pipeline:  # fmt: skip
+    """The network (and critic), patch stream, validator and export of a volume config.
 
     Parameters
     ----------
     config : TrainConfig
         The experiment.
-    resume : bool
-        Continue from the newest checkpoint in ``<output_dir>/checkpoints`` (starts afresh
-        when there is none). Without it, a run folder that already has checkpoints is
-        refused.
-    max_steps : int, optional
-        Stop at this step (the schedule still spans ``optim.steps``; resume later).
-    device : {"cpu", "cuda"}, optional
-        Default: CUDA when available.
+    rank, world : int
+        This process and the process count (each draws ``batch_size / world`` patches).
+    device : str or torch.device
+        Where validation runs.
+    validate : bool
+        Build the validator on rank 0 (False: ``volsr train --check``, which trains nothing).
 
     Returns
     -------
-    dict
-        ``status``, ``step``, ``run_dir``, ``export`` (path or None on ranks > 0),
-        ``validation`` (the last metrics or None).
+    Pipeline
 
     Raises
     ------
-    OutputExistsError
-        If the run folder has checkpoints and ``resume`` is false.
     FileNotFoundError
         If a training or validation volume is missing.
+    ValueError
+        If the architecture or data settings are invalid.
 
     Examples
     --------
     See ``tests/train/test_build.py``.
     """
-    from volsr.errors import OutputExistsError
-
-    checkpoints = Path(config.run.output_dir) / "checkpoints"
-    if not resume and any(checkpoints.glob("step_*.json")):
-        raise OutputExistsError(
-            f"{checkpoints} already holds checkpoints: pass --resume to continue the run, "
-            f"or choose another run.output_dir")
-    rank, world, where = setup_distributed(
-        device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model = build_model(config.model, seed=config.run.seed)
-        if config.run.init_from is not None and not resume:
-            load_initial_weights(model, config.run.init_from)
-        critic = build_critic(config.model, seed=config.run.seed) if config.gan else None
-        batches, datasets = build_batches(config.data, seed=config.run.seed, rank=rank,
-                                          world=world)
-        trainer = Trainer(
-            model, batches, run=config.run, optim=config.optim, critic=critic, gan=config.gan, loss=config.loss,
-            validator=_build_validator(config, where) if rank == 0 else None,
-            validate_every=(config.validation.every if config.validation
-                            else config.run.checkpoint_every),
-            device=where, record={"config": plain(config), "datasets": datasets},
-        )
-        if resume:
-            trainer.resume()
-        status = trainer.fit(max_steps=max_steps)
-        exported = export_weights(trainer, config) if rank == 0 else None
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-    return {"status": status, "step": trainer.step, "run_dir": config.run.output_dir,
-            "export": None if exported is None else str(exported),
-            "validation": trainer.history[-1] if trainer.history else None}
+    model = build_model(config.model, seed=config.run.seed)
+    critic = build_critic(config.model, seed=config.run.seed) if config.gan else None
+    batches, datasets = build_batches(config.data, seed=config.run.seed, rank=rank, world=world)
+    validator = _build_validator(config, torch.device(device)) if validate and rank == 0 else None
+    return Pipeline(model=model, batches=batches, datasets=datasets, validator=validator,
+                    export=lambda trainer: export_weights(trainer, config), critic=critic)

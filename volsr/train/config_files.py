@@ -1,6 +1,6 @@
 """Reading config files: the ``extends`` chain merged (``yaml.safe_load``), configs as plain values.
 
-Shared by both pipelines' schemas (:mod:`volsr.train.config`, :mod:`volsr.train.hsi`).
+Read by the one schema (:mod:`volsr.train.config`, both data sources).
 """
 
 from __future__ import annotations

@@ -1,86 +1,75 @@
 """One ``volsr train CONFIG`` for every modality: the config's data source picks the pipeline.
 
-A config names its data source in ``data``: ``volumes`` (MRI volumes, :mod:`volsr.train.config`
-and :func:`volsr.train.build.run_training`) or ``cubes`` (hyperspectral cubes,
-:mod:`volsr.train.hsi`). :func:`check_config` validates a config and builds its network and
-data source (one batch drawn) without training: what ``volsr train CONFIG --check`` prints.
+A config names its data source in ``data``: ``volumes`` (MRI volumes,
+:func:`volsr.train.build.volume_pipeline`) or ``cubes`` (hyperspectral cubes,
+:func:`volsr.train.cubes.cube_pipeline`). :func:`run_training` runs either the same way: the
+pipeline's network, started from ``run.init_from``, trained by the one
+:class:`~volsr.train.trainer.Trainer` on the config's loss (a weighted sum), validated by the
+one protocol, exported by the pipeline. :func:`check_config` validates a config and builds its
+network and data source (one batch drawn) without training: what ``volsr train CONFIG --check``
+prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from volsr.train.config import TrainConfig, config_from_dict
-from volsr.train.config_files import read_config
+from volsr.errors import OutputExistsError
+from volsr.train.build import load_initial_weights, setup_distributed
+from volsr.train.config import CubeTrainConfig, TrainConfig, load_config
+from volsr.train.config_files import plain
+from volsr.train.pipeline import Pipeline
+from volsr.train.trainer import Trainer
 
-__all__ = ["data_source", "load_any_config", "check_config", "train"]
+__all__ = ["pipeline", "check_config", "run_training", "train"]
 
 
-def data_source(mapping: dict[str, Any]) -> str:
-    """``"volumes"`` or ``"cubes"``: what a (merged) config trains on.
+def pipeline(config: TrainConfig | CubeTrainConfig, *, rank: int = 0, world: int = 1,
+             device: str | torch.device = "cpu", validate: bool = True) -> Pipeline:  # fmt: skip
+    """The :class:`Pipeline` of ``config``'s data source.
 
     Parameters
     ----------
-    mapping : dict
-        A config as :func:`volsr.train.config_files.read_config` returns it.
+    config : TrainConfig or CubeTrainConfig
+        A validated config (:func:`volsr.train.config.load_config`).
+    rank, world : int
+        This process and the process count under ``torchrun``.
+    device : str or torch.device
+        Where validation runs.
+    validate : bool
+        Build the validator.
 
     Returns
     -------
-    str
+    Pipeline
 
     Raises
     ------
     ValueError
-        If ``data`` names both or neither.
+        If cubes are asked to train on several processes (their stream is not split), or a
+        constructor refuses a value.
+    FileNotFoundError
+        If a training or held-out volume / cube is missing.
 
     Examples
     --------
-    >>> data_source({"data": {"cubes": ["a.mat"]}})
-    'cubes'
+    See ``tests/train/test_run.py``.
     """
-    data = mapping.get("data") or {}
-    found = [key for key in ("volumes", "cubes") if key in data]
-    if len(found) != 1:
-        raise ValueError(f"a config's data section names its source: 'volumes' (MRI) or 'cubes' (hyperspectral), "
-                         f"got {sorted(data) or 'none'}")  # fmt: skip
-    return found[0]
+    if isinstance(config, CubeTrainConfig):
+        if world > 1:
+            raise ValueError("cubes train in one process: run volsr train without torchrun")
+        from volsr.train.cubes import cube_pipeline
 
+        return cube_pipeline(config, device=device, validate=validate)
+    from volsr.train.build import volume_pipeline
 
-def load_any_config(path: str | Path) -> Any:
-    """The validated config of either pipeline (``extends`` merged).
-
-    Parameters
-    ----------
-    path : str or Path
-        A YAML config.
-
-    Returns
-    -------
-    TrainConfig or HSITrainConfig
-        By :func:`data_source`.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        As :func:`volsr.train.config_files.read_config` and the schema checks.
-
-    Examples
-    --------
-    >>> load_any_config("missing.yaml")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: config file 'missing.yaml' not found
-    """
-    mapping = read_config(path)
-    if data_source(mapping) == "cubes":
-        from volsr.train.hsi import load_hsi_config
-
-        return load_hsi_config(mapping)
-    return config_from_dict(mapping)
+    return volume_pipeline(config, rank=rank, world=world, device=device, validate=validate)
 
 
 def check_config(path: str | Path) -> str:
@@ -108,30 +97,86 @@ def check_config(path: str | Path) -> str:
     --------
     See ``tests/train/test_run.py``.
     """
-    config = load_any_config(path)
-    if isinstance(config, TrainConfig):
-        from volsr.train.build import build_batches, build_critic, build_model
-
-        model = build_model(config.model, seed=config.run.seed)
-        if config.gan is not None:
-            build_critic(config.model, seed=config.run.seed)
-        batches, names = build_batches(dataclasses.replace(config.data, workers=0), seed=config.run.seed)
-        source, arch = f"{len(names)} volumes", config.model.arch
-    else:
-        from volsr.models.attn1d2d import Attn1D2D
-        from volsr.train.hsi import build_hsi_dataset
-
-        model = Attn1D2D(**dataclasses.asdict(config.model))
-        dataset = build_hsi_dataset(config)
-        batches, source, arch = dataset.batches, f"{len(dataset.pairs)} cube grids", "attn1d2d"
-    batch = next(iter(batches(0)))
+    config = load_config(path)
+    if isinstance(config, TrainConfig) and config.data.workers:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=0))
+    parts = pipeline(config, validate=False)
+    batch = next(iter(parts.batches(0)))
     if not (torch.isfinite(batch["lr"]).all() and torch.isfinite(batch["hr"]).all()):
         raise ValueError(f"{path}: the first batch holds non-finite values")
     init = config.run.init_from
     start = "" if init is None else f"; starts from {init} ({'present' if Path(init).exists() else 'not there yet'})"
-    parameters = sum(p.numel() for p in model.parameters())
-    return (f"{path}: ok: {arch} ({parameters:,} parameters), {source}, batch lr {tuple(batch['lr'].shape)} -> hr "
-            f"{tuple(batch['hr'].shape)}, {config.optim.steps} steps into {config.run.output_dir}{start}")
+    parameters = sum(p.numel() for p in parts.model.parameters())
+    source = f"{len(parts.datasets)} {'volumes' if isinstance(config, TrainConfig) else 'cube grids'}"
+    return (f"{path}: ok: {config.model.arch} ({parameters:,} parameters), {source}, batch lr "
+            f"{tuple(batch['lr'].shape)} -> hr {tuple(batch['hr'].shape)}, {config.optim.steps} steps into "
+            f"{config.run.output_dir}{start}")
+
+
+def run_training(config: TrainConfig | CubeTrainConfig, *, resume: bool = False, max_steps: int | None = None,
+                 device: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Build the config's pipeline, train, and export the weights (``volsr train``).
+
+    Parameters
+    ----------
+    config : TrainConfig or CubeTrainConfig
+        The experiment.
+    resume : bool
+        Continue from the newest checkpoint in ``<output_dir>/checkpoints`` (starts afresh
+        when there is none). Without it, a run folder that already has checkpoints is
+        refused.
+    max_steps : int, optional
+        Stop at this step (the schedule still spans ``optim.steps``; resume later).
+    device : {"cpu", "cuda"}, optional
+        Default: CUDA when available.
+
+    Returns
+    -------
+    dict
+        ``status``, ``step``, ``run_dir``, ``export`` (path or None on ranks > 0),
+        ``validation`` (the last metrics or None), ``seconds``.
+
+    Raises
+    ------
+    OutputExistsError
+        If the run folder has checkpoints and ``resume`` is false.
+    FileNotFoundError
+        If a training or validation volume / cube is missing.
+
+    Examples
+    --------
+    See ``tests/train/test_build.py`` and ``tests/train/test_hsi_training.py``.
+    """
+    started = time.perf_counter()
+    checkpoints = Path(config.run.output_dir) / "checkpoints"
+    if not resume and any(checkpoints.glob("step_*.json")):
+        raise OutputExistsError(
+            f"{checkpoints} already holds checkpoints: pass --resume to continue the run, "
+            f"or choose another run.output_dir")
+    rank, world, where = setup_distributed(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if where.type == "cuda" and isinstance(config, CubeTrainConfig):
+        torch.backends.cudnn.benchmark = True  # one layer shape per band count: cuDNN picks once
+    try:
+        parts = pipeline(config, rank=rank, world=world, device=where)
+        if config.run.init_from is not None and not resume:  # an earlier stage's (EMA) weights
+            load_initial_weights(parts.model, config.run.init_from)
+        every = config.validation.every if config.validation else config.run.checkpoint_every
+        trainer = Trainer(
+            parts.model, parts.batches, run=config.run, optim=config.optim, critic=parts.critic,
+            gan=config.gan if isinstance(config, TrainConfig) else None, loss=config.loss, validator=parts.validator, validate_every=every,
+            device=where, record={"config": plain(config), "datasets": list(parts.datasets)},
+        )  # fmt: skip
+        if resume:
+            trainer.resume()
+        status = trainer.fit(max_steps=max_steps)
+        exported = parts.export(trainer) if rank == 0 else None
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return {"status": status, "step": trainer.step, "run_dir": config.run.output_dir,
+            "export": None if exported is None else str(exported),
+            "validation": trainer.history[-1] if trainer.history else None,
+            "seconds": time.perf_counter() - started}
 
 
 def train(path: str | Path, *, resume: bool = False, max_steps: int | None = None,
@@ -152,7 +197,7 @@ def train(path: str | Path, *, resume: bool = False, max_steps: int | None = Non
     Returns
     -------
     dict
-        The run's report (``status``, ``step``, ``export``, ``validation``, ...).
+        The run's report (:func:`run_training`).
 
     Raises
     ------
@@ -165,14 +210,4 @@ def train(path: str | Path, *, resume: bool = False, max_steps: int | None = Non
     --------
     See ``tests/train/test_run.py``.
     """
-    config = load_any_config(path)
-    if isinstance(config, TrainConfig):
-        from volsr.train.build import run_training
-
-        return run_training(config, resume=resume, max_steps=max_steps, device=device)
-    from volsr.train.hsi import run_hsi_training
-
-    where = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if where.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True  # one layer shape per band count: cuDNN picks once
-    return run_hsi_training(config, resume=resume, max_steps=max_steps, device=where)
+    return run_training(load_config(path), resume=resume, max_steps=max_steps, device=device)
