@@ -221,7 +221,7 @@ def test_kspace_volume_grids(real_hr: Volume) -> None:
 def test_kspace_errors() -> None:
     with pytest.raises(ValueError, match="grid must be one of"):
         degrade.kspace_truncate(np.ones(8), factors=2, grid="full")
-    with pytest.raises(ValueError, match="factors needs one value or 2"):
+    with pytest.raises(ValueError, match="factors needs 1 or 2 values"):
         degrade.kspace_truncate(np.ones((8, 8)), factors=(2, 2, 2))
 
 
@@ -355,7 +355,7 @@ def test_degrade_refuses_contradictory_options() -> None:
         (dict(factors=(1, 1, 4), thickness_mm=3.0, gap_mm=2.0), r"thickness 3.0 mm \+ gap 2.0 mm = 5.0 mm"),
         (dict(factors=(2, 2, 1), method="gaussian", gap_mm=1.0), "apply to method slice only"),
         (dict(factors=(1, 1, 0.5)), "must be finite and >= 1"),
-        (dict(factors=(1, 2)), "needs 3 values"),
+        (dict(factors=(1, 2)), "needs 1 or 3 values"),
         (dict(factors=(1, 1, 2), method="sinc"), "method must be one of"),
     ]
     for options, message in cases:

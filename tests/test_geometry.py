@@ -23,6 +23,7 @@ from volsr.geometry import (
     grid_factor,
     input_window,
     output_coordinates,
+    per_axis,
     pyramid_affine,
     pyramid_shape,
     pyramid_transform,
@@ -148,7 +149,7 @@ def test_scale_for_target_spacing_invariant():
 @pytest.mark.parametrize(
     ("spacing", "target", "match"),
     [
-        ([1.0, 1.0], [1.0, 1.0, 1.0], "target_spacing needs 2 values"),
+        ([1.0, 1.0], [1.0, 1.0, 1.0], "target_spacing needs 1 or 2 values"),
         ([1.0, 0.0], [1.0, 1.0], "spacing must be finite and > 0"),
         ([1.0, 1.0], [1.0, -1.0], "target_spacing must be finite and > 0"),
         ([1.0, 1.0], [1.0, np.inf], "target_spacing must be finite"),
@@ -157,6 +158,37 @@ def test_scale_for_target_spacing_invariant():
 def test_scale_for_target_spacing_errors(spacing, target, match):
     with pytest.raises(GeometryError, match=match):
         scale_for_target_spacing(spacing, target)
+
+
+# --- per_axis ---------------------------------------------------------------------------
+
+
+def test_per_axis_invariant():
+    rng = np.random.default_rng(11)
+    for count in (1, 2, 3):
+        values = tuple(float(v) for v in rng.uniform(1.0, 6.0, count))
+        assert per_axis(values, count) == values  # count values: kept, in order
+        assert per_axis(values[0], count) == (values[0],) * count  # one value: every axis
+        assert per_axis([values[0]], count) == (values[0],) * count
+    assert per_axis(np.array([1, 1, 4]), 3) == (1.0, 1.0, 4.0)
+    assert per_axis((0.5, 2.0), 2) == (0.5, 2.0)  # "> 0": a downsampling scale is fine
+    assert per_axis((-3.0, 0.0), 2, check="none") == (-3.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs", "error", "match"),
+    [
+        ((1, 2), {}, GeometryError, r"scale needs 1 or 3 values \(one per axis\), got \(1.0, 2.0\)"),
+        ((1, 0, 2), {}, GeometryError, r"scale must be finite and > 0, got \(1.0, 0.0, 2.0\)"),
+        ((1, 1, 0.5), {"check": ">= 1", "name": "--factor"}, GeometryError, "--factor must be finite and >= 1"),
+        ((1, np.inf, 1), {"check": "none"}, GeometryError, "must be finite"),
+        ("1,1,4", {}, TypeError, "scale must be a number or a sequence of numbers"),
+        ((1, "a", 2), {}, TypeError, "a sequence of numbers"),
+    ],
+)
+def test_per_axis_errors(values, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        per_axis(values, 3, **kwargs)
 
 
 # --- resampled_shape / effective_scale ----------------------------------------------------
@@ -180,7 +212,7 @@ def test_resampled_shape_invariant():
         ((4, 0, 4), (2, 2, 2), "at least one voxel"),
         ((4, 4), (2, 0), "scale must be finite and > 0"),
         ((4, 4), (2, np.nan), "scale must be finite"),
-        ((4, 4), (2, 2, 2), "scale needs 2 values"),
+        ((4, 4), (2, 2, 2), "scale needs 1 or 2 values"),
     ],
 )
 def test_resampled_shape_errors(shape, scale, match):

@@ -19,6 +19,7 @@ import numpy as np
 
 from volsr import io
 from volsr.errors import FormatError, GeometryError, InvalidDataError
+from volsr.geometry import per_axis
 from volsr.io.outputs import refuse_overlap, write_text_atomic
 from volsr.volume import Volume, count_nonfinite
 
@@ -204,24 +205,12 @@ def _load_input(args: argparse.Namespace, *, overwrite: bool | None = None, dtyp
     return checked_finite(volume, args.fill_nonfinite)
 
 
-def _spatial_factors(volume: Volume, values: tuple[float, ...], option: str) -> tuple[float, ...]:
-    count = len(volume.spatial_axes)
-    if len(values) == 1:
-        return values * count
-    if len(values) != count:
-        raise GeometryError(
-            f"{option} needs 1 or {count} values for a volume with {count} spatial axes "
-            f"(shape {volume.shape}, axes {volume.axes}), got {','.join(map(str, values))}"
-        )
-    return values
-
-
 def run_degrade(args: argparse.Namespace) -> str:
     """``volsr degrade IN OUT --factor ... [--method ...]``: :func:`volsr.degrade.degrade`."""
     from volsr.degrade import degrade
 
     volume = _load_input(args)
-    result = degrade(volume, factors=_spatial_factors(volume, args.factor, "--factor"), method=args.method,
+    result = degrade(volume, factors=per_axis(args.factor, len(volume.spatial_axes), "--factor", check=">= 1"), method=args.method,
                      thickness_mm=args.thickness, gap_mm=args.gap, profile=args.profile, snr_db=args.snr,
                      seed=args.seed)  # fmt: skip
     path = io.save(result, args.output, overwrite=args.overwrite)
@@ -321,9 +310,9 @@ def run_upsample(args: argparse.Namespace) -> str:
         warnings.warn(f"{missing[0]} of {missing[1]} chunks of {args.input} are missing on disk; they read "
                       "as the store's fill value (lost or never written data?)", stacklevel=2)
     if args.scale is not None:
-        grid = {"scale": _spatial_factors(volume, args.scale, "--scale")}
+        grid = {"scale": per_axis(args.scale, len(volume.spatial_axes), "--scale")}
     else:
-        grid = {"target_spacing": _spatial_factors(volume, args.target_spacing, "--target-spacing")}
+        grid = {"target_spacing": per_axis(args.target_spacing, len(volume.spatial_axes), "--target-spacing")}
     factors = resolve_factors(volume, grid.get("scale"), grid.get("target_spacing"))
     model = args.model or default_model_name(spectral=volume.band_axis is not None, scale=factors)
     announce = _model_lines(args, model, volume, factors)

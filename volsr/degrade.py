@@ -32,7 +32,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from volsr.geometry import downsampled_grid, output_coordinates, resampled_affine
+from volsr.geometry import downsampled_grid, output_coordinates, per_axis, resampled_affine
 from volsr.noise import (
     NoiseParams,
     add_rician_noise,
@@ -308,10 +308,10 @@ def gaussian_decimate(
     """
     ndim = len(x.spatial_axes) if isinstance(x, Volume) else np.ndim(x)
     count = len(_resolve_axes(axes, ndim))
-    factor_list = _per_axis(factors, count, "factors")
+    factor_list = per_axis(factors, count, "factors", check="none")
     sigmas = [f / FWHM_PER_SIGMA for f in factor_list]
     if sigma is not None:
-        sigmas = _per_axis(sigma, count, "sigma")
+        sigmas = per_axis(sigma, count, "sigma", check="none")
     if any(not (math.isfinite(s) and s >= 0) for s in sigmas):
         raise ValueError(f"sigma must be finite and >= 0 HR voxels, got {sigma}")
 
@@ -422,17 +422,13 @@ def degrade(
     >>> degrade(v, factors=(1, 1, 2), profile="box").shape
     (4, 4, 4)
     """
-    factors = tuple(float(f) for f in factors)
-    said = ",".join(f"{f:g}" for f in factors)
-    if len(factors) != len(volume.spatial_axes):
-        raise ValueError(f"factors needs {len(volume.spatial_axes)} values (one per spatial axis), got {said}")
-    if not all(math.isfinite(f) and f >= 1 for f in factors):
-        raise ValueError(f"factors must be finite and >= 1 (1: axis unchanged), got {said}")
+    factors = per_axis(factors, len(volume.spatial_axes), "factors", check=">= 1")  # 1: axis unchanged
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     moved = [axis for axis, f in enumerate(factors) if f != 1]
     if method == "slice":
         if len(moved) != 1:
+            said = ",".join(f"{f:g}" for f in factors)
             raise ValueError(f"method slice thickens exactly one axis; factors {said} "
                              f"have {len(moved)} values != 1 (use method gaussian or kspace for several axes)")
         axis = moved[0]
@@ -498,12 +494,12 @@ def _dispatch(
     if not isinstance(x, Volume):
         array = np.asarray(x)
         array_axes = _resolve_axes(axes, array.ndim)
-        values = tuple(_per_axis(factors, len(array_axes), "factors"))
+        values = per_axis(factors, len(array_axes), "factors", check="none")
         for axis, factor in zip(array_axes, values, strict=True):
             downsampled_grid(array.shape[axis], factor)  # validate before any work
         return compute(array, array_axes, values)
     spatial = _resolve_axes(axes, len(x.spatial_axes))
-    values = tuple(_per_axis(factors, len(spatial), "factors"))
+    values = per_axis(factors, len(spatial), "factors", check="none")
     grids = [(n, n) for n in x.spatial_shape]
     for d, factor in zip(spatial, values, strict=True):
         grids[d] = downsampled_grid(x.spatial_shape[d], factor)
@@ -527,13 +523,6 @@ def _resolve_axes(axes: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     if not resolved or len(resolved) != len(axes) or len(set(resolved)) != len(resolved):
         raise ValueError(f"axes must be distinct integers in [{-ndim}, {ndim}), got {axes}")
     return tuple(resolved)
-
-
-def _per_axis(value: float | Sequence[float], count: int, name: str) -> list[float]:
-    values = [float(value)] * count if np.ndim(value) == 0 else [float(v) for v in value]
-    if len(values) != count:
-        raise ValueError(f"{name} needs one value or {count} (one per axis), got {value}")
-    return values
 
 
 def _float_dtype(dtype: np.dtype) -> np.dtype:

@@ -154,7 +154,7 @@ class _IntegerOnly(torch.nn.Module):
         ({"scale": 2, "target_spacing": 1}, ValueError, "exactly one"),
         ({"scale": 0}, ValueError, r"scale must be finite and > 0, got \(0.0, 0.0, 0.0\)"),
         ({"scale": (2, np.nan, 2)}, ValueError, "scale must be finite"),
-        ({"scale": (2, 2)}, ValueError, r"scale needs 3 values"),
+        ({"scale": (2, 2)}, ValueError, r"scale needs 1 or 3 values"),
         ({"scale": "2"}, TypeError, "scale must be a number"),
         ({"target_spacing": (1, -1, 1)}, ValueError, "target_spacing must be finite"),
         ({"scale": 20}, ValueError, r"'cubic' supports per-axis scales in \[0.5, 16.0\], got"),

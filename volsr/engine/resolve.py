@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from volsr.geometry import integer_factors, scale_for_target_spacing
+from volsr.geometry import integer_factors, per_axis, scale_for_target_spacing
 from volsr.models import create_model
 from volsr.models.ensemble import SelfEnsemble
 from volsr.models.files import is_model_file, register_model_file
@@ -195,24 +193,6 @@ def _resolve_model(model: str | nn.Module) -> nn.Module:
     )
 
 
-def _per_axis(values: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
-    if isinstance(values, numbers.Real) and not isinstance(values, bool):
-        values = (float(values),) * ndim
-    try:
-        if isinstance(values, (str, bytes)):
-            raise TypeError
-        result = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a number or a sequence of numbers, got {values!r}"
-        ) from None
-    if len(result) != ndim:
-        raise ValueError(f"{name} needs {ndim} values (one per spatial axis), got {result}")
-    if not all(math.isfinite(v) and v > 0 for v in result):
-        raise ValueError(f"{name} must be finite and > 0, got {result}")
-    return result
-
-
 def _factors(
     volume: Volume,
     scale: float | Sequence[float] | None,
@@ -225,8 +205,8 @@ def _factors(
         )
     ndim = len(volume.spatial_axes)
     if scale is not None:
-        return _per_axis(scale, ndim, "scale")
-    target = _per_axis(target_spacing, ndim, "target_spacing")
+        return per_axis(scale, ndim, "scale")
+    target = per_axis(target_spacing, ndim, "target_spacing")
     return scale_for_target_spacing(volume.spacing.tolist(), target)
 
 

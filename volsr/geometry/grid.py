@@ -1,38 +1,13 @@
-"""Grid geometry: the one owner of every formula about voxel grids.
+"""Single-resolution grids: affines, per-axis scales, voxel-centre coordinates, windows.
 
-Conventions (fixed here, used everywhere):
-
-- An affine is a ``(4, 4)`` float64 matrix mapping *voxel centres* ``(i, j, k, 1)`` of
-  the spatial array axes, in array order, to world coordinates in mm (RAS+ for NIfTI).
-  Volumes with two spatial axes (hyperspectral cubes) use the first two columns; the
-  third column is a unit vector.
-- Voxel ``i`` covers the continuous interval ``[i - 1/2, i + 1/2]`` in voxel coordinates.
-- Resampling a grid of ``n`` voxels to ``n'`` voxels along an axis keeps the field of
-  view ``[-1/2, n - 1/2]``. With ``s = n'/n`` (the *effective* scale), output voxel ``o``
-  sits at input coordinate ``x = (o + 1/2) / s - 1/2``, hence
-
-  ``A' = A . diag(1/s, 1)`` and the origin moves by ``A[:3, :3] . ((1/s - 1) / 2)``.
-
-  The same formula serves upsampling (``s > 1``) and downsampling (``s < 1``).
-- Upsampling by a requested per-axis factor ``f`` gives ``n' = floor(n f + 1/2)``
-  (round half up, never below 1); the effective scale ``n'/n`` then differs slightly
-  from ``f`` for non-integer factors, and the affine uses the effective scale so that
-  the field of view is exactly preserved.
-- A thick-slice (or any) downsampling by factor ``f`` keeps ``n_lr = floor(n / f)``
-  voxels covering the first ``n_cov = floor(n_lr f + 1/2) <= n`` high-resolution voxels;
-  low-resolution voxel ``k`` is centred on the middle of HR voxels ``[k f, (k+1) f)``,
-  and upsampling the LR grid by ``f`` lands exactly on the HR grid.
-- Multiscale (OME-Zarr pyramid) level ``k`` is that downsampling with ``f = 2**k`` on every
-  spatial axis: ``floor(n / 2**k)`` voxels, voxel ``o`` the mean of level-0 voxels
-  ``[o 2**k, (o + 1) 2**k)`` and centred on their mean position, so
-  ``A_k = A . diag(2**k, 1)`` with the origin moved by ``A[:3, :3] . ((2**k - 1) / 2)``
-  (half a level-``k-1`` voxel per level, not half a level-0 voxel).
+The conventions are the package's (:mod:`volsr.geometry`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -41,6 +16,7 @@ from volsr.errors import GeometryError
 __all__ = [
     "check_affine",
     "voxel_spacing",
+    "per_axis",
     "scale_for_target_spacing",
     "resampled_shape",
     "effective_scale",
@@ -52,21 +28,60 @@ __all__ = [
     "crop_affine",
     "downsampled_grid",
     "integer_factors",
-    "pyramid_shape",
-    "pyramid_affine",
-    "pyramid_transform",
 ]
 
 _EPS = 1e-9
 
 
-def _as_scale(scale: Sequence[float], ndim: int, name: str = "scale") -> np.ndarray:
-    values = np.asarray(scale, dtype=np.float64).reshape(-1)
-    if values.size != ndim:
-        raise GeometryError(f"{name} needs {ndim} values (one per spatial axis), got {list(values)}")
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise GeometryError(f"{name} must be finite and > 0, got {list(values)}")
-    return values
+def per_axis(values: float | Sequence[float], count: int, name: str = "scale", *,
+             check: Literal["> 0", ">= 1", "none"] = "> 0") -> tuple[float, ...]:  # fmt: skip
+    """One value per spatial axis, from one value or ``count``: the one check of per-axis factors.
+
+    Parameters
+    ----------
+    values : float or sequence of float
+        One value (for every axis) or ``count`` values, in axis order.
+    count : int
+        Spatial axes.
+    name : str
+        What the values are, for messages (``"scale"``, ``"--factor"``).
+    check : {"> 0", ">= 1", "none"}
+        What each value must be besides finite (scales: > 0; thick-slice factors: >= 1).
+
+    Returns
+    -------
+    tuple of float
+        ``count`` values.
+
+    Raises
+    ------
+    TypeError
+        If ``values`` are not numbers.
+    GeometryError
+        If there are neither 1 nor ``count`` values, or a value is not finite or fails ``check``.
+
+    Examples
+    --------
+    >>> per_axis(2, 3), per_axis((1, 1, 4), 3)
+    ((2.0, 2.0, 2.0), (1.0, 1.0, 4.0))
+    >>> per_axis((1, 2), 3)
+    Traceback (most recent call last):
+    ...
+    volsr.errors.GeometryError: scale needs 1 or 3 values (one per axis), got (1.0, 2.0)
+    """
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        flat = tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {values!r}") from None
+    flat = flat * count if len(flat) == 1 else flat
+    if len(flat) != count:
+        raise GeometryError(f"{name} needs 1 or {count} values (one per axis), got {flat}")
+    low = {"> 0": 0.0, ">= 1": 1.0, "none": -math.inf}[check]
+    if not all(math.isfinite(v) and (v > low if check == "> 0" else v >= low) for v in flat):
+        raise GeometryError(f"{name} must be finite and {check}, got {flat}")
+    return flat
 
 
 def check_affine(affine: np.ndarray) -> np.ndarray:
@@ -166,8 +181,8 @@ def scale_for_target_spacing(
     >>> scale_for_target_spacing([1.0, 1.0, 3.3], [1.0, 1.0, 1.0])
     (1.0, 1.0, 3.3)
     """
-    current = _as_scale(spacing, len(spacing), "spacing")
-    target = _as_scale(target_spacing, len(current), "target_spacing")
+    current = np.asarray(per_axis(spacing, len(spacing), "spacing"))
+    target = np.asarray(per_axis(target_spacing, len(current), "target_spacing"))
     return tuple(float(c / t) for c, t in zip(current, target))
 
 
@@ -196,7 +211,7 @@ def resampled_shape(shape: Sequence[int], scale: Sequence[float]) -> tuple[int, 
     >>> resampled_shape((182, 218, 55), (1, 1, 3.3))
     (182, 218, 182)
     """
-    factors = _as_scale(scale, len(shape))
+    factors = np.asarray(per_axis(scale, len(shape)))
     if any(int(n) < 1 for n in shape):
         raise GeometryError(f"every axis needs at least one voxel, got shape {tuple(shape)}")
     return tuple(max(1, math.floor(int(n) * f + 0.5 + _EPS)) for n, f in zip(shape, factors))
@@ -480,117 +495,3 @@ def integer_factors(factors: Sequence[float]) -> bool:
     (True, False)
     """
     return all(abs(float(f) - round(float(f))) < _EPS for f in factors)
-
-
-def pyramid_shape(shape: Sequence[int], level: int) -> tuple[int, ...]:
-    """Spatial shape of multiscale level ``level``: ``floor(n / 2**level)`` voxels per axis.
-
-    Trailing voxels that do not fill a ``2**level`` block are not part of the level, so
-    that each of its voxels is exactly the mean of one block (:func:`pyramid_affine`).
-
-    Parameters
-    ----------
-    shape : (D,) sequence of int
-        Level-0 spatial grid size (voxels).
-    level : int
-        Level index, >= 0 (0 is the level-0 grid itself).
-
-    Returns
-    -------
-    tuple of int
-        Grid size of the level, each >= 1.
-
-    Raises
-    ------
-    GeometryError
-        If ``level < 0`` or an axis has fewer than ``2**level`` voxels.
-
-    Examples
-    --------
-    >>> pyramid_shape((182, 218, 55), 2)
-    (45, 54, 13)
-    """
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
-        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
-    return tuple(downsampled_grid(int(n), float(2**level))[0] for n in shape)
-
-
-def pyramid_affine(affine: np.ndarray, level: int, *, ndim: int) -> np.ndarray:
-    """Affine of multiscale level ``level``: one voxel per ``2**level`` block of level 0.
-
-    Parameters
-    ----------
-    affine : (4, 4) float64 ndarray
-        Voxel-to-world matrix of level 0 (mm).
-    level : int
-        Level index, >= 0.
-    ndim : int
-        Number of spatial axes (1 to 3); columns beyond ``ndim`` are unchanged.
-
-    Returns
-    -------
-    (4, 4) float64 ndarray
-        ``A . diag(2**level, 1)`` with the origin moved by ``A[:3, :3] . ((2**level - 1) / 2)``
-        on the spatial columns: :func:`resampled_affine` of a ``2**level`` block to one voxel.
-        In a per-axis scale-and-translation frame (NGFF) this is :func:`pyramid_transform`.
-
-    Raises
-    ------
-    GeometryError
-        If ``affine`` is invalid, ``level < 0`` or ``ndim`` is not 1, 2 or 3.
-
-    Examples
-    --------
-    >>> a = pyramid_affine(np.diag([2.0, 2.0, 3.0, 1.0]), 2, ndim=3)
-    >>> np.diag(a).tolist(), a[:3, 3].tolist()
-    ([8.0, 8.0, 12.0, 1.0], [3.0, 3.0, 4.5])
-    """
-    if ndim not in (1, 2, 3):
-        raise GeometryError(f"ndim must be 1, 2 or 3 spatial axes, got {ndim!r}")
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
-        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
-    return resampled_affine(affine, (2**level,) * ndim, (1,) * ndim)
-
-
-def pyramid_transform(scale: Sequence[float], translation: Sequence[float], level: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-axis scale and translation of multiscale level ``level`` from those of level 0.
-
-    The frame is one where array axis ``a`` has voxel ``n`` at ``t_a + s_a n`` (NGFF
-    ``scale`` then ``translation``): level ``k`` voxel ``o`` is the mean of level-0 voxels
-    ``[o 2**k, (o + 1) 2**k)``, centred at ``t + s (o 2**k + (2**k - 1) / 2)``, so
-    ``s_k = s 2**k`` and ``t_k = t + s (2**k - 1) / 2`` (:func:`pyramid_affine` in one
-    frame). It holds whatever the sign or the world direction of an axis, as long as ``s``
-    and ``t`` describe level 0 in the same frame.
-
-    Parameters
-    ----------
-    scale : (D,) sequence of float
-        Level-0 spacing per array axis (any sign).
-    translation : (D,) sequence of float
-        Level-0 position of voxel 0's centre per array axis.
-    level : int
-        Level index, >= 0.
-
-    Returns
-    -------
-    scale : (D,) float64 ndarray
-    translation : (D,) float64 ndarray
-
-    Raises
-    ------
-    GeometryError
-        If ``level < 0`` or the sequences differ in length.
-
-    Examples
-    --------
-    >>> s, t = pyramid_transform([1.0, 4.0], [10.5, 30.0], 2)
-    >>> s.tolist(), t.tolist()
-    ([4.0, 16.0], [12.0, 36.0])
-    """
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
-        raise GeometryError(f"pyramid level must be an integer >= 0, got {level!r}")
-    s, t = np.asarray(scale, dtype=np.float64), np.asarray(translation, dtype=np.float64)
-    if s.shape != t.shape or s.ndim != 1:
-        raise GeometryError(f"scale {s.tolist()} and translation {t.tolist()} need one value per axis")
-    size = 2.0**level
-    return s * size, t + s * (size - 1) / 2
