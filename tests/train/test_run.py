@@ -68,3 +68,11 @@ def test_a_config_must_name_one_data_source(tmp_path, capsys):
     assert main(["train", _write(tmp_path / "bad.yaml", bad), "--check"]) == 2
     err = capsys.readouterr().err
     assert "names its source" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cubes_refuse_several_processes(tmp_path):
+    from volsr.train.run import pipeline
+
+    config = config_from_dict(_hsi_config(tmp_path, "ddp"))
+    with pytest.raises(ValueError, match="cubes train in one process"):
+        pipeline(config, rank=0, world=2)
