@@ -210,9 +210,9 @@ def run_degrade(args: argparse.Namespace) -> str:
     from volsr.degrade import degrade
 
     volume = _load_input(args)
-    result = degrade(volume, factors=per_axis(args.factor, len(volume.spatial_axes), "--factor", check=">= 1"), method=args.method,
-                     thickness_mm=args.thickness, gap_mm=args.gap, profile=args.profile, snr_db=args.snr,
-                     seed=args.seed)  # fmt: skip
+    factors = per_axis(args.factor, len(volume.spatial_axes), "--factor", check=">= 1")
+    result = degrade(volume, factors=factors, method=args.method, thickness_mm=args.thickness, gap_mm=args.gap,
+                     profile=args.profile, snr_db=args.snr, seed=args.seed)  # fmt: skip
     path = io.save(result, args.output, overwrite=args.overwrite)
     spacing = ", ".join(f"{s:.4g}" for s in result.spacing)
     return f"wrote {path}: {result.shape} {result.dtype}, spacing {spacing} mm; {_degradation_said(args)}"

@@ -1,19 +1,19 @@
 """The YAML schema of a training run: frozen dataclasses, one per section.
 
-The shared sections (run, optimiser, loss, critic) are here, the data source's (network, data,
-validation) in :mod:`volsr.train.source_config`; both are importable from here.
-
 One YAML file per experiment (``configs/{mri,hsi}/<arch>/*.yaml``). Its ``data`` section names
 the data source, and the source picks the schema: ``volumes`` (MRI) :class:`TrainConfig`,
-``cubes`` (hyperspectral) :class:`CubeTrainConfig`; both share the run, optimiser and loss
-sections (the loss a weighted sum, :class:`LossConfig`). A file may start from another (``extends: base.yaml``, relative to the
-file): it holds only what it changes, merged section by section over its base
-(:func:`volsr.train.config_files.read_config`), so a lineage reads top-down. Loading uses ``yaml.safe_load`` (no
-Python objects from YAML), rejects unknown keys naming the key
-and the allowed ones, checks every value's type and range, and fills omitted keys with
-the defaults documented on each dataclass. The trainer never sees this schema: the builder
-(:mod:`volsr.train.build`, :mod:`volsr.train.cubes`) turns it into constructed objects.
-The checking machinery is :mod:`volsr.train.schema`.
+``cubes`` (hyperspectral) :class:`CubeTrainConfig`. Both share the run, optimiser and loss
+sections (the loss a weighted sum, :class:`LossConfig`), defined here; each source's network,
+data and validation sections are in :mod:`volsr.train.source_config` (importable from here).
+
+A file may start from another (``extends: base.yaml``, relative to the file): it holds only
+what it changes, merged section by section over its base
+(:func:`volsr.train.config_files.read_config`), so a lineage reads top-down. Loading uses
+``yaml.safe_load`` (no Python objects from YAML), rejects unknown keys naming the key and the
+allowed ones, checks every value's type and range (:mod:`volsr.train.schema`), and fills
+omitted keys with the defaults documented on each dataclass. The trainer never sees this
+schema: the data source's pipeline (:mod:`volsr.train.build`, :mod:`volsr.train.cubes`)
+turns it into constructed objects.
 """
 
 from __future__ import annotations

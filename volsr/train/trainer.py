@@ -48,7 +48,7 @@ from volsr.train.checkpoint import (
     unflatten_optimizer_state,
 )
 from volsr.train.config import GanConfig, LossConfig, OptimConfig, RunConfig
-from volsr.train.losses import TERMS, weighted_loss, wgan_losses
+from volsr.train.losses import ADVERSARIAL_TERM, TERMS, weighted_loss, wgan_losses
 
 __all__ = ["BatchSource", "Validator", "cosine_lr", "Trainer"]
 
@@ -61,7 +61,7 @@ BatchSource = Callable[[int], Iterator[Mapping[str, Any]]]
 Validator = Callable[[nn.Module], dict[str, float]]
 
 #: ``train.csv``'s columns: the loss, each of its terms unweighted (blank when not computed).
-_TRAIN_FIELDS = ("step", "lr", "loss", *TERMS, "wgan", "critic", "penalty", "grad_norm", "step_seconds")
+_TRAIN_FIELDS = ("step", "lr", "loss", *TERMS, ADVERSARIAL_TERM, "critic", "penalty", "grad_norm", "step_seconds")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -274,7 +274,7 @@ class Trainer:
         loss, parts = self.pixel_loss(sr.float(), hr)  # float32, outside autocast
         if adv is not None:
             loss = loss + self.loss.wgan * adv
-            parts["wgan"] = float(adv.detach())
+            parts[ADVERSARIAL_TERM] = float(adv.detach())
         return loss, parts
 
     def _generator_step(self, batch: Mapping[str, Any], *, adversarial: bool) -> dict[str, float]:
