@@ -175,3 +175,19 @@ def test_meta_srgan_config_loads_with_its_architecture_and_checks_taps():
         config_from_dict(with_value("model", "taps", 3))
     with pytest.raises(ValueError, match=r"'model.arch' must be one of \['mdcsrn', 'meta_srgan'\]"):
         config_from_dict(with_value("model", "arch", "rdn"))
+
+
+def test_the_data_section_shares_the_samplers_names_and_defaults():
+    # DataConfig is the YAML face of SamplerOptions: a shared field must not drift in name or default.
+    from volsr.data import SamplerOptions
+
+    sampler = {f.name: f.default for f in dataclasses.fields(SamplerOptions)}
+    data = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "volumes"}
+    renamed = {"patch": "patch_shape", "slice_axes": "axes", "cache_mb": "cache_bytes"}
+    own = {"batch_size", "workers"}
+    assert set(data) - own <= set(sampler) | set(renamed)
+    for name, default in data.items():
+        if name in own:
+            continue
+        expected = sampler[renamed.get(name, name)]
+        assert (default * 2**20 if name == "cache_mb" else default) == expected, name

@@ -69,7 +69,15 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Training patches: the arguments of :class:`volsr.data.sampler.PatchSampler`.
+    """Training patches: the YAML face of :class:`volsr.data.SamplerOptions` plus the stream's settings.
+
+    Every field that :class:`~volsr.data.SamplerOptions` also has (``factor_range``,
+    ``integer_factors``, ``thickness_ratio_range``, ``profiles``, ``snr_db_range``,
+    ``noisy_target``, ``isotropic_probability``, ``isotropic_factor_range``, ``lr_halo``,
+    ``p_foreground``, ``zoom_range``, ``permute_axes``, ``flip_axes``, ``scale_range``,
+    ``shift_range``, ``bias_field_range``) has its name, default and meaning there; this schema
+    checks them with the YAML key in its messages (``data.factor_range``), and the trainer passes
+    them on by name (:func:`volsr.train.build.build_batches`).
 
     Parameters
     ----------
@@ -77,46 +85,14 @@ class DataConfig:
         Glob patterns of training volumes; relative patterns are taken from the shared
         data folder (``$VOLSR_DATA``, else ``../shared/data``).
     patch : (3,) int
-        HR patch shape in voxels.
+        HR patch shape in voxels (the sampler's ``patch_shape``).
+    slice_axes : tuple of int
+        Spatial axes the slice axis is drawn from (the sampler's ``axes``).
+    cache_mb : int
+        Block cache size per process, MiB (the sampler's ``cache_bytes``).
     batch_size : int
         Patches per step over all processes (each of N DDP processes takes 1/N; every
         batch shares one slice factor and slice axis).
-    factor_range : (2,) float
-        Thick-slice factor (slice spacing / HR voxel size), drawn uniformly per batch.
-    integer_factors : bool
-        Draw integer factors only.
-    slice_axes : tuple of int
-        Spatial axes the slice axis is drawn from.
-    thickness_ratio_range : (2,) float
-        Slice thickness / slice spacing (1: contiguous slices, < 1: gaps, > 1: overlap).
-    profiles : tuple of {"gaussian", "box"}
-        Slice profiles drawn from.
-    snr_db_range : (2,) float or None
-        Rician noise SNR in dB (foreground mean / sigma) drawn per patch (None: clean).
-    noisy_target : bool
-        The target patch carries the same noise as the LR input's source voxels (as a noisy
-        reference scan does) instead of being clean.
-    isotropic_probability : float
-        Probability in [0, 1] that a batch is degraded alike along all three axes (isotropic
-        low resolution, for arbitrary-scale models) instead of along one slice axis.
-    isotropic_factor_range : (2,) float or None
-        Factor range of those batches (None: ``factor_range``).
-    lr_halo : int
-        Extra LR slices on each side of the tile (context for the interpolation).
-    p_foreground : float
-        Probability in [0, 1] of centring a patch on foreground.
-    zoom_range : (2,) float or None
-        Isotropic resampling to ``zoom`` times the voxel size (None: native spacing only).
-    permute_axes : bool
-        Randomly permute the three axes.
-    flip_axes : tuple of int
-        Axes flipped with probability 1/2 each.
-    scale_range, shift_range : (2,) float or None
-        MONAI random intensity scale / shift ranges (None: off).
-    bias_field_range : (2,) float or None
-        MONAI random bias-field coefficient range (None: off).
-    cache_mb : int
-        Block cache size per process (MiB).
     workers : int
         DataLoader worker processes (0: load in the training process).
     """
