@@ -14,9 +14,9 @@ import dataclasses
 import glob
 import os
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from volsr.train.validation import VolumeValidator
 __all__ = [
     "batch_stream",
     "resolve_data_paths",
+    "seeded",
     "build_model",
     "build_critic",
     "load_initial_weights",
@@ -46,6 +47,8 @@ __all__ = [
     "export_weights",
     "volume_pipeline",
 ]
+
+T = TypeVar("T")
 
 
 def resolve_data_paths(pattern: str) -> list[Path]:
@@ -98,10 +101,33 @@ def _meta_options(config: ModelConfig) -> dict[str, Any]:
             "growth": config.growth, "taps": config.taps, "hidden": config.hidden}
 
 
-def _build_meta(config: ModelConfig, seed: int, name: str) -> MetaSRGAN:
+def seeded(seed: int, make: Callable[[], T]) -> T:
+    """``make()`` with torch's global generator seeded by ``seed``, and restored afterwards.
+
+    Parameters
+    ----------
+    seed : int
+        The initialisation seed.
+    make : callable
+        Builds a module (its initialisation draws from the global generator).
+
+    Returns
+    -------
+    object
+        What ``make`` returns.
+
+    Examples
+    --------
+    >>> bool(torch.equal(seeded(0, lambda: torch.rand(2)), seeded(0, lambda: torch.rand(2))))
+    True
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MetaSRGAN(**_meta_options(config))
+        return make()
+
+
+def _build_meta(config: ModelConfig, seed: int, name: str) -> MetaSRGAN:
+    model = seeded(seed, lambda: MetaSRGAN(**_meta_options(config)))
     model.card = ModelCard(name=name, kind="network", grid="lr", halo=model.halo, scales="real",
                            scale_range=config.scale_range, modality="mri",
                            description="Meta-SRGAN (training run)", input_scaling="p99.9")
@@ -144,10 +170,7 @@ def build_model(
     """
     if config.arch == "meta_srgan":
         return _build_meta(config, seed, "meta_srgan.run" if name == "mdcsrn.run" else name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # inside fork_rng: the caller's global state is restored
-        network = MDCSRN(**_network_options(config))
-    model = MDCSRNUpsampler(network)
+    model = MDCSRNUpsampler(seeded(seed, lambda: MDCSRN(**_network_options(config))))
     model.card = _card(config, model.halo, name)
     return model
 
@@ -177,9 +200,7 @@ def build_critic(config: ModelConfig, *, seed: int) -> PatchDiscriminator3D:
     ...     torch.zeros(2, 1, 4, 4, 4)).shape
     torch.Size([2])
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
-        return PatchDiscriminator3D(base=config.critic_base, levels=config.critic_levels)
+    return seeded(seed + 1, lambda: PatchDiscriminator3D(base=config.critic_base, levels=config.critic_levels))
 
 
 def _ignore_stop_signals(worker: int) -> None:

@@ -25,6 +25,7 @@ from volsr.datasets import shared_data_root
 from volsr.models.attn1d2d import Attn1D2D
 from volsr.models.registry import ModelCard
 from volsr.models.weights import save_weights
+from volsr.train.build import seeded
 from volsr.train.config import CubeModelConfig, CubeTrainConfig
 from volsr.train.config_files import plain
 from volsr.train.pipeline import Pipeline
@@ -88,9 +89,7 @@ def build_cube_model(config: CubeModelConfig, *, seed: int, name: str = "attn1d2
     >>> build_cube_model(CubeModelConfig(scale=2, features=4, stages=1), seed=0).card.scale_range
     (2.0, 2.0)
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # restored on exit: nothing global changes
-        model = Attn1D2D(**_network_arguments(config))
+    model = seeded(seed, lambda: Attn1D2D(**_network_arguments(config)))
     model.card = ModelCard(name=name, kind="network", grid="lr", halo=model.halo, scales="integer",
                            scale_range=(float(model.scale),) * 2, modality="hsi",
                            description="1D-2D attention network (training run)")

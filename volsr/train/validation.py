@@ -173,6 +173,11 @@ def cube_case(pair: HSIPair) -> ValidationCase:
     ValidationCase
         Named by the spec's file stem; input axes ``("i", "j", "band")``.
 
+    Raises
+    ------
+    FormatError
+        If ``pair.name`` is not a readable ``path[:key]`` spec.
+
     Examples
     --------
     >>> cube = np.random.default_rng(0).random((8, 8, 5)).astype(np.float32)
@@ -182,8 +187,8 @@ def cube_case(pair: HSIPair) -> ValidationCase:
     ('a', 'cube', (4, 4, 5), (2.0, 2.0))
     """
     lr = Volume(np.ascontiguousarray(pair.lr, dtype=np.float32), np.eye(4), ("i", "j", "band"))
-    return ValidationCase(name=Path(pair.name.split(":")[0]).stem, lr=lr, hr=pair.hr,
-                          scale=(float(pair.scale),) * 2)
+    _, path, _ = io.format_for(pair.name)  # the readers' own parse of ``path[:key]``
+    return ValidationCase(name=_volume_name(path), lr=lr, hr=pair.hr, scale=(float(pair.scale),) * 2)
 
 
 def _volume_name(path: Path) -> str:
